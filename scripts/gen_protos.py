@@ -33,9 +33,7 @@ def _adjust(source: str) -> str:
         "# NO CHECKED-IN PROTOBUF GENCODE\n",
         "# Adjusted by scripts/gen_protos.py: private descriptor pool, no runtime version pin.\n",
     )
-    source = source.replace(
-        "from google.protobuf import runtime_version as _runtime_version\n", ""
-    )
+    source = source.replace("from google.protobuf import runtime_version as _runtime_version\n", "")
     source = re.sub(
         r"_runtime_version\.ValidateProtobufRuntimeVersion\(.*?\)\n", "", source, flags=re.S
     )
@@ -44,7 +42,9 @@ def _adjust(source: str) -> str:
         "# Private pool: tritonclient and kserve register the same inference.* names.\n"
         "_POOL = _descriptor_pool.DescriptorPool()",
     )
-    source = source.replace("_descriptor_pool.Default().AddSerializedFile(", "_POOL.AddSerializedFile(")
+    source = source.replace(
+        "_descriptor_pool.Default().AddSerializedFile(", "_POOL.AddSerializedFile("
+    )
     source = source.replace("'grpc_predict_v2_pb2', _globals", f"'{MODULE}', _globals")
     if "_POOL.AddSerializedFile(" not in source or "_runtime_version" in source:
         raise SystemExit("protoc output changed shape; update scripts/gen_protos.py")

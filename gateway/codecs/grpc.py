@@ -1,0 +1,158 @@
+"""The v2 gRPC messages: tensors to and from protobuf, raw contents kept out of protobuf.
+
+Raw tensor bytes (``raw_input_contents`` = field 7 of ModelInferRequest,
+``raw_output_contents`` = field 6 of ModelInferResponse) are large and opaque, so they never
+pass through the protobuf runtime here: `join_raw` appends them to the serialized rest of the
+message (protobuf concatenation appends repeated fields) and `split_raw` slices them out of a
+received message before protobuf parses what is left. One copy to send, none to receive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
+
+from gateway._proto import pb
+from gateway.codecs import bytes_tensor
+from gateway.codecs.datatypes import CONTENTS_FIELD, check_datatype
+from gateway.codecs.parameters import fill_grpc_parameters, to_http_parameters
+from gateway.codecs.rest import REST_ONLY
+from gateway.errors import InvalidInput
+from gateway.tensor import RequestedOutput, Tensor
+
+RAW_INPUT_FIELD = pb.ModelInferRequest.RAW_INPUT_CONTENTS_FIELD_NUMBER
+RAW_OUTPUT_FIELD = pb.ModelInferResponse.RAW_OUTPUT_CONTENTS_FIELD_NUMBER
+
+Buffer = bytes | bytearray | memoryview
+T = TypeVar("T", bound=Tensor)
+
+
+def read_tensors(
+    cls: type[T], messages: Sequence[Any], raws: Sequence[Buffer], kind: str
+) -> list[T]:
+    """Tensors from `InferInputTensor` / `InferOutputTensor` messages and raw contents."""
+    if raws and len(raws) != len(messages):
+        raise InvalidInput(f"{len(raws)} raw contents for {len(messages)} {kind}s")
+    tensors = []
+    for index, message in enumerate(messages):
+        name, datatype = message.name, message.datatype
+        params = to_http_parameters(message.parameters) if len(message.parameters) else None
+        has_contents = message.HasField("contents") and message.contents.ByteSize() > 0
+        if raws:
+            if has_contents:
+                raise InvalidInput(f"tensor {name!r} has both contents and raw contents")
+            tensor = cls.from_raw(name, list(message.shape), datatype, raws[index], params)
+        else:
+            field = CONTENTS_FIELD.get(check_datatype(datatype, name))
+            if field is None:
+                raise InvalidInput(f"tensor {name!r}: {datatype} travels only as raw contents")
+            values = list(getattr(message.contents, field))
+            tensor = cls(name, list(message.shape), datatype, data=values, parameters=params)
+            tensor.as_numpy()  # check it now, so bad data is refused on arrival
+        tensors.append(tensor)
+    return tensors
+
+
+def read_requested_outputs(messages: Sequence[Any]) -> list[RequestedOutput] | None:
+    outputs = [
+        RequestedOutput(m.name, to_http_parameters(m.parameters) if len(m.parameters) else None)
+        for m in messages
+    ]
+    return outputs or None
+
+
+def fill_tensor(message: Any, tensor: Tensor, raw: bool, raws: list[Buffer]) -> None:
+    """Describe `tensor` in `message`; its data goes to `raws`, or into typed contents."""
+    message.name = tensor.name
+    message.datatype = tensor.datatype
+    message.shape.extend(tensor.shape)
+    fill_parameters(message.parameters, tensor.parameters)
+    if raw:
+        raws.append(tensor.wire_bytes())
+        return
+    flat = tensor.as_numpy().ravel()
+    field = CONTENTS_FIELD[tensor.datatype]
+    if tensor.datatype == "BYTES":
+        values: Iterable[Any] = [bytes_tensor.element_bytes(v, tensor.name) for v in flat]
+    else:
+        values = flat.tolist()
+    getattr(message.contents, field).extend(values)
+
+
+def fill_parameters(target: Any, params: dict[str, Any] | None) -> None:
+    if params:
+        fill_grpc_parameters(target, {k: v for k, v in params.items() if k not in REST_ONLY})
+
+
+def needs_raw(tensors: Iterable[Tensor]) -> bool:
+    """Whether some tensor has no typed-contents field (FP16, BF16), forcing raw for all."""
+    return any(t.datatype not in CONTENTS_FIELD for t in tensors)
+
+
+def join_raw(head: bytes, raws: Sequence[Buffer], field: int) -> bytes:
+    """Append `raws` as repeated bytes `field` to a serialized message."""
+    if not raws:
+        return head
+    tag = bytes([field << 3 | 2])
+    parts: list[Buffer] = [head]
+    for raw in raws:
+        parts += (tag, _varint(len(raw)), raw)
+    return b"".join(parts)
+
+
+def split_raw(data: Buffer, field: int) -> tuple[bytes, list[memoryview]]:
+    """Slice every repeated-bytes `field` out of a serialized message.
+
+    Returns the rest of the message (for protobuf to parse) and views of the field's values.
+    """
+    view = memoryview(data).cast("B")
+    size = len(view)
+    pieces: list[memoryview] = []
+    raws: list[memoryview] = []
+    kept_from = pos = 0
+    while pos < size:
+        start = pos
+        key, pos = _read_varint(view, pos)
+        wire_type, number = key & 7, key >> 3
+        if wire_type == 0:
+            _, pos = _read_varint(view, pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        elif wire_type == 2:
+            length, pos = _read_varint(view, pos)
+            if number == field and pos + length <= size:
+                pieces.append(view[kept_from:start])
+                raws.append(view[pos : pos + length])
+                kept_from = pos + length
+            pos += length
+        else:
+            raise InvalidInput(f"malformed protobuf message: wire type {wire_type} at {start}")
+        if pos > size:
+            raise InvalidInput("truncated protobuf message")
+    if not raws:
+        return (data if isinstance(data, bytes) else bytes(view)), raws
+    pieces.append(view[kept_from:])
+    return b"".join(pieces), raws
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while pos < len(view) and shift < 64:
+        byte = view[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+    raise InvalidInput("truncated or malformed protobuf varint")
