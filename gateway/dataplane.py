@@ -1,0 +1,153 @@
+"""The protocol-neutral core that the REST and gRPC servers both adapt.
+
+It finds models, answers health and metadata, runs inference, and manages the repository.
+The servers only decode their wire format into calls here and encode what comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gateway import __version__
+from gateway.errors import InferenceError, ModelNotFound, ModelNotReady
+from gateway.infer_request import InferRequest
+from gateway.infer_response import InferResponse
+from gateway.model import BaseKServeModel, InferenceModel, InferenceVerb
+from gateway.model_repository import ModelRepository
+
+Headers = dict[str, str]
+
+
+class DataPlane:
+    """Everything a request can ask of the server, whichever protocol it came in on."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        *,
+        server_name: str = "inference-hop-gateway",
+        server_version: str = __version__,
+    ) -> None:
+        self.repository = repository
+        self.server_name = server_name
+        self.server_version = server_version
+        # Set while models load at start-up and once a stop has begun: not ready either way.
+        self.starting = True
+        self.draining = False
+
+    # Health and metadata
+
+    def live(self) -> bool:
+        return True
+
+    async def ready(self) -> bool:
+        """Ready when started, not draining, and every registered model is ready."""
+        if self.starting or self.draining:
+            return False
+        models = self.repository.get_models()
+        for name in models:
+            if not await self.repository.is_model_ready(name):
+                return False
+        return True
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.server_name,
+            "version": self.server_version,
+            "extensions": ["binary_tensor_data", "model_repository"],
+        }
+
+    def model_names(self) -> list[str]:
+        return list(self.repository.get_models())
+
+    async def model_ready(self, name: str, version: str | None = None) -> bool:
+        self.registered(name)
+        return not self.draining and await self.repository.is_model_ready(name)
+
+    async def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        model = self.registered(name)
+        inputs: list[dict[str, Any]] = []
+        outputs: list[dict[str, Any]] = []
+        if isinstance(model, InferenceModel):
+            inputs, outputs = model.get_input_types(), model.get_output_types()
+        return {
+            "name": name,
+            "versions": [version] if version else [],
+            "platform": "",
+            "inputs": inputs,
+            "outputs": outputs,
+        }
+
+    def registered(self, name: str) -> BaseKServeModel:
+        model = self.repository.get_model(name)
+        if model is None:
+            raise ModelNotFound(name)
+        return model
+
+    async def ready_model(self, name: str) -> InferenceModel:
+        """The model called `name`, if it can serve now."""
+        model = self.registered(name)
+        if self.draining or not await model.healthy():
+            raise ModelNotReady(name)
+        if not isinstance(model, InferenceModel):
+            raise InferenceError(f"model {name!r} ({type(model).__name__}) cannot infer")
+        return model
+
+    # Inference
+
+    async def infer(
+        self,
+        name: str,
+        request: InferRequest | dict[str, Any] | Any,
+        headers: Headers,
+        response_headers: Headers,
+        verb: InferenceVerb = InferenceVerb.PREDICT,
+    ) -> Any:
+        """Run the model on `request`; an `InferResponse` answers as the client asked."""
+        model = await self.ready_model(name)
+        # Taken before the model runs: preprocess may rewrite the request for the predictor,
+        # but the client's own choices decide the answer's form.
+        choices = _client_choices(request)
+        kwargs: dict[str, Any] = {"headers": headers, "verb": verb}
+        if hasattr(model, "required_response_headers"):
+            kwargs["response_headers"] = response_headers
+        result = await model(request, **kwargs)
+        if choices is not None and isinstance(result, InferResponse):
+            request_id, binary, requested = choices
+            result._use_binary_outputs = binary
+            result._requested_outputs = requested
+            if not result.id and request_id:
+                result.id = request_id
+            if not result.model_name:
+                result.model_name = name
+        return result
+
+    # Model repository extension
+
+    async def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        index = []
+        for name in self.repository.get_models():
+            ready = await self.repository.is_model_ready(name)
+            if ready_only and not ready:
+                continue
+            entry = {"name": name, "state": "READY" if ready else "UNAVAILABLE"}
+            if not ready:
+                entry["reason"] = "not loaded"
+            index.append(entry)
+        return index
+
+    async def load(self, name: str) -> None:
+        # load() reads weights: keep it off the event loop.
+        loaded = await asyncio.get_running_loop().run_in_executor(None, self.repository.load, name)
+        if not loaded:
+            raise ModelNotReady(name, "load() did not make it ready")
+
+    async def unload(self, name: str) -> None:
+        self.repository.unload(name)
+
+
+def _client_choices(request: Any) -> tuple[str | None, bool, Any] | None:
+    if not isinstance(request, InferRequest):
+        return None
+    return request.id, request.use_binary_outputs, request.request_outputs

@@ -1,0 +1,99 @@
+"""KServe's command-line flags, as an argparse parent parser, plus the gateway's own.
+
+Nothing is parsed at import: `parser` only describes the flags. `ModelServer()` parses
+``sys.argv`` for the settings it was not given, as KServe's does, so a KServe script that
+builds ``ArgumentParser(parents=[model_server.parser])`` runs unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from gateway.settings import MIB
+
+
+def strtobool(value: str) -> bool:
+    """KServe's boolean flag values: true/false, yes/no, on/off, 1/0."""
+    lowered = value.strip().lower()
+    if lowered in ("y", "yes", "t", "true", "on", "1"):
+        return True
+    if lowered in ("n", "no", "f", "false", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {value!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        add_help=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    server = parser.add_argument_group("server (KServe flags)")
+    server.add_argument("--http_port", default=8080, type=int, help="REST port")
+    server.add_argument("--grpc_port", default=8081, type=int, help="gRPC port")
+    server.add_argument("--workers", default=1, type=int, help="server processes sharing ports")
+    server.add_argument("--max_threads", default=4, type=int, help="gRPC server threads")
+    server.add_argument(
+        "--max_asyncio_workers", default=None, type=int, help="threads for sync model code"
+    )
+    server.add_argument("--enable_grpc", default=True, type=strtobool, help="serve gRPC")
+    server.add_argument("--enable_docs_url", default=False, type=strtobool, help="serve /docs")
+    server.add_argument(
+        "--enable_latency_logging", default=True, type=strtobool, help="log stage latencies"
+    )
+    server.add_argument("--configure_logging", default=True, type=strtobool, help="set up logging")
+    server.add_argument("--log_config_file", default=None, help="logging config (JSON)")
+    server.add_argument("--access_log_format", default=None, help="access log line format")
+    server.add_argument(
+        "--event-loop",
+        dest="event_loop",
+        default="auto",
+        choices=["auto", "asyncio", "uvloop"],
+        help="event loop (auto: uvloop when installed)",
+    )
+    server.add_argument(
+        "--timeout-keep-alive",
+        dest="timeout_keep_alive",
+        default=65,
+        type=int,
+        help="idle keep-alive seconds",
+    )
+    server.add_argument("--grpc_max_send_message_length", default=256 * MIB, type=int, help="bytes")
+    server.add_argument(
+        "--grpc_max_receive_message_length", default=256 * MIB, type=int, help="bytes"
+    )
+    server.add_argument(
+        "--ssl_certfile", default=os.environ.get("KSERVE_TLS_CERT_FILE"), help="serve HTTPS"
+    )
+    server.add_argument("--ssl_keyfile", default=os.environ.get("KSERVE_TLS_KEY_FILE"))
+
+    model = parser.add_argument_group("model (KServe flags)")
+    model.add_argument("--model_name", default="model", help="model name on the endpoints")
+    model.add_argument("--predictor_host", default=None, help="predictor HOST:PORT")
+    model.add_argument(
+        "--protocol", default=None, choices=["v1", "v2", "grpc-v2"], help="deprecated alias"
+    )
+    model.add_argument(
+        "--predictor_protocol", default="v1", choices=["v1", "v2", "grpc-v2"], help="protocol"
+    )
+    model.add_argument("--predictor_use_ssl", default=False, type=strtobool)
+    model.add_argument("--predictor_request_timeout_seconds", default=600, type=float)
+    model.add_argument("--predictor_request_retries", default=0, type=int)
+    model.add_argument(
+        "--enable_predictor_health_check",
+        action="store_true",
+        help="ready only while the predictor is ready",
+    )
+    model.add_argument("--explainer_host", default=None, help="explainer HOST:PORT")
+
+    gateway = parser.add_argument_group("gateway")
+    gateway.add_argument(
+        "--listen_address", default="0.0.0.0", help="address the servers listen on"
+    )
+    gateway.add_argument("--grace_period", default=30, type=float, help="seconds to drain")
+    gateway.add_argument(
+        "--max_request_bytes", default=256 * MIB, type=int, help="largest REST body"
+    )
+    return parser
+
+
+parser = build_parser()

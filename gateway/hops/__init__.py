@@ -1,0 +1,1 @@
+"""Hops: how a request travels from this gateway to a predictor or explainer."""

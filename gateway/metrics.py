@@ -1,0 +1,120 @@
+"""Prometheus metrics: requests per model and protocol, time per stage and per hop.
+
+Stage histograms keep KServe's names (``request_predict_seconds`` ...) so existing dashboards
+keep working. With several worker processes the metrics live in files shared through
+``PROMETHEUS_MULTIPROC_DIR`` and `exposition` adds them up across workers.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+from gateway.request_context import RequestContext
+
+STAGES = ("preprocess", "predict", "explain", "postprocess")
+
+# Wide enough for both a 50 us pass-through and a 30 s model.
+_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    float("inf"),
+)
+
+
+class Metrics:
+    """The gateway's metrics, in a registry of their own (one per server)."""
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
+        if multiprocess_dir is not None:
+            # prometheus_client picks its value storage when first imported; switch it to the
+            # shared files before any metric below is created.
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiprocess_dir
+            values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.stage_seconds = {
+            stage: Histogram(
+                f"request_{stage}_seconds",
+                f"{stage} latency",
+                ["model_name"],
+                buckets=_BUCKETS,
+                registry=registry,
+            )
+            for stage in STAGES
+        }
+        self.requests = Counter(
+            "gateway_requests",
+            "Requests answered, by model, inbound protocol and status",
+            ["model_name", "protocol", "code"],
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "gateway_request_seconds",
+            "Time from request received to response ready",
+            ["model_name", "protocol"],
+            buckets=_BUCKETS,
+            registry=registry,
+        )
+        self.hop_seconds = Histogram(
+            "gateway_hop_seconds",
+            "Time of each attempt on a hop to an upstream",
+            ["model_name", "hop", "protocol", "outcome"],
+            buckets=_BUCKETS,
+            registry=registry,
+        )
+        self.hop_retries = Counter(
+            "gateway_hop_retries",
+            "Attempts on a hop that were retried, by reason",
+            ["model_name", "hop", "reason"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "gateway_requests_in_flight",
+            "Requests being served",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+
+    def observe(self, model_name: str, context: RequestContext, code: str, seconds: float) -> None:
+        """Record one finished request and the stages it went through."""
+        self.requests.labels(model_name, context.protocol, code).inc()
+        self.request_seconds.labels(model_name, context.protocol).observe(seconds)
+        for stage, stage_seconds in context.timings:
+            histogram = self.stage_seconds.get(stage)
+            if histogram is not None:
+                histogram.labels(model_name).observe(stage_seconds)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The metrics text and its content type, summed over workers when there are several."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(merged), CONTENT_TYPE_LATEST

@@ -1,0 +1,212 @@
+"""The model classes of KServe's API: `BaseKServeModel`, `InferenceModel` and `Model`.
+
+A `Model` runs ``preprocess -> predict (or explain) -> postprocess``. User code may write each
+handler sync or async; sync handlers run in the server's thread pool, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from gateway import request_context
+from gateway.errors import InferenceError, InvalidInput
+from gateway.infer_request import InferRequest
+from gateway.infer_response import InferResponse
+from gateway.predictor_config import PredictorConfig
+
+if TYPE_CHECKING:
+    from gateway.hops.base import Hop
+
+logger = logging.getLogger("gateway.model")
+
+# v1: a JSON dict (a CloudEvent's data), or bytes for non-JSON content; v2: an InferRequest.
+Body = dict[str, Any] | InferRequest | bytes
+InferReturnType = dict[str, Any] | InferResponse | list[str] | Any
+Headers = dict[str, str]
+
+
+class InferenceVerb(Enum):
+    EXPLAIN = 1
+    PREDICT = 2
+
+
+class BaseKServeModel(ABC):
+    """What the model repository and server expect of every model."""
+
+    @abstractmethod
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ready = False
+        self.engine = False
+
+    async def healthy(self) -> bool:
+        """Whether the model can serve; `ready` unless overridden."""
+        return self.ready
+
+    def load(self) -> bool:
+        """Load the model (override to read weights); sets and returns `ready`."""
+        self.ready = True
+        return self.ready
+
+    def start(self) -> None:
+        """Called once the server has registered the model."""
+        self.ready = True
+
+    async def start_engine(self) -> None:
+        """Start an engine the model needs (when ``engine`` is set)."""
+        self.ready = True
+
+    def stop(self) -> None:
+        """Called when the server stops or the model is unloaded."""
+        self.ready = False
+
+    def stop_engine(self) -> None:
+        self.ready = False
+
+
+class InferenceModel(BaseKServeModel):
+    """A model that answers inference requests."""
+
+    @abstractmethod
+    async def __call__(
+        self,
+        body: Body,
+        headers: Headers | None = None,
+        verb: InferenceVerb = InferenceVerb.PREDICT,
+    ) -> InferReturnType: ...
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        """Input tensor metadata (name, datatype, shape) for the metadata endpoints."""
+        return []
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return []
+
+
+class Model(InferenceModel):
+    """Subclass this and override `preprocess`, `predict`, `postprocess` or `explain`.
+
+    By default `predict` forwards to the predictor (``--predictor_host``) and `explain` to the
+    explainer (``--explainer_host``) through the model's hops.
+    """
+
+    def __init__(self, name: str, return_response_headers: bool = False) -> None:
+        super().__init__(name)
+        self.explainer_host: str | None = None
+        self.enable_latency_logging = False
+        self.required_response_headers = return_response_headers
+        self.predictor_config: PredictorConfig | None = None
+        # Built from the configuration when the server starts (see gateway.hops).
+        self.predictor_hop: Hop | None = None
+        self.explainer_hop: Hop | None = None
+
+    async def __call__(
+        self,
+        body: Body,
+        headers: Headers | None = None,
+        verb: InferenceVerb = InferenceVerb.PREDICT,
+        *,
+        response_headers: Headers | None = None,
+    ) -> InferReturnType:
+        """Run preprocess -> predict (or explain) -> postprocess on one request.
+
+        `response_headers`, when given, collects headers that `predict` and `postprocess` set
+        (for models created with ``return_response_headers=True``).
+        """
+        headers = {} if headers is None else headers
+        out_headers: Headers = {} if response_headers is None else response_headers
+        extra = (out_headers,) if self.required_response_headers else ()
+        with request_context.stage("preprocess"):
+            payload = await _call(self.preprocess, body, headers)
+        payload = self.validate(payload)
+        if verb is InferenceVerb.EXPLAIN:
+            with request_context.stage("explain"):
+                response = await _call(self.explain, payload, headers)
+        elif verb is InferenceVerb.PREDICT:
+            with request_context.stage("predict"):
+                response = await _call(self.predict, payload, headers, *extra)
+        else:
+            raise NotImplementedError(f"unknown verb {verb}")
+        with request_context.stage("postprocess"):
+            response = await _call(self.postprocess, response, headers, *extra)
+        if self.enable_latency_logging:
+            self._log_latency(headers)
+        return response
+
+    def validate(self, payload: Any) -> Any:
+        """Refuse payload shapes no protocol accepts, before they reach `predict`."""
+        if isinstance(payload, dict):
+            for key in ("inputs", "instances"):
+                if key in payload and not isinstance(payload[key], list):
+                    raise InvalidInput(f"expected {key!r} to be a list")
+        return payload
+
+    async def preprocess(
+        self, payload: dict[str, Any] | InferRequest, headers: Headers | None = None
+    ) -> Any:
+        """Transform the request; `payload` is a dict for v1, an `InferRequest` for v2."""
+        return payload
+
+    async def predict(
+        self,
+        payload: Any,
+        headers: Headers | None = None,
+        response_headers: Headers | None = None,
+    ) -> Any:
+        """Run inference; by default, forward `payload` to the predictor."""
+        if self.predictor_hop is None:
+            raise InferenceError(
+                f"model {self.name!r} has no predict() of its own and no predictor_host"
+            )
+        return await self.predictor_hop.infer(payload, headers or {})
+
+    async def explain(self, payload: Any, headers: Headers | None = None) -> Any:
+        """Explain a prediction; by default, forward `payload` to the explainer."""
+        if self.explainer_hop is None:
+            raise InferenceError(
+                f"model {self.name!r} has no explain() of its own and no explainer_host"
+            )
+        return await self.explainer_hop.explain(payload, headers or {})
+
+    async def postprocess(
+        self,
+        result: Any,
+        headers: Headers | None = None,
+        response_headers: Headers | None = None,
+    ) -> Any:
+        """Transform the response; a dict for v1, an `InferResponse` for v2."""
+        return result
+
+    def _log_latency(self, headers: Headers) -> None:
+        context = request_context.current()
+        if context is None:
+            return
+        logger.info(
+            "requestId: %s, preprocess_ms: %.3f, explain_ms: %.3f, predict_ms: %.3f, "
+            "postprocess_ms: %.3f",
+            headers.get("x-request-id", context.request_id),
+            context.stage_seconds("preprocess") * 1000,
+            context.stage_seconds("explain") * 1000,
+            context.stage_seconds("predict") * 1000,
+            context.stage_seconds("postprocess") * 1000,
+        )
+
+
+async def _call(handler: Callable[..., Any], *args: Any) -> Any:
+    """Await an async handler; run a sync one in the loop's executor (with our context)."""
+    if inspect.iscoroutinefunction(handler):
+        return await handler(*args)
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    result = await loop.run_in_executor(None, functools.partial(context.run, handler, *args))
+    if inspect.isawaitable(result):
+        result = await result
+    return result

@@ -1,0 +1,67 @@
+"""What the gateway knows about the request being served, for code deep in the call.
+
+The servers open a `RequestContext` per request; `Model.__call__` records stage durations in
+it and hops read its deadline and record their own timings, without any of that passing
+through the user's `preprocess` / `predict` / `postprocess` signatures (which are KServe's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+_current: ContextVar[RequestContext | None] = ContextVar("gateway_request", default=None)
+
+
+@dataclass
+class RequestContext:
+    """One inbound request: its id, protocol, deadline and where its time went."""
+
+    request_id: str
+    protocol: str
+    # time.monotonic() by which the client needs an answer; None when it set no deadline.
+    deadline: float | None = None
+    # (stage, seconds), in the order stages finished: "preprocess", "predict", hop names...
+    timings: list[tuple[str, float]] = field(default_factory=list)
+    # Server-Timing entries an upstream gateway reported, merged into ours.
+    upstream_timings: list[str] = field(default_factory=list)
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (negative once passed), None without one."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def record(self, stage: str, seconds: float) -> None:
+        self.timings.append((stage, seconds))
+
+    def stage_seconds(self, stage: str) -> float:
+        return sum(seconds for name, seconds in self.timings if name == stage)
+
+
+def current() -> RequestContext | None:
+    """The context of the request being served, or None outside a server."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def serving(context: RequestContext) -> Iterator[RequestContext]:
+    """Make `context` current for the code inside the block (and the tasks it starts)."""
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)
+
+
+@contextlib.contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Time the block as stage `name` of the current request (if any)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        context = _current.get()
+        if context is not None:
+            context.record(name, time.perf_counter() - start)

@@ -1,0 +1,301 @@
+"""The gRPC front door: ``inference.GRPCInferenceService`` (Open Inference Protocol v2).
+
+Each method decodes its message, calls the `DataPlane`, and encodes the answer. The method
+table is built from the service descriptor, so the .proto is its one source of truth.
+ModelInfer never lets protobuf see tensor data: it takes the serialized request and answers
+with serialized bytes (see `gateway.codecs.grpc`). Every method takes and returns bytes, so
+a malformed message is refused by our error mapping (INVALID_ARGUMENT), like any bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NoReturn, TypeAlias
+
+import grpc
+
+from gateway import request_context
+from gateway._proto import SERVICE_NAME, pb
+from gateway.dataplane import DataPlane
+from gateway.errors import GatewayError, InferenceError, InvalidInput, grpc_code
+from gateway.infer_request import InferRequest
+from gateway.infer_response import InferResponse
+from gateway.metrics import Metrics
+from gateway.request_context import RequestContext
+from gateway.settings import ServerSettings
+
+__all__ = ["PROTOCOL", "create_grpc_server", "start_grpc_server"]
+
+logger = logging.getLogger("gateway.server.grpc")
+
+PROTOCOL = "grpc-v2"
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+
+Context: TypeAlias = "grpc.aio.ServicerContext[bytes, bytes]"
+Headers = dict[str, str]
+Behavior = Callable[[Any, Context], Awaitable[Any]]
+
+# What gRPC lets a server send as ASCII metadata: lowercase token keys, printable values.
+_KEY = re.compile(r"[0-9a-z_.\-]+")
+_VALUE = re.compile(r"[\x20-\x7e]*")
+# Never taken from a model's response headers: HTTP/2 forbids connection-specific headers
+# (gRPC would pass some on), gRPC sets the others itself, and x-request-id is ours.
+_RESERVED = frozenset(
+    [
+        "content-type",
+        "content-length",
+        "te",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "user-agent",
+        "proxy-connection",
+        "x-request-id",
+    ]
+)
+
+
+def create_grpc_server(
+    dataplane: DataPlane, settings: ServerSettings, metrics: Metrics
+) -> grpc.aio.Server:
+    """A gRPC server for `dataplane`, not yet bound or started (call it inside the loop)."""
+    servicer = _Servicer(dataplane, metrics)
+    handlers = {}
+    for method in SERVICE.methods:
+        # ModelInfer parses its own bytes, so raw contents skip protobuf.
+        parse = None if method.name == "ModelInfer" else getattr(pb, method.input_type.name)
+        behavior = getattr(servicer, method.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _guarded(method.name, behavior, parse)
+        )
+    server = grpc.aio.server(
+        # Every handler here is async, so this pool runs no request: gRPC uses it only for sync
+        # handlers (its threads start lazily, none ever will). `max_threads` is deliberately not
+        # `maximum_concurrent_rpcs`: async requests mostly wait on upstream hops, and capping
+        # them at a thread count (4 by default) would throttle a gateway to 4 requests. Sync
+        # user handlers run in the event loop's default executor, which the ModelServer sizes.
+        migration_thread_pool=ThreadPoolExecutor(settings.max_threads),
+        options=[
+            ("grpc.max_send_message_length", settings.grpc_max_send_message_length),
+            ("grpc.max_receive_message_length", settings.grpc_max_receive_message_length),
+            # gRPC shares ports by default; only worker processes should (see server.workers).
+            ("grpc.so_reuseport", int(settings.grpc_reuse_port)),
+        ],
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    return server
+
+
+async def start_grpc_server(
+    dataplane: DataPlane, settings: ServerSettings, metrics: Metrics, port: int
+) -> tuple[grpc.aio.Server, int]:
+    """Create, bind (port 0 picks a free port) and start a server; returns it and its port."""
+    server = create_grpc_server(dataplane, settings, metrics)
+    bound = server.add_insecure_port(f"{settings.listen_address}:{port}")
+    if not bound:  # older gRPC reports a failed bind as port 0 instead of raising
+        raise OSError(f"cannot listen on {settings.listen_address}:{port}")
+    await server.start()
+    return server, bound
+
+
+def _guarded(name: str, behavior: Behavior, message: Any) -> Behavior:
+    """`behavior` behind our error mapping, taking and returning serialized messages."""
+
+    async def call(data: bytes, context: Context) -> bytes:
+        try:
+            request = data if message is None else _parse(message, data)
+            response = await behavior(request, context)
+            return response if isinstance(response, bytes) else response.SerializeToString()
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, name, exc)
+
+    return call
+
+
+def _parse(message: Any, data: bytes) -> Any:
+    try:
+        return message.FromString(data)
+    except Exception as exc:  # protobuf's DecodeError differs between runtimes
+        raise InvalidInput(f"malformed {message.__name__}: {exc}") from None
+
+
+def _status_code(exc: Exception) -> grpc.StatusCode:
+    """The code a client receives when `exc` ends its call."""
+    if isinstance(exc, GatewayError):
+        return grpc_code(exc)
+    return grpc.StatusCode.INTERNAL
+
+
+async def _abort(
+    context: Context, method: str, exc: Exception, request_id: str | None = None
+) -> NoReturn:
+    """End the call with the status `exc` maps to: the one place that does."""
+    code = _status_code(exc)
+    trailers: list[tuple[str, str]] = []
+    if request_id is not None:
+        trailers.append(("x-request-id", request_id))
+    if isinstance(exc, GatewayError):
+        logger.debug("%s failed: %s %s", method, code.name, exc)
+        if exc.retry_after is not None:
+            trailers.append(("retry-after", str(math.ceil(exc.retry_after))))
+        await context.abort(code, str(exc), tuple(trailers))
+    # Not ours: a bug or an unexpected library error. Its text may hold internals, so the
+    # client gets a short message and the log gets the traceback.
+    logger.exception("%s failed", method, exc_info=exc)
+    await context.abort(code, f"internal error: {type(exc).__name__}", tuple(trailers))
+
+
+class _Servicer:
+    """The service's methods, named as in the .proto."""
+
+    def __init__(self, dataplane: DataPlane, metrics: Metrics) -> None:
+        self.dataplane = dataplane
+        self.metrics = metrics
+
+    async def ServerLive(self, request: Any, context: Context) -> Any:
+        return pb.ServerLiveResponse(live=self.dataplane.live())
+
+    async def ServerReady(self, request: Any, context: Context) -> Any:
+        return pb.ServerReadyResponse(ready=await self.dataplane.ready())
+
+    async def ModelReady(self, request: Any, context: Context) -> Any:
+        ready = await self.dataplane.model_ready(request.name, request.version or None)
+        return pb.ModelReadyResponse(ready=ready)
+
+    async def ServerMetadata(self, request: Any, context: Context) -> Any:
+        meta = self.dataplane.metadata()
+        return pb.ServerMetadataResponse(
+            name=meta["name"], version=meta["version"], extensions=meta["extensions"]
+        )
+
+    async def ModelMetadata(self, request: Any, context: Context) -> Any:
+        meta = await self.dataplane.model_metadata(request.name, request.version or None)
+        return pb.ModelMetadataResponse(
+            name=meta["name"],
+            versions=meta["versions"],
+            platform=meta["platform"],
+            inputs=[_tensor_metadata(t) for t in meta["inputs"]],
+            outputs=[_tensor_metadata(t) for t in meta["outputs"]],
+        )
+
+    async def RepositoryIndex(self, request: Any, context: Context) -> Any:
+        # One repository per server: `repository_name` has nothing to choose between.
+        index = await self.dataplane.repository_index(ready_only=request.ready)
+        entry = pb.RepositoryIndexResponse.ModelIndex
+        models = [
+            entry(name=e["name"], state=e["state"], reason=e.get("reason", "")) for e in index
+        ]
+        return pb.RepositoryIndexResponse(models=models)
+
+    async def RepositoryModelLoad(self, request: Any, context: Context) -> Any:
+        await self.dataplane.load(request.model_name)
+        return pb.RepositoryModelLoadResponse(model_name=request.model_name, isLoaded=True)
+
+    async def RepositoryModelUnload(self, request: Any, context: Context) -> Any:
+        await self.dataplane.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse(model_name=request.model_name, isUnloaded=True)
+
+    async def ModelInfer(self, data: bytes, context: Context) -> bytes:
+        started = time.perf_counter()
+        headers = _headers(context)
+        ctx = RequestContext(
+            request_id=headers.get("x-request-id") or uuid.uuid4().hex,
+            protocol=PROTOCOL,
+            deadline=_deadline(context),
+        )
+        model_name = ""
+        code = grpc.StatusCode.OK
+        self.metrics.in_flight.inc()
+        try:
+            request = InferRequest.from_grpc_bytes(data)
+            if request.id and "x-request-id" not in headers:
+                ctx.request_id = request.id
+            if self.dataplane.repository.get_model(request.model_name) is not None:
+                # Only known names become labels: made-up names would each add a series.
+                model_name = request.model_name
+            response_headers: Headers = {}
+            with request_context.serving(ctx):
+                result = await self.dataplane.infer(
+                    request.model_name, request, headers, response_headers
+                )
+            body = _encode(result)
+            await context.send_initial_metadata(_metadata(ctx.request_id, response_headers))
+            return body
+        except Exception as exc:
+            code = _status_code(exc)
+            await _abort(context, "ModelInfer", exc, ctx.request_id)
+        except BaseException:
+            # Cancelled by gRPC: the client went away, or its deadline passed.
+            remaining = ctx.remaining()
+            expired = remaining is not None and remaining <= 0
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.observe(model_name, ctx, code.name, time.perf_counter() - started)
+
+
+def _encode(result: Any) -> bytes:
+    """A model's answer as a serialized ModelInferResponse."""
+    if isinstance(result, dict):  # the v2 JSON form
+        result = InferResponse.from_rest(result)
+    if isinstance(result, InferResponse):
+        return result.to_grpc_bytes()
+    descriptor = getattr(result, "DESCRIPTOR", None)
+    if getattr(descriptor, "full_name", None) == "inference.ModelInferResponse":
+        # A message built by the model: ours, or tritonclient's / kserve's (same wire form).
+        data: bytes = result.SerializeToString()
+        return data
+    raise InferenceError(f"the model returned a {type(result).__name__}, not a v2 response")
+
+
+def _tensor_metadata(tensor: dict[str, Any]) -> Any:
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"]
+    )
+
+
+def _headers(context: Context) -> Headers:
+    """The client's metadata as headers for the model; binary (-bin) values are left out."""
+    headers: Headers = {}
+    for key, value in context.invocation_metadata() or ():
+        if isinstance(value, str):  # binary (-bin) metadata arrives as bytes
+            headers[key.lower()] = value
+    return headers
+
+
+def _deadline(context: Context) -> float | None:
+    # gRPC reports no deadline as None (older releases: a huge number).
+    remaining: float | None = context.time_remaining()
+    if remaining is None or not math.isfinite(remaining) or remaining > 1e9:
+        return None
+    return time.monotonic() + remaining
+
+
+def _metadata(request_id: str, response_headers: Headers) -> tuple[tuple[str, str], ...]:
+    """x-request-id, then the model's response headers that gRPC can carry as metadata."""
+    metadata = [("x-request-id", request_id)]
+    for key, value in response_headers.items():
+        key = key.lower()
+        if (
+            key not in _RESERVED
+            and not key.startswith("grpc-")
+            and not key.endswith("-bin")
+            and _KEY.fullmatch(key)
+            and isinstance(value, str)
+            and _VALUE.fullmatch(value)
+        ):
+            metadata.append((key, value))
+        else:
+            logger.debug("response header %r is not valid gRPC metadata; dropped", key)
+    return tuple(metadata)

@@ -1,0 +1,224 @@
+"""The REST front door: an aiohttp app serving KServe v1 and Open Inference Protocol v2.
+
+Handlers (in `rest_v1` / `rest_v2`) decode, call the `DataPlane`, encode. Everything around
+them happens in one middleware: the per-request `RequestContext`, the body size limit, the
+mapping of errors to ``{"error": ...}`` responses, ``x-request-id``, ``Server-Timing`` and
+the request metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import re
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway.dataplane import DataPlane
+from gateway.errors import GatewayError, PayloadTooLarge, http_status
+from gateway.metrics import Metrics
+from gateway.request_context import RequestContext
+from gateway.server import openapi, rest_v1, rest_v2
+from gateway.server.cloudevents import EventSettings
+from gateway.server.rest_common import (
+    CONTEXT,
+    DATAPLANE,
+    RESPONSE_HEADERS,
+    Route,
+    json_response,
+)
+from gateway.server.server_timing import HEADER as SERVER_TIMING
+from gateway.server.server_timing import server_timing
+from gateway.settings import ServerSettings
+
+__all__ = ["create_app", "routes"]
+
+logger = logging.getLogger("gateway.server.rest")
+
+REQUEST_ID = "x-request-id"
+SETTINGS = web.AppKey("settings", ServerSettings)
+METRICS = web.AppKey("metrics", Metrics)
+OPENAPI = web.AppKey("openapi", dict[str, Any])
+# Route by handler, for the middleware to tell which requests are inference.
+ROUTES = web.AppKey("routes", dict[Handler, Route])
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Headers the server owns: a model's response headers never replace these.
+_RESERVED = frozenset(
+    {"content-type", "content-length", "transfer-encoding", "connection", "keep-alive",
+     "inference-header-content-length", REQUEST_ID, "server-timing"}
+)  # fmt: skip
+
+
+def create_app(dataplane: DataPlane, settings: ServerSettings, metrics: Metrics) -> web.Application:
+    """The REST app for `dataplane` (not yet listening)."""
+    table = routes(settings.enable_docs_url)
+    # aiohttp refuses a longer body as it reads it (a chunked one has no Content-Length).
+    app = web.Application(client_max_size=settings.max_request_bytes, middlewares=[_serve])
+    app[DATAPLANE] = dataplane
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[ROUTES] = {route.handler: route for route in table}
+    app[OPENAPI] = openapi.document(table, dataplane.server_name, dataplane.server_version)
+    app[rest_v1.EVENT_SETTINGS] = EventSettings.from_env(os.environ)
+    for route in table:
+        app.router.add_route(route.method, route.path, route.handler)
+    return app
+
+
+def routes(docs: bool = False) -> list[Route]:
+    """Every route the app serves; the docs routes only when `docs`."""
+    return [*_SERVER_ROUTES, *rest_v1.ROUTES, *rest_v2.ROUTES, *(_DOCS_ROUTES if docs else ())]
+
+
+@web.middleware
+async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route = request.app[ROUTES].get(request.match_info.handler)
+    context = RequestContext(
+        request_id=request.headers.get(REQUEST_ID) or uuid.uuid4().hex,
+        protocol=route.protocol if route is not None else "",
+    )
+    request[CONTEXT] = context
+    request[RESPONSE_HEADERS] = {}
+    if route is not None and route.inference:
+        response = await _measured(request, handler)
+    else:
+        response = await _respond(request, handler)
+    _add_headers(response, request[RESPONSE_HEADERS], context)
+    return response
+
+
+async def _measured(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`_respond`, counted in the request metrics."""
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
+    status = 499  # kept if the client goes away before the answer is ready
+    metrics.in_flight.inc()
+    try:
+        response = await _respond(request, handler)
+        status = response.status
+        return response
+    finally:
+        metrics.in_flight.dec()
+        seconds = time.perf_counter() - started
+        metrics.observe(_model_label(request), request[CONTEXT], str(status), seconds)
+
+
+async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's response, or the error response for what it raised."""
+    try:
+        _check_length(request)
+        return await handler(request)
+    except web.HTTPException as exc:  # routing, or aiohttp's own body size limit
+        return _http_error(request, exc)
+    except GatewayError as exc:
+        return _gateway_error(request, exc)
+    except Exception as exc:
+        # A bug or an unexpected library error: its text may hold internals, so the client
+        # gets a short message and the log gets the traceback.
+        logger.exception("%s %s failed", request.method, request.path)
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+
+def _check_length(request: web.Request) -> None:
+    limit = request.app[SETTINGS].max_request_bytes
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"the request body has {length} bytes; the limit is {limit}")
+
+
+def _gateway_error(request: web.Request, exc: GatewayError) -> web.Response:
+    status = http_status(exc)
+    log = logger.warning if status >= 500 else logger.debug
+    log("%s %s: %s %s", request.method, request.path, status, exc)
+    response = _error(status, str(exc))
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
+    return response
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        message = f"{request.method} is not allowed on {request.path}; allowed: {allowed}"
+    elif isinstance(exc, web.HTTPNotFound):
+        message = f"no route for {request.method} {request.path}"
+    else:
+        message = exc.text or exc.reason
+    response = _error(exc.status, message)
+    if "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
+def _error(status: int, message: str) -> web.Response:
+    response = json_response({"error": message}, status)
+    if status == 413:
+        # The body may be partly unread: do not reuse the connection for another request.
+        response.force_close()
+    return response
+
+
+def _add_headers(
+    response: web.StreamResponse, model_headers: dict[str, str], context: RequestContext
+) -> None:
+    for key, value in model_headers.items():
+        if key.lower() in _RESERVED or not _valid_header(key, value):
+            logger.debug("response header %r is reserved or not valid HTTP; dropped", key)
+        else:
+            response.headers[key] = value
+    response.headers[REQUEST_ID] = context.request_id
+    timing = server_timing(context)
+    if timing is not None:
+        response.headers[SERVER_TIMING] = timing
+
+
+def _valid_header(key: object, value: object) -> bool:
+    # aiohttp would only refuse these while writing the response, too late for an answer.
+    return (
+        isinstance(key, str)
+        and isinstance(value, str)
+        and _TOKEN.fullmatch(key) is not None
+        and "\r" not in value
+        and "\n" not in value
+    )
+
+
+def _model_label(request: web.Request) -> str:
+    # Only registered names become labels: made-up names would each add a series.
+    name = request.match_info.get("name", "")
+    return name if request.app[DATAPLANE].repository.get_model(name) is not None else ""
+
+
+async def _alive(request: web.Request) -> web.Response:
+    return json_response({"status": "alive"})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    # With several workers this reads their files: keep it off the event loop.
+    body, content_type = await asyncio.to_thread(request.app[METRICS].exposition)
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return json_response(request.app[OPENAPI])
+
+
+async def _docs(request: web.Request) -> web.Response:
+    return web.Response(text=openapi.page(request.app[OPENAPI]), content_type="text/html")
+
+
+_SERVER_ROUTES = (
+    Route("GET", "/", _alive, "Liveness (KServe v1)"),
+    Route("GET", "/metrics", _metrics, "Prometheus metrics"),
+)
+_DOCS_ROUTES = (
+    Route("GET", "/openapi.json", _openapi, "This OpenAPI document"),
+    Route("GET", "/docs", _docs, "The endpoints, as an HTML page"),
+)

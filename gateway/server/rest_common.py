@@ -1,0 +1,104 @@
+"""What the REST handlers share: app and request keys, the route entry, running and encoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway import request_context
+from gateway.codecs.rest import BINARY_CONTENT_TYPE, INFERENCE_HEADER, encode_response
+from gateway.dataplane import DataPlane
+from gateway.errors import InferenceError, InvalidInput
+from gateway.infer_response import InferResponse
+from gateway.model import InferenceVerb
+from gateway.request_context import RequestContext
+
+__all__ = [
+    "CONTEXT",
+    "DATAPLANE",
+    "JSON",
+    "RESPONSE_HEADERS",
+    "Route",
+    "encode_result",
+    "json_response",
+    "loads",
+    "model_headers",
+    "run_model",
+]
+
+JSON = "application/json"
+_DUMPS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+DATAPLANE = web.AppKey("dataplane", DataPlane)
+CONTEXT = web.RequestKey("context", RequestContext)
+# Headers the model set for the response (models created with return_response_headers=True).
+RESPONSE_HEADERS = web.RequestKey[dict[str, str]]("response_headers")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint: what aiohttp routes, and what the OpenAPI document says about it."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    # "v1" / "v2" for protocol routes: the RequestContext's protocol and the document's tag.
+    protocol: str = ""
+    # Inference routes are counted in the request metrics and in-flight gauge.
+    inference: bool = False
+    # The request body's schema in the document (a key of openapi.SCHEMAS), if it takes one.
+    body: str | None = None
+
+
+def json_response(obj: Any, status: int = 200) -> web.Response:
+    try:
+        body = orjson.dumps(obj, option=_DUMPS)
+    except orjson.JSONEncodeError as exc:
+        raise InferenceError(f"the response cannot be encoded as JSON: {exc}") from None
+    return web.Response(body=body, status=status, content_type=JSON)
+
+
+def loads(body: bytes) -> Any:
+    """Parse a JSON body; a malformed one is the client's error."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"body is not valid JSON: {exc}") from None
+
+
+def model_headers(request: web.Request) -> dict[str, str]:
+    """The request's headers as models see them: a plain dict, keys in lower case."""
+    return {key.lower(): value for key, value in request.headers.items()}
+
+
+async def run_model(
+    request: web.Request, name: str, payload: Any, verb: InferenceVerb, headers: dict[str, str]
+) -> Any:
+    """Run model `name` on `payload` inside the request's context."""
+    with request_context.serving(request[CONTEXT]):
+        return await request.app[DATAPLANE].infer(
+            name, payload, headers, request[RESPONSE_HEADERS], verb
+        )
+
+
+def encode_result(result: Any) -> web.Response:
+    """A model's answer as a response: v2 (binary extension when asked), bytes, text or JSON."""
+    if isinstance(result, InferResponse):
+        body, json_length = encode_response(result)
+        if json_length is None:
+            return web.Response(body=body, content_type=JSON)
+        return web.Response(
+            body=body,
+            content_type=BINARY_CONTENT_TYPE,
+            headers={INFERENCE_HEADER: str(json_length)},
+        )
+    if isinstance(result, bytes | bytearray | memoryview):
+        return web.Response(body=result, content_type=BINARY_CONTENT_TYPE)
+    if isinstance(result, str):
+        return web.Response(text=result, content_type="text/plain")
+    return json_response(result)

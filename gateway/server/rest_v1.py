@@ -1,0 +1,80 @@
+"""KServe v1 REST: model list and readiness, ``:predict`` and ``:explain``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from gateway.model import InferenceVerb
+from gateway.server import cloudevents
+from gateway.server.cloudevents import EventSettings, Incoming
+from gateway.server.rest_common import (
+    DATAPLANE,
+    Route,
+    encode_result,
+    json_response,
+    loads,
+    model_headers,
+    run_model,
+)
+
+__all__ = ["EVENT_SETTINGS", "ROUTES"]
+
+PROTOCOL = "v1"
+EVENT_SETTINGS = web.AppKey("event_settings", EventSettings)
+
+# Bodies of these types are parsed as JSON; any other declared type reaches the model as
+# bytes (KServe's list, which includes octet-stream).
+_JSON_TYPES = frozenset(
+    {"application/json", "application/ld+json", "application/octet-stream", cloudevents.STRUCTURED}
+)
+
+
+async def models(request: web.Request) -> web.Response:
+    return json_response({"models": request.app[DATAPLANE].model_names()})
+
+
+async def model_ready(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    ready = await request.app[DATAPLANE].model_ready(name)
+    return json_response({"name": name, "ready": ready}, 200 if ready else 503)
+
+
+def _inference(verb: InferenceVerb) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        headers = model_headers(request)
+        payload, event = decode(headers, await request.read())
+        result = await run_model(request, name, payload, verb, headers)
+        if event is None:
+            return encode_result(result)
+        event_headers, body = cloudevents.encode(result, event, name, request.app[EVENT_SETTINGS])
+        return web.Response(body=body, headers=event_headers)
+
+    handler.__name__ = verb.name.lower()
+    return handler
+
+
+predict = _inference(InferenceVerb.PREDICT)
+explain = _inference(InferenceVerb.EXPLAIN)
+
+
+def decode(headers: Mapping[str, str], body: bytes) -> tuple[Any, Incoming | None]:
+    """A v1 body as the model takes it, and the CloudEvent it came in, if any."""
+    event = cloudevents.decode(headers, body)
+    if event is not None:
+        return event
+    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type and media_type not in _JSON_TYPES and not media_type.endswith("+json"):
+        return body, None
+    return loads(body), None
+
+
+ROUTES = (
+    Route("GET", "/v1/models", models, "List the models", PROTOCOL),
+    Route("GET", "/v1/models/{name}", model_ready, "Model readiness (503 when not)", PROTOCOL),
+    Route("POST", "/v1/models/{name}:predict", predict, "Predict", PROTOCOL, True, "V1Request"),
+    Route("POST", "/v1/models/{name}:explain", explain, "Explain", PROTOCOL, True, "V1Request"),
+)

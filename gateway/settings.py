@@ -1,0 +1,31 @@
+"""Server settings: one frozen value, built from flags or arguments, passed in explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the servers listen and what they accept."""
+
+    http_port: int = 8080
+    grpc_port: int = 8081
+    listen_address: str = "0.0.0.0"
+    workers: int = 1
+    max_threads: int = 4
+    max_asyncio_workers: int | None = None
+    enable_grpc: bool = True
+    enable_docs_url: bool = False
+    enable_latency_logging: bool = True
+    access_log_format: str | None = None
+    grace_period: float = 30
+    timeout_keep_alive: float = 65
+    # Bodies and messages above these are refused (413 / RESOURCE_EXHAUSTED) unread.
+    max_request_bytes: int = 256 * MIB
+    grpc_max_send_message_length: int = 256 * MIB
+    grpc_max_receive_message_length: int = 256 * MIB
+    # Workers share the gRPC port through SO_REUSEPORT; a lone server must own its port.
+    grpc_reuse_port: bool = False

@@ -1,0 +1,118 @@
+"""Real server processes: readiness after load, graceful drain on SIGTERM, several workers."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+
+import aiohttp
+import grpc
+import numpy as np
+import pytest
+
+from gateway import InferInput, InferRequest, InferResponse
+from gateway._proto import SERVICE_NAME
+from tests.server.procs import ServerProcess, run_server
+
+APP = "tests.apps.kserve_style"
+
+
+def _infer_body() -> bytes:
+    tensor = InferInput("x", [4], "FP32")
+    tensor.set_data_from_numpy(np.arange(4, dtype=np.float32), binary_data=False)
+    body, _ = InferRequest("m", [tensor]).to_rest()
+    import orjson
+
+    return orjson.dumps(body)
+
+
+async def _status(session: aiohttp.ClientSession, url: str) -> int | None:
+    try:
+        async with session.get(url) as response:
+            return response.status
+    except aiohttp.ClientConnectionError:
+        return None
+
+
+async def _wait_ready(session: aiohttp.ClientSession, server: ServerProcess) -> None:
+    deadline = time.monotonic() + 30
+    while await _status(session, f"{server.base_url}/v2/health/ready") != 200:
+        assert time.monotonic() < deadline, server.output()
+        await asyncio.sleep(0.05)
+
+
+async def test_live_at_once_ready_only_after_every_model_loads() -> None:
+    with run_server(APP, "--http_port", "0", "--grpc_port", "0", "--load_delay", "1.5") as server:
+        async with aiohttp.ClientSession() as session:
+            assert await _status(session, f"{server.base_url}/v2/health/live") == 200
+            assert await _status(session, f"{server.base_url}/v2/health/ready") == 503
+            await _wait_ready(session, server)
+            assert await _status(session, f"{server.base_url}/v2/models/model/ready") == 200
+
+
+async def test_sigterm_lets_in_flight_requests_finish_then_exits() -> None:
+    args = ("--http_port", "0", "--grpc_port", "0", "--delay", "1.0", "--grace_period", "10")
+    with run_server(APP, *args) as server:
+        body = _infer_body()
+        url = f"{server.base_url}/v2/models/model/infer"
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+        infer = channel.unary_unary(f"/{SERVICE_NAME}/ModelInfer")
+        grpc_request = InferRequest.from_bytes(body, None, "model").to_grpc_bytes()
+        async with aiohttp.ClientSession() as session:
+            await _wait_ready(session, server)
+
+            async def post() -> tuple[int, bytes]:
+                # A session each: one connection per request.
+                async with aiohttp.ClientSession() as own, own.post(url, data=body) as response:
+                    return response.status, await response.read()
+
+            rest_calls = [asyncio.create_task(post()) for _ in range(8)]
+            grpc_calls = [asyncio.ensure_future(infer(grpc_request, timeout=20)) for _ in range(4)]
+            await asyncio.sleep(0.4)  # all of them are now waiting inside predict
+            server.signal(signal.SIGTERM)
+            await asyncio.sleep(0.2)
+            # Not ready at once: the listener is closed, so a probe cannot connect.
+            assert await _status(session, f"{server.base_url}/v2/health/ready") in (None, 503)
+            results = await asyncio.gather(*rest_calls)
+            answers = await asyncio.gather(*grpc_calls)
+        await channel.close()
+        for status, payload in results:
+            assert status == 200
+            assert b'"data":[0.0,1.0,2.0,3.0]' in payload
+        for answer in answers:
+            response = InferResponse.from_grpc_bytes(answer)
+            assert response.outputs[0].as_numpy().tolist() == [0.0, 1.0, 2.0, 3.0]
+        assert await asyncio.to_thread(server.wait, 15) == 0
+        assert "stopped" in server.output()
+
+
+def _requests_total(metrics: str) -> float:
+    pattern = re.compile(r'^gateway_requests_total\{[^}]*model_name="model"[^}]*\} (\S+)$', re.M)
+    return sum(float(value) for value in pattern.findall(metrics))
+
+
+@pytest.mark.timeout(90)
+async def test_workers_share_the_port_and_their_metrics_add_up() -> None:
+    args = ("--http_port", "0", "--grpc_port", "0", "--workers", "2")
+    with run_server(APP, *args) as server:
+        url = f"{server.base_url}/v2/models/model/infer"
+        body = _infer_body()
+        async with aiohttp.ClientSession() as session:
+            await _wait_ready(session, server)
+        for _ in range(20):
+            # A fresh connection each time, so both workers take some.
+            async with aiohttp.ClientSession() as session, session.post(url, data=body) as response:
+                assert response.status == 200
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+        infer = channel.unary_unary(f"/{SERVICE_NAME}/ModelInfer")
+        request = InferRequest.from_bytes(body, None, "model").to_grpc_bytes()
+        await infer(request, timeout=10)
+        await channel.close()
+        for _ in range(4):
+            metrics_url = f"{server.base_url}/metrics"
+            async with aiohttp.ClientSession() as session, session.get(metrics_url) as response:
+                assert _requests_total(await response.text()) == 21
+        server.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(server.wait, 30) == 0
