@@ -46,8 +46,10 @@ class DataPlane:
         if self.starting or self.draining:
             return False
         models = self.repository.get_models()
-        for name in models:
+        for name, model in models.items():
             if not await self.repository.is_model_ready(name):
+                return False
+            if not await _predictor_ready(model):
                 return False
         return True
 
@@ -62,8 +64,10 @@ class DataPlane:
         return list(self.repository.get_models())
 
     async def model_ready(self, name: str, version: str | None = None) -> bool:
-        self.registered(name)
-        return not self.draining and await self.repository.is_model_ready(name)
+        model = self.registered(name)
+        if self.draining or not await self.repository.is_model_ready(name):
+            return False
+        return await _predictor_ready(model)
 
     async def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
         model = self.registered(name)
@@ -145,6 +149,16 @@ class DataPlane:
 
     async def unload(self, name: str) -> None:
         self.repository.unload(name)
+
+
+async def _predictor_ready(model: BaseKServeModel) -> bool:
+    """With KServe's predictor health check on, a transformer is only as ready as its
+    predictor."""
+    config = getattr(model, "predictor_config", None)
+    hop = getattr(model, "predictor_hop", None)
+    if config is None or hop is None or not config.predictor_health_check:
+        return True
+    return bool(await hop.ready(model.name))
 
 
 def _client_choices(request: Any) -> tuple[str | None, bool, Any] | None:

@@ -85,6 +85,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--explainer_host", default=None, help="explainer HOST:PORT")
 
+    hops = parser.add_argument_group("hops (gateway)")
+    hops.add_argument(
+        "--predictor_rest_format",
+        default="auto",
+        choices=["auto", "json", "binary"],
+        help="REST v2 body to the predictor; auto: as the client sent it (MLServer: json)",
+    )
+    hops.add_argument("--explainer_protocol", default="v1", choices=["v1", "v2"])
+    hops.add_argument(
+        "--forward_headers", default="", help="comma-separated inbound headers to pass on"
+    )
+    hops.add_argument(
+        "--forward_authorization",
+        default=False,
+        type=strtobool,
+        help="pass the client's Authorization header on to upstreams",
+    )
+    hops.add_argument("--predictor_ca_file", default=None, help="CA bundle for upstream TLS")
+    hops.add_argument("--predictor_max_connections", default=100, type=int)
+    hops.add_argument("--retry_backoff_initial", default=0.05, type=float, help="seconds")
+    hops.add_argument("--retry_backoff_max", default=2.0, type=float, help="seconds")
+    hops.add_argument(
+        "--retry_on_timeout",
+        default=False,
+        type=strtobool,
+        help="also retry calls that timed out (they may have run upstream)",
+    )
+
     gateway = parser.add_argument_group("gateway")
     gateway.add_argument(
         "--listen_address", default="0.0.0.0", help="address the servers listen on"

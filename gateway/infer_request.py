@@ -100,9 +100,10 @@ class InferRequest:
     def from_inference_request(cls, request: Any, model_name: str) -> InferRequest:
         """From a parsed JSON request: a dict, or an object with the same fields."""
         header = dict(_as_mapping(request))
-        header["inputs"] = [dict(_as_mapping(e)) for e in header.get("inputs") or []]
+        inputs = header.get("inputs")
+        header["inputs"] = [] if inputs is None else _as_entries(inputs)
         if header.get("outputs") is not None:
-            header["outputs"] = [dict(_as_mapping(e)) for e in header["outputs"]]
+            header["outputs"] = _as_entries(header["outputs"])
         return cls(
             model_name=model_name,
             infer_inputs=rest_codec.read_tensors(InferInput, header, "inputs", memoryview(b"")),
@@ -190,6 +191,13 @@ class InferRequest:
             f"inputs={self.inputs}, parameters={self.parameters}, "
             f"request_outputs={self.request_outputs}, from_grpc={self.from_grpc})"
         )
+
+
+def _as_entries(entries: Any) -> Any:
+    """Tensors or outputs as dicts; what is not a list stays, for the codec to refuse."""
+    if not isinstance(entries, list | tuple):
+        return entries
+    return [dict(_as_mapping(entry)) for entry in entries]
 
 
 def _as_mapping(obj: Any) -> Mapping[str, Any]:

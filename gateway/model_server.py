@@ -22,8 +22,12 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import tracing
 from gateway.dataplane import DataPlane
 from gateway.flags import parser
+from gateway.hops import factory
+from gateway.hops.base import Hop
+from gateway.hops.factory import HopOptions
 from gateway.metrics import Metrics
 from gateway.model import BaseKServeModel, Model
 from gateway.model_repository import ModelRepository
@@ -59,7 +63,9 @@ class ModelServer:
         predictor_config: PredictorConfig | None = None,
         **options: Any,
     ) -> None:
-        args, _ = parser.parse_known_args()
+        # KServe scripts configure the server through sys.argv; a caller that has parsed
+        # its own flags passes them as `args`.
+        args = options.pop("args", None) or parser.parse_known_args()[0]
         flags = vars(args)
         given = {
             "http_port": http_port,
@@ -88,7 +94,10 @@ class ModelServer:
         self.registered_models = registered_models or ModelRepository()
         self.predictor_config = predictor_config or _predictor_config_from(args)
         self.explainer_host: str | None = args.explainer_host
+        self.hop_options: HopOptions = self._options.pop("hop_options", None) or _hop_options(args)
         self.dataplane = DataPlane(self.registered_models)
+        self._hops: dict[str, list[Hop]] = {}
+        self._tracer: Any = None
         self._exception_handler: ExceptionHandler | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -199,10 +208,16 @@ class ModelServer:
         threads = self.settings.max_asyncio_workers or min(32, (os.cpu_count() or 1) + 4)
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=threads))
         self.metrics = Metrics(self._metrics_dir)
+        # Built here, in each worker process: a batch exporter's thread does not survive fork.
+        self._tracer = tracing.configure_tracing(tracing.TracingSettings.from_env(os.environ))
         await self._start_rest(self.metrics)
         if self.settings.enable_grpc:
             self._grpc_server, self.bound_grpc_port = await start_grpc_server(
-                self.dataplane, self.settings, self.metrics, self.settings.grpc_port
+                self.dataplane,
+                self.settings,
+                self.metrics,
+                self.settings.grpc_port,
+                tracer=self._tracer,
             )
         logger.info("listening: REST on %s, gRPC on %s", self.bound_http_port, self.bound_grpc_port)
         self._loading = asyncio.create_task(self._load_models())
@@ -221,6 +236,8 @@ class ModelServer:
         await asyncio.gather(*stops, return_exceptions=True)
         for name, model in list(self.registered_models.get_models().items()):
             try:
+                if isinstance(model, Model):
+                    await factory.disconnect(model, self._hops.pop(name, []))
                 model.stop()
                 if model.engine:
                     model.stop_engine()
@@ -229,7 +246,7 @@ class ModelServer:
         logger.info("stopped")
 
     async def _start_rest(self, metrics: Metrics) -> None:
-        app = create_app(self.dataplane, self.settings, metrics)
+        app = create_app(self.dataplane, self.settings, metrics, tracer=self._tracer)
         runner = web.AppRunner(
             app,
             handle_signals=False,
@@ -267,6 +284,14 @@ class ModelServer:
                 model.start()
                 if model.engine:
                     await model.start_engine()
+                if isinstance(model, Model):
+                    self._hops[name] = factory.connect(
+                        model,
+                        self.predictor_config,
+                        self.hop_options,
+                        metrics=self.metrics,
+                        tracer=self._tracer,
+                    )
             except Exception:
                 logger.exception("loading model %s failed; it stays not ready", name)
                 model.ready = False
@@ -275,8 +300,30 @@ class ModelServer:
 
 
 _EXTRA_OPTIONS = frozenset(
-    {"event_loop", "ssl_certfile", "ssl_keyfile", "configure_logging", "log_config_file"}
+    {
+        "event_loop",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "configure_logging",
+        "log_config_file",
+        "hop_options",
+    }
 )
+
+
+def _hop_options(args: Any) -> HopOptions:
+    headers = (h.strip().lower() for h in args.forward_headers.split(","))
+    return HopOptions(
+        rest_format=args.predictor_rest_format,
+        forward_headers=frozenset(h for h in headers if h),
+        forward_authorization=args.forward_authorization,
+        ca_file=args.predictor_ca_file,
+        max_connections=args.predictor_max_connections,
+        backoff_initial=args.retry_backoff_initial,
+        backoff_max=args.retry_backoff_max,
+        retry_on_timeout=args.retry_on_timeout,
+        explainer_protocol=args.explainer_protocol,
+    )
 
 
 def _predictor_config_from(args: Any) -> PredictorConfig | None:

@@ -3,6 +3,7 @@
 The servers open a `RequestContext` per request; `Model.__call__` records stage durations in
 it and hops read its deadline and record their own timings, without any of that passing
 through the user's `preprocess` / `predict` / `postprocess` signatures (which are KServe's).
+With a tracer on the context, each stage is also a span.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 _current: ContextVar[RequestContext | None] = ContextVar("gateway_request", default=None)
 
@@ -28,6 +33,8 @@ class RequestContext:
     timings: list[tuple[str, float]] = field(default_factory=list)
     # Server-Timing entries an upstream gateway reported, merged into ours.
     upstream_timings: list[str] = field(default_factory=list)
+    # The server's tracer, for stage spans; None when tracing is off.
+    tracer: Tracer | None = None
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (negative once passed), None without one."""
@@ -57,11 +64,16 @@ def serving(context: RequestContext) -> Iterator[RequestContext]:
 
 @contextlib.contextmanager
 def stage(name: str) -> Iterator[None]:
-    """Time the block as stage `name` of the current request (if any)."""
+    """Time the block as stage `name` of the current request (if any), and trace it as an
+    INTERNAL span when the request has a tracer."""
+    context = _current.get()
     start = time.perf_counter()
     try:
-        yield
+        if context is None or context.tracer is None:
+            yield
+        else:
+            with context.tracer.start_as_current_span(name):
+                yield
     finally:
-        context = _current.get()
         if context is not None:
             context.record(name, time.perf_counter() - start)

@@ -107,15 +107,22 @@ class Tensor:
         """The tensor's data: a flat list for wire data, else what was set."""
         if self._data is None and self._raw_data is not None:
             self._data = self.as_numpy().ravel().tolist()
-            self._raw_data = None
+            self._drop_raw()
         self._array = None
         return self._data
 
     @data.setter
     def data(self, data: Any) -> None:
         self._data = data
-        self._raw_data = None
+        self._drop_raw()
         self._array = None
+
+    def _drop_raw(self) -> None:
+        # Data that arrived binary keeps going out binary once it is a list: reading or
+        # replacing it must not switch it to JSON, which cannot carry NaN or non-UTF-8 bytes.
+        if self._raw_data is not None and self._binary is None:
+            self._binary = True
+        self._raw_data = None
 
     def has_data(self) -> bool:
         return self._data is not None or self._raw_data is not None

@@ -7,22 +7,15 @@ from typing import Any
 
 from gateway import InferOutput, InferRequest, InferResponse
 from gateway.errors import InvalidInput
+from gateway.hops.mock import echo
 from gateway.model import Model
 
 
 def echo_outputs(request: InferRequest) -> list[InferOutput]:
     """Each input back as an output of the same name, its bytes untouched."""
-    outputs = []
-    for tensor in request.inputs:
-        if tensor._raw_data is not None:
-            outputs.append(
-                InferOutput.from_raw(tensor.name, tensor.shape, tensor.datatype, tensor._raw_data)
-            )
-        else:
-            outputs.append(
-                InferOutput(tensor.name, tensor.shape, tensor.datatype, data=tensor.as_numpy())
-            )
-    return outputs
+    response = echo(request)
+    assert isinstance(response, InferResponse)
+    return response.outputs
 
 
 class EchoModel(Model):

@@ -21,23 +21,36 @@ Buffer = bytes | bytearray | memoryview
 
 # Far above any real tensor (16 GiB of FP32), far below what would overflow a size computation.
 MAX_ELEMENTS = 1 << 32
+# numpy 1.x shapes at most 32 dims (numpy 2.x: 64); no model needs more.
+MAX_DIMS = 32
 
 
 def element_count(shape: object, tensor: str, max_elements: int = MAX_ELEMENTS) -> int:
     """Number of elements of `shape`, which must be a list of non-negative integers."""
     if not isinstance(shape, list | tuple):
         raise InvalidInput(f"tensor {tensor!r}: shape must be a list of integers, got {shape!r}")
+    if len(shape) > MAX_DIMS:
+        raise InvalidInput(
+            f"tensor {tensor!r}: shape has {len(shape)} dims, more than the limit of {MAX_DIMS}"
+        )
     count = 1
     for dim in shape:
         if isinstance(dim, bool) or not isinstance(dim, int | np.integer):
             raise InvalidInput(f"tensor {tensor!r}: shape {list(shape)} has a non-integer dim")
         if dim < 0:
             raise InvalidInput(f"tensor {tensor!r}: shape {list(shape)} has a negative dim")
-        count *= int(dim)
+        if dim > max_elements:
+            # Even when another dim is 0: numpy cannot shape an array with such a dim.
+            raise InvalidInput(
+                f"tensor {tensor!r}: shape {list(shape)} has a dim over the limit of "
+                f"{max_elements} elements"
+            )
+        # Capped, so a long shape cannot grow a huge integer; a later 0 still gives 0.
+        count = min(count * int(dim), max_elements + 1)
     if count > max_elements:
         raise InvalidInput(
-            f"tensor {tensor!r}: shape {list(shape)} has {count} elements, "
-            f"more than the limit of {max_elements}"
+            f"tensor {tensor!r}: shape {list(shape)} has more than the limit of "
+            f"{max_elements} elements"
         )
     return count
 
@@ -123,6 +136,9 @@ def from_json(data: object, datatype: str, shape: Sequence[int], tensor: str) ->
     if count == 0:
         return np.zeros(shape, dtype=NUMPY[datatype])
     kind = parsed.dtype.kind
+    if datatype == "UINT64" and kind in "fO":
+        parsed = _exact_uint64(data, tensor)
+        kind = parsed.dtype.kind
     if datatype == "BOOL":
         if kind != "b":
             raise InvalidInput(f"tensor {tensor!r}: BOOL data must be true/false")
@@ -133,11 +149,14 @@ def from_json(data: object, datatype: str, shape: Sequence[int], tensor: str) ->
             raise InvalidInput(f"tensor {tensor!r}: data out of range for {datatype}")
     elif kind not in "fiu":
         raise InvalidInput(f"tensor {tensor!r}: {datatype} data must be numbers")
-    converted = parsed.astype(NUMPY[datatype] if datatype != "BF16" else np.float32)
+    # Overflow is refused below, naming the tensor; numpy's warning would only be noise.
+    with np.errstate(over="ignore"):
+        converted = parsed.astype(NUMPY[datatype] if datatype != "BF16" else np.float32)
+    if datatype == "BF16":
+        # Before the overflow check: values near float32's max round up to infinity.
+        converted = bf16_to_float32(float32_to_bf16(converted))
     if datatype in FLOATS and datatype != "FP64":
         _check_no_overflow(parsed, converted, datatype, tensor)
-        if datatype == "BF16":
-            converted = bf16_to_float32(float32_to_bf16(converted))
     return converted.reshape(shape)
 
 
@@ -175,6 +194,21 @@ def float32_to_bf16(values: Array) -> Array:
         # Rounding could carry a NaN's payload into the exponent and make it infinite.
         rounded[nan] = ((bits[nan] >> 16) | 0x40).astype("<u2")
     return rounded
+
+
+def _exact_uint64(data: object, tensor: str) -> Array:
+    """UINT64 data that numpy read inexactly, read again exactly.
+
+    numpy reads ints above int64's max mixed with smaller ones as float64, losing digits. Only
+    such data (or data that is not integers at all) comes here, so a loop is affordable.
+    """
+    values = np.array(data, dtype=np.object_)
+    flat = values.ravel().tolist()
+    if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in flat):
+        raise InvalidInput(f"tensor {tensor!r}: UINT64 data must be integers")
+    if min(flat) < 0 or max(flat) > np.iinfo(np.uint64).max:
+        raise InvalidInput(f"tensor {tensor!r}: data out of range for UINT64")
+    return np.array(flat, dtype=np.uint64).reshape(values.shape)
 
 
 def _fits_int(array: Array, datatype: str) -> bool:

@@ -5,6 +5,8 @@ table is built from the service descriptor, so the .proto is its one source of t
 ModelInfer never lets protobuf see tensor data: it takes the serialized request and answers
 with serialized bytes (see `gateway.codecs.grpc`). Every method takes and returns bytes, so
 a malformed message is refused by our error mapping (INVALID_ARGUMENT), like any bad input.
+Given a tracer, each ModelInfer is a SERVER span; its stage times go back in the
+``server-timing`` trailer.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, TypeAlias
 
 import grpc
+from opentelemetry.trace import Status, StatusCode, Tracer
 
-from gateway import request_context
+from gateway import request_context, tracing
 from gateway._proto import SERVICE_NAME, pb
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, InferenceError, InvalidInput, grpc_code
@@ -28,6 +31,7 @@ from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
 from gateway.metrics import Metrics
 from gateway.request_context import RequestContext
+from gateway.server.server_timing import server_timing
 from gateway.settings import ServerSettings
 
 __all__ = ["PROTOCOL", "create_grpc_server", "start_grpc_server"]
@@ -44,6 +48,18 @@ Behavior = Callable[[Any, Context], Awaitable[Any]]
 # What gRPC lets a server send as ASCII metadata: lowercase token keys, printable values.
 _KEY = re.compile(r"[0-9a-z_.\-]+")
 _VALUE = re.compile(r"[\x20-\x7e]*")
+# Codes that mean this server failed (the others are the client's doing), as OpenTelemetry's
+# conventions for gRPC server spans have it.
+_SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 # Never taken from a model's response headers: HTTP/2 forbids connection-specific headers
 # (gRPC would pass some on), gRPC sets the others itself, and x-request-id is ours.
 _RESERVED = frozenset(
@@ -64,15 +80,23 @@ _RESERVED = frozenset(
 
 
 def create_grpc_server(
-    dataplane: DataPlane, settings: ServerSettings, metrics: Metrics
+    dataplane: DataPlane,
+    settings: ServerSettings,
+    metrics: Metrics,
+    *,
+    tracer: Tracer | None = None,
 ) -> grpc.aio.Server:
-    """A gRPC server for `dataplane`, not yet bound or started (call it inside the loop)."""
-    servicer = _Servicer(dataplane, metrics)
+    """A gRPC server for `dataplane`, not yet bound or started (call it inside the loop);
+    `tracer` None: no spans."""
+    servicer = _Servicer(dataplane, metrics, tracer)
     handlers = {}
     for method in SERVICE.methods:
         # ModelInfer parses its own bytes, so raw contents skip protobuf.
         parse = None if method.name == "ModelInfer" else getattr(pb, method.input_type.name)
         behavior = getattr(servicer, method.name)
+        if tracer is not None and method.name == "ModelInfer":
+            # Only inference is traced: health and metadata probes would flood the traces.
+            behavior = _traced(method.full_name, behavior, tracer)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             _guarded(method.name, behavior, parse)
         )
@@ -95,10 +119,15 @@ def create_grpc_server(
 
 
 async def start_grpc_server(
-    dataplane: DataPlane, settings: ServerSettings, metrics: Metrics, port: int
+    dataplane: DataPlane,
+    settings: ServerSettings,
+    metrics: Metrics,
+    port: int,
+    *,
+    tracer: Tracer | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Create, bind (port 0 picks a free port) and start a server; returns it and its port."""
-    server = create_grpc_server(dataplane, settings, metrics)
+    server = create_grpc_server(dataplane, settings, metrics, tracer=tracer)
     bound = server.add_insecure_port(f"{settings.listen_address}:{port}")
     if not bound:  # older gRPC reports a failed bind as port 0 instead of raising
         raise OSError(f"cannot listen on {settings.listen_address}:{port}")
@@ -122,6 +151,39 @@ def _guarded(name: str, behavior: Behavior, message: Any) -> Behavior:
     return call
 
 
+def _traced(full_name: str, behavior: Behavior, tracer: Tracer) -> Behavior:
+    """`behavior` inside a SERVER span that continues the trace the client's metadata carry."""
+    service, _, method = full_name.rpartition(".")
+    name = f"{service}/{method}"
+
+    async def call(request: Any, context: Context) -> Any:
+        attributes = {
+            "rpc.system": "grpc",
+            "rpc.service": service,
+            "rpc.method": method,
+            "client.address": context.peer() or "",
+        }
+        with tracing.server_span(tracer, name, _headers(context), attributes) as span:
+            code = grpc.StatusCode.OK
+            try:
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                # None until a code is set, whatever the stubs say; abort() sets one.
+                reported: grpc.StatusCode | None = context.code()
+                code = reported or grpc.StatusCode.UNKNOWN
+                raise
+            except BaseException as exc:
+                code = grpc.StatusCode.CANCELLED
+                span.record_exception(exc)
+                raise
+            finally:
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if code in _SERVER_ERRORS:
+                    span.set_status(Status(StatusCode.ERROR, code.name))
+
+    return call
+
+
 def _parse(message: Any, data: bytes) -> Any:
     try:
         return message.FromString(data)
@@ -137,13 +199,18 @@ def _status_code(exc: Exception) -> grpc.StatusCode:
 
 
 async def _abort(
-    context: Context, method: str, exc: Exception, request_id: str | None = None
+    context: Context,
+    method: str,
+    exc: Exception,
+    request_id: str | None = None,
+    timing: tuple[tuple[str, str], ...] = (),
 ) -> NoReturn:
     """End the call with the status `exc` maps to: the one place that does."""
     code = _status_code(exc)
     trailers: list[tuple[str, str]] = []
     if request_id is not None:
         trailers.append(("x-request-id", request_id))
+    trailers.extend(timing)
     if isinstance(exc, GatewayError):
         logger.debug("%s failed: %s %s", method, code.name, exc)
         if exc.retry_after is not None:
@@ -158,9 +225,10 @@ async def _abort(
 class _Servicer:
     """The service's methods, named as in the .proto."""
 
-    def __init__(self, dataplane: DataPlane, metrics: Metrics) -> None:
+    def __init__(self, dataplane: DataPlane, metrics: Metrics, tracer: Tracer | None) -> None:
         self.dataplane = dataplane
         self.metrics = metrics
+        self.tracer = tracer
 
     async def ServerLive(self, request: Any, context: Context) -> Any:
         return pb.ServerLiveResponse(live=self.dataplane.live())
@@ -212,6 +280,7 @@ class _Servicer:
             request_id=headers.get("x-request-id") or uuid.uuid4().hex,
             protocol=PROTOCOL,
             deadline=_deadline(context),
+            tracer=self.tracer,
         )
         model_name = ""
         code = grpc.StatusCode.OK
@@ -230,10 +299,11 @@ class _Servicer:
                 )
             body = _encode(result)
             await context.send_initial_metadata(_metadata(ctx.request_id, response_headers))
+            context.set_trailing_metadata(_timing(ctx))
             return body
         except Exception as exc:
             code = _status_code(exc)
-            await _abort(context, "ModelInfer", exc, ctx.request_id)
+            await _abort(context, "ModelInfer", exc, ctx.request_id, _timing(ctx))
         except BaseException:
             # Cancelled by gRPC: the client went away, or its deadline passed.
             remaining = ctx.remaining()
@@ -280,6 +350,14 @@ def _deadline(context: Context) -> float | None:
     if remaining is None or not math.isfinite(remaining) or remaining > 1e9:
         return None
     return time.monotonic() + remaining
+
+
+def _timing(ctx: RequestContext) -> tuple[tuple[str, str], ...]:
+    """The ``server-timing`` trailer: the Server-Timing a REST client would get."""
+    timing = server_timing(ctx)
+    if timing is None or not _VALUE.fullmatch(timing):
+        return ()
+    return (("server-timing", timing),)
 
 
 def _metadata(request_id: str, response_headers: Headers) -> tuple[tuple[str, str], ...]:

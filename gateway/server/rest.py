@@ -2,8 +2,8 @@
 
 Handlers (in `rest_v1` / `rest_v2`) decode, call the `DataPlane`, encode. Everything around
 them happens in one middleware: the per-request `RequestContext`, the body size limit, the
-mapping of errors to ``{"error": ...}`` responses, ``x-request-id``, ``Server-Timing`` and
-the request metrics.
+mapping of errors to ``{"error": ...}`` responses, ``x-request-id``, ``Server-Timing``,
+the request metrics, and (given a tracer) a SERVER span per inference request.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from opentelemetry.trace import Status, StatusCode, Tracer
 
+from gateway import tracing
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, PayloadTooLarge, http_status
 from gateway.metrics import Metrics
@@ -47,6 +49,7 @@ METRICS = web.AppKey("metrics", Metrics)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 # Route by handler, for the middleware to tell which requests are inference.
 ROUTES = web.AppKey("routes", dict[Handler, Route])
+TRACER = web.AppKey[Tracer | None]("tracer")
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Headers the server owns: a model's response headers never replace these.
@@ -56,14 +59,21 @@ _RESERVED = frozenset(
 )  # fmt: skip
 
 
-def create_app(dataplane: DataPlane, settings: ServerSettings, metrics: Metrics) -> web.Application:
-    """The REST app for `dataplane` (not yet listening)."""
+def create_app(
+    dataplane: DataPlane,
+    settings: ServerSettings,
+    metrics: Metrics,
+    *,
+    tracer: Tracer | None = None,
+) -> web.Application:
+    """The REST app for `dataplane` (not yet listening); `tracer` None: no spans."""
     table = routes(settings.enable_docs_url)
     # aiohttp refuses a longer body as it reads it (a chunked one has no Content-Length).
     app = web.Application(client_max_size=settings.max_request_bytes, middlewares=[_serve])
     app[DATAPLANE] = dataplane
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    app[TRACER] = tracer
     app[ROUTES] = {route.handler: route for route in table}
     app[OPENAPI] = openapi.document(table, dataplane.server_name, dataplane.server_version)
     app[rest_v1.EVENT_SETTINGS] = EventSettings.from_env(os.environ)
@@ -83,12 +93,16 @@ async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     context = RequestContext(
         request_id=request.headers.get(REQUEST_ID) or uuid.uuid4().hex,
         protocol=route.protocol if route is not None else "",
+        tracer=request.app[TRACER],
     )
     request[CONTEXT] = context
     request[RESPONSE_HEADERS] = {}
     if route is not None and route.inference:
-        response = await _measured(request, handler)
-    else:
+        if context.tracer is None:
+            response = await _measured(request, handler)
+        else:
+            response = await _traced(context.tracer, route, request, handler)
+    else:  # health probes, metadata and /metrics are not traced: probes would flood traces
         response = await _respond(request, handler)
     _add_headers(response, request[RESPONSE_HEADERS], context)
     return response
@@ -108,6 +122,32 @@ async def _measured(request: web.Request, handler: Handler) -> web.StreamRespons
         metrics.in_flight.dec()
         seconds = time.perf_counter() - started
         metrics.observe(_model_label(request), request[CONTEXT], str(status), seconds)
+
+
+async def _traced(
+    tracer: Tracer, route: Route, request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    """`_measured` inside a SERVER span that continues the trace the client sent."""
+    # The matched route's template: `route` is found by handler, which routes with and
+    # without a version share.
+    resource = request.match_info.route.resource
+    template = resource.canonical if resource is not None else route.path
+    attributes = {
+        "http.request.method": request.method,
+        "http.route": template,
+        "url.path": request.path,
+        "url.scheme": request.scheme,
+        "client.address": request.remote or "",
+        "gateway.model_name": request.match_info.get("name", ""),
+        "gateway.request_id": request[CONTEXT].request_id,
+    }
+    name = f"{request.method} {template}"
+    with tracing.server_span(tracer, name, request.headers, attributes) as span:
+        response = await _measured(request, handler)
+        span.set_attribute("http.response.status_code", response.status)
+        if response.status >= 500:  # a 4xx is the client's error, not this server's
+            span.set_status(Status(StatusCode.ERROR))
+        return response
 
 
 async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -1,0 +1,85 @@
+"""The mapping between v1 (``instances`` / ``predictions``) and v2 tensors.
+
+v1 has no tensors, names or datatypes, so the mapping is defined for regular arrays only:
+
+- one tensor <-> ``instances`` / ``predictions`` holding that array (row-major, nested);
+- several tensors with the same first dimension <-> a list of row objects, one key per
+  tensor (``[{"age": 31, "income": 52000.0}, ...]``), the usual v1 tabular form;
+- a v1 array becomes an input called ``input-0``; its datatype comes from its values (float
+  -> FP64, int -> INT64, bool -> BOOL, str -> BYTES).
+
+Anything else (ragged arrays, non-UTF-8 BYTES, mixed rows) is refused with a message
+naming what does not map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from gateway.codecs.datatypes import from_numpy_dtype
+from gateway.errors import InvalidInput
+from gateway.tensor import Tensor
+
+V1_INPUT_NAME = "input-0"
+
+
+def tensors_to_v1(tensors: Sequence[Tensor], what: str) -> Any:
+    """The v1 value (``instances`` or ``predictions``) for `tensors`."""
+    if len(tensors) == 1:
+        return _plain(tensors[0])
+    if not tensors:
+        return []
+    rows = {tensor.shape[0] if tensor.shape else None for tensor in tensors}
+    if len(rows) != 1 or None in rows:
+        names = ", ".join(t.name for t in tensors)
+        raise InvalidInput(
+            f"{what}: tensors {names} do not share a first dimension, so they have no v1 form"
+        )
+    columns = {tensor.name: _plain(tensor) for tensor in tensors}
+    count = rows.pop() or 0
+    return [{name: values[row] for name, values in columns.items()} for row in range(count)]
+
+
+def v1_to_tensors(value: Any, cls: type[Tensor], what: str) -> list[Any]:
+    """Tensors of class `cls` for a v1 ``instances`` / ``predictions`` value."""
+    if isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
+        keys = list(value[0])
+        if any(list(row) != keys for row in value):
+            raise InvalidInput(f"{what}: rows do not all have the same keys")
+        return [_tensor(cls, key, [row[key] for row in value], what) for key in keys]
+    return [_tensor(cls, V1_INPUT_NAME, value, what)]
+
+
+def _plain(tensor: Tensor) -> Any:
+    array = tensor.as_numpy()
+    if tensor.datatype == "BYTES":
+        try:
+            return np.vectorize(lambda b: b.decode(), otypes=[object])(array).tolist()
+        except UnicodeDecodeError:
+            raise InvalidInput(
+                f"tensor {tensor.name!r}: BYTES that are not UTF-8 have no v1 (JSON) form"
+            ) from None
+    return array.tolist()
+
+
+def _tensor(cls: type[Tensor], name: str, value: Any, what: str) -> Any:
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise InvalidInput(f"{what}: {name!r} is not a regular array") from None
+    if array.dtype.kind == "U":
+        flat = [item.encode() for item in array.ravel().tolist()]
+        array = np.array(flat, dtype=np.object_).reshape(array.shape)
+    datatype = from_numpy_dtype(array.dtype)
+    if datatype is None or array.dtype.kind == "O" and not _all_bytes(array):
+        raise InvalidInput(f"{what}: {name!r} holds values with no tensor datatype")
+    tensor = cls(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def _all_bytes(array: np.ndarray[Any, Any]) -> bool:
+    return all(isinstance(item, bytes) for item in array.ravel())

@@ -1,0 +1,68 @@
+"""Which inbound headers travel on to an upstream, and the wrapper that applies it.
+
+Passed on: ``x-request-id`` (the server's, generated when the client sent none), trace
+context (re-injected per attempt by the tracing wrapper), the operator's allow-list, and
+``Authorization`` only when the operator allows it. Hop-by-hop and framing headers never are:
+each hop frames its own body. A value with CR or LF is refused: it could forge headers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway import request_context
+from gateway.errors import InvalidInput
+from gateway.hops.base import Headers, Hop, HopWrapper
+from gateway.hops.settings import HopSettings
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "inference-header-content-length",
+    }
+)
+ALWAYS = frozenset({"x-request-id", "traceparent", "tracestate", "baggage"})
+
+
+def outbound(headers: Headers, settings: HopSettings) -> Headers:
+    """The headers to send upstream for a request that arrived with `headers`."""
+    allowed = ALWAYS | settings.forward_headers
+    out: Headers = {}
+    for name, value in headers.items():
+        key = name.lower()
+        if key in HOP_BY_HOP:
+            continue
+        if key in allowed or (key == "authorization" and settings.forward_authorization):
+            if "\r" in value or "\n" in value:
+                raise InvalidInput(f"header {key!r} contains a line break")
+            out[key] = value
+    context = request_context.current()
+    if context is not None:
+        out.setdefault("x-request-id", context.request_id)
+    return out
+
+
+class Forwarding(HopWrapper):
+    """Filters the inbound headers down to what may travel upstream."""
+
+    def __init__(self, inner: Hop, settings: HopSettings) -> None:
+        super().__init__(inner)
+        self.settings = settings
+
+    async def infer(self, payload: Any, headers: Headers) -> Any:
+        return await self.inner.infer(payload, outbound(headers, self.settings))
+
+    async def explain(self, payload: Any, headers: Headers) -> Any:
+        return await self.inner.explain(payload, outbound(headers, self.settings))

@@ -1,0 +1,197 @@
+"""`Retrying`: repeat a hop's call where repeating cannot do harm, inside the request's deadline.
+
+The policy is tenacity strategies composed once per hop::
+
+    stop  = stop_after_attempt(retries + 1) | stop_before_deadline()
+    wait  = wait_at_least_retry_after(wait_full_jitter(wait_exponential(initial, max)))
+    retry = retry_if_exception(is_retryable)
+
+tenacity computes the wait before asking the stop, so `stop_before_deadline` sees the wait
+that Retry-After may have lengthened, and gives up rather than sleep past the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random as _random
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
+
+import grpc
+from opentelemetry import trace
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base, wait_exponential
+
+from gateway import request_context
+from gateway.errors import (
+    GatewayError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.hops.base import Headers, Hop, HopWrapper
+from gateway.hops.settings import RetryPolicy
+from gateway.metrics import Metrics
+
+__all__ = [
+    "Retrying",
+    "attempt",
+    "is_retryable",
+    "retry_reason",
+    "stop_before_deadline",
+    "wait_at_least_retry_after",
+    "wait_full_jitter",
+]
+
+logger = logging.getLogger("gateway.hops")
+
+#: The attempt (1-based) the hop call in this context is on; wrappers inside `Retrying`
+#: (the tracing one) read it. 1 outside any retry loop.
+attempt: ContextVar[int] = ContextVar("gateway_hop_attempt", default=1)
+
+# Statuses a proxy or server gives when the request did not get through to a model.
+_RETRY_STATUSES = frozenset({502, 503, 504})
+
+Call = Callable[[Any, Headers], Awaitable[Any]]
+
+
+def is_retryable(exc: BaseException, policy: RetryPolicy) -> bool:
+    """Whether a call that failed with `exc` can be repeated without harm."""
+    if isinstance(exc, UpstreamStatusError):
+        # The upstream understood and refused the request: repeating it gets the same answer.
+        if 400 <= exc.status < 500:
+            return False
+        return exc.status in _RETRY_STATUSES or exc.code == grpc.StatusCode.UNAVAILABLE
+    if isinstance(exc, UpstreamTimeout):
+        # The upstream may still be running it; a second run must be asked for.
+        return policy.retry_on_timeout
+    # Nothing was delivered. Protocol errors and our own errors are not the network's fault.
+    return isinstance(exc, UpstreamUnavailable)
+
+
+def retry_reason(exc: BaseException | None) -> str:
+    """A short, low-cardinality label for why an attempt failed: a status or a class name."""
+    if isinstance(exc, UpstreamStatusError):
+        return str(exc.status)
+    return type(exc).__name__
+
+
+class stop_before_deadline(stop_base):
+    """Stop when the coming wait would not end before the inbound request's deadline.
+
+    Without a current request, or one with no deadline, it never stops.
+    """
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        context = request_context.current()
+        remaining = None if context is None else context.remaining()
+        return remaining is not None and retry_state.upcoming_sleep >= remaining
+
+
+class wait_full_jitter(wait_base):
+    """A uniform draw between zero and `ceiling`'s wait ("full jitter"), so that clients
+    that failed together do not all come back together."""
+
+    def __init__(self, ceiling: wait_base, random: Callable[[], float]) -> None:
+        self.ceiling = ceiling
+        self.random = random
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        return self.ceiling(retry_state) * self.random()
+
+
+class wait_at_least_retry_after(wait_base):
+    """`wait`, or the Retry-After the upstream sent with its error when that is longer."""
+
+    def __init__(self, wait: wait_base) -> None:
+        self.wait = wait
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        seconds = self.wait(retry_state)
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None and outcome.failed else None
+        if isinstance(exc, GatewayError) and exc.retry_after is not None:
+            return max(seconds, exc.retry_after)
+        return seconds
+
+
+class Retrying(HopWrapper):
+    """Repeats `infer` and `explain` on the inner hop when `is_retryable` says so.
+
+    Passthrough bodies are bytes, so they are resent as they are. ``ready`` and ``aclose``
+    are not retried: a probe that fails should say so at once.
+    """
+
+    def __init__(
+        self,
+        inner: Hop,
+        policy: RetryPolicy,
+        *,
+        metrics: Metrics | None = None,
+        model_name: str = "",
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        random: Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__(inner)
+        if policy.retries < 0:
+            raise ValueError(f"retries must be 0 or more, not {policy.retries}")
+        self.policy = policy
+        self.metrics = metrics
+        self.model_name = model_name
+        # None when nothing is retried: the call then goes straight to the inner hop.
+        self._retrying: AsyncRetrying | None = None
+        if policy.retries > 0:
+            backoff = wait_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
+            self._retrying = AsyncRetrying(
+                sleep=sleep,
+                stop=stop_after_attempt(policy.retries + 1) | stop_before_deadline(),
+                wait=wait_at_least_retry_after(wait_full_jitter(backoff, random or _random.random)),
+                retry=retry_if_exception(lambda exc: is_retryable(exc, policy)),
+                before=_enter_attempt,
+                before_sleep=self._before_sleep,
+                # The caller sees the upstream's last error, not tenacity's RetryError.
+                reraise=True,
+            )
+
+    async def infer(self, payload: Any, headers: Headers) -> Any:
+        return await self._call(self.inner.infer, payload, headers)
+
+    async def explain(self, payload: Any, headers: Headers) -> Any:
+        return await self._call(self.inner.explain, payload, headers)
+
+    async def _call(self, call: Call, payload: Any, headers: Headers) -> Any:
+        token = attempt.set(1)
+        try:
+            if self._retrying is None:
+                return await call(payload, headers)
+            # A copy per call: tenacity keeps its iteration state on the object, and
+            # concurrent requests share this hop. The strategies themselves are shared.
+            return await self._retrying.copy()(call, payload, headers)
+        finally:
+            attempt.reset(token)
+
+    def _before_sleep(self, retry_state: RetryCallState) -> None:
+        outcome = retry_state.outcome
+        reason = retry_reason(outcome.exception() if outcome is not None else None)
+        wait = retry_state.upcoming_sleep
+        if self.metrics is not None:
+            self.metrics.hop_retries.labels(self.model_name, self.name, reason).inc()
+        trace.get_current_span().add_event(
+            "retry",
+            {"attempt": retry_state.attempt_number, "reason": reason, "wait_seconds": wait},
+        )
+        logger.info(
+            "hop %s: attempt %d failed (%s), retrying in %.3fs",
+            self.name,
+            retry_state.attempt_number,
+            reason,
+            wait,
+        )
+
+
+def _enter_attempt(retry_state: RetryCallState) -> None:
+    # Runs in the caller's context right before the attempt, so the inner hop sees it.
+    attempt.set(retry_state.attempt_number)

@@ -1,0 +1,68 @@
+"""How to reach one upstream: a frozen value built once at start-up from the flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.predictor_config import PROTOCOLS
+
+REST_FORMATS = ("auto", "json", "binary")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """What is retried and how long to wait between attempts."""
+
+    # Retries after the first attempt (KServe's --predictor_request_retries).
+    retries: int = 0
+    backoff_initial: float = 0.05
+    backoff_max: float = 2.0
+    # A timed-out request may still be running upstream; repeating it is opt-in.
+    retry_on_timeout: bool = False
+
+
+@dataclass(frozen=True)
+class HopSettings:
+    """One upstream: where it is, which protocol it speaks, and the limits of a call."""
+
+    role: str
+    host: str
+    model_name: str
+    protocol: str = "v1"
+    use_ssl: bool = False
+    # Seconds for one call, capped by the inbound request's own deadline.
+    timeout: float = 600
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # REST v2 body towards the upstream: JSON, the binary extension, or whichever the
+    # request being forwarded arrived in ("auto"). MLServer has no binary extension: "json".
+    rest_format: str = "auto"
+    # Inbound headers passed on besides x-request-id and trace context (lowercase names).
+    forward_headers: frozenset[str] = frozenset()
+    # Authorization is credentials for *this* gateway; passing it on must be asked for.
+    forward_authorization: bool = False
+    max_connections: int = 100
+    # TLS to the upstream is verified against the system's CAs, or this file's.
+    ca_file: str | None = None
+    # Check the upstream's readiness as part of our own (KServe's predictor_health_check).
+    health_check: bool = False
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"{self.role} protocol must be one of {', '.join(PROTOCOLS)}")
+        if self.rest_format not in REST_FORMATS:
+            raise ValueError(f"rest format must be one of {', '.join(REST_FORMATS)}")
+
+    @property
+    def base_url(self) -> str:
+        """``scheme://host:port`` for REST; KServe accepts a bare host (port 80/443)."""
+        if "://" in self.host:
+            return self.host.rstrip("/")
+        return f"{'https' if self.use_ssl else 'http'}://{self.host}"
+
+    @property
+    def target(self) -> str:
+        """``host:port`` for gRPC."""
+        host = self.host.split("://", 1)[-1].rstrip("/")
+        if ":" not in host.rsplit("]", 1)[-1]:
+            host += ":443" if self.use_ssl else ":80"
+        return host

@@ -1,0 +1,193 @@
+"""`Traced`: one CLIENT span, one ``hop_seconds`` observation and one timing per attempt.
+
+It sits inside `Retrying` (``Retrying(Traced(transport))``), so each attempt is a span of its
+own, numbered by the ``attempt`` context variable that `Retrying` sets. The span's context is
+injected into a copy of the headers, which the transports send as HTTP headers or gRPC
+metadata, so the upstream's SERVER span is the child of this attempt. ``ready`` is a health
+probe: it is neither traced nor timed.
+
+With tracing off (no tracer) the metric and the timing are still recorded; no span is made
+and the headers are passed on as they are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
+
+import grpc
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.util.types import AttributeValue
+
+from gateway import request_context, tracing
+from gateway.errors import UpstreamStatusError
+from gateway.hops.base import Headers, Hop, HopWrapper, Passthrough, PassthroughResponse
+from gateway.hops.settings import HopSettings
+from gateway.metrics import Metrics
+
+try:
+    from gateway.hops.retry import attempt
+except ImportError:  # pragma: no cover - retries not installed: every call is a first attempt
+    attempt = ContextVar("gateway_hop_attempt", default=1)
+
+__all__ = ["Traced"]
+
+Call = Callable[[Any, Headers], Awaitable[Any]]
+
+GRPC_SERVICE = "inference.GRPCInferenceService"
+
+
+class Traced(HopWrapper):
+    """Traces, times and counts each call to the inner hop.
+
+    `settings` name the upstream (model, address); `metrics` gets ``hop_seconds``; `tracer`
+    None turns the spans off.
+    """
+
+    def __init__(
+        self,
+        inner: Hop,
+        *,
+        settings: HopSettings | None = None,
+        metrics: Metrics | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
+        super().__init__(inner)
+        self.settings = settings
+        self.metrics = metrics
+        self.tracer = tracer
+        self.model_name = settings.model_name if settings is not None else ""
+        self.stage = f"hop.{self.name}"
+        self.span_name = f"hop {self.name}"
+        self._grpc = self.protocol == "grpc-v2"
+        self._attributes = self._static_attributes()
+
+    async def infer(self, payload: Any, headers: Headers) -> Any:
+        return await self._attempt("infer", self.inner.infer, payload, headers)
+
+    async def explain(self, payload: Any, headers: Headers) -> Any:
+        return await self._attempt("explain", self.inner.explain, payload, headers)
+
+    async def _attempt(self, verb: str, call: Call, payload: Any, headers: Headers) -> Any:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            if self.tracer is None:
+                return await call(payload, headers)
+            return await self._traced(verb, call, payload, headers)
+        except BaseException as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            self._observe(outcome, time.perf_counter() - started)
+
+    async def _traced(self, verb: str, call: Call, payload: Any, headers: Headers) -> Any:
+        assert self.tracer is not None
+        number = attempt.get()
+        attributes = dict(self._attributes)
+        attributes["gateway.hop.verb"] = verb
+        attributes["gateway.hop.attempt"] = number
+        if self._grpc:
+            if verb == "infer":
+                attributes["rpc.method"] = "ModelInfer"
+        elif number > 1:
+            attributes["http.request.resend_count"] = number - 1
+        size = _size(payload)
+        if size is not None:
+            attributes[self._size_key("request")] = size
+        with self.tracer.start_as_current_span(
+            self.span_name,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            # Recorded below, with the upstream's status alongside.
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            # A copy: the caller's dict is shared by every attempt and must keep the
+            # inbound context, not this attempt's.
+            outbound = dict(headers)
+            tracing.inject(outbound)
+            try:
+                response = await call(payload, outbound)
+            except BaseException as exc:
+                self._failed(span, exc)
+                raise
+            self._succeeded(span, response)
+            return response
+
+    def _succeeded(self, span: Span, response: Any) -> None:
+        if self._grpc:
+            span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.OK.value[0])
+            span.set_attribute("gateway.hop.status", grpc.StatusCode.OK.name)
+        else:
+            # The transports raise on anything but a success, which they answer 200 for.
+            span.set_attribute("http.response.status_code", 200)
+            span.set_attribute("gateway.hop.status", "200")
+        size = _size(response)
+        if size is not None:
+            span.set_attribute(self._size_key("response"), size)
+
+    def _failed(self, span: Span, exc: BaseException) -> None:
+        if isinstance(exc, UpstreamStatusError):
+            if self._grpc:
+                span.set_attribute("rpc.grpc.status_code", exc.code.value[0])
+                span.set_attribute("gateway.hop.status", exc.code.name)
+            else:
+                span.set_attribute("http.response.status_code", exc.status)
+                span.set_attribute("gateway.hop.status", str(exc.status))
+        span.set_attribute("error.type", type(exc).__name__)
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+
+    def _observe(self, outcome: str, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.hop_seconds.labels(
+                self.model_name, self.name, self.protocol, outcome
+            ).observe(seconds)
+        context = request_context.current()
+        if context is not None:
+            context.record(self.stage, seconds)
+
+    def _static_attributes(self) -> dict[str, AttributeValue]:
+        """What every attempt's span says about the upstream, computed once."""
+        attributes: dict[str, AttributeValue] = {
+            "gateway.hop": self.name,
+            "gateway.hop.protocol": self.protocol,
+        }
+        if self.model_name:
+            attributes["gateway.model_name"] = self.model_name
+        if self._grpc:
+            attributes["rpc.system"] = "grpc"
+            attributes["rpc.service"] = GRPC_SERVICE
+        else:
+            attributes["http.request.method"] = "POST"
+        if self.settings is not None:
+            host, port = _address(self.settings)
+            attributes["server.address"] = host
+            if port is not None:
+                attributes["server.port"] = port
+        return attributes
+
+    def _size_key(self, direction: str) -> str:
+        # HTTP has semantic names for body sizes; gRPC has none, so ours follow their shape.
+        return f"{'rpc' if self._grpc else 'http'}.{direction}.body.size"
+
+
+def _address(settings: HopSettings) -> tuple[str, int | None]:
+    """The upstream's host and port, as `server.address` / `server.port` want them."""
+    target = settings.target  # host:port, with the scheme's default port filled in
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")
+    return host, int(port) if port.isdigit() else None
+
+
+def _size(message: Any) -> int | None:
+    """The body size of a message whose bytes we hold; None for decoded ones (their wire
+    size is only known to the transport)."""
+    if isinstance(message, Passthrough | PassthroughResponse):
+        return len(message.body)
+    if isinstance(message, bytes | bytearray | memoryview):
+        return len(message)
+    return None
