@@ -176,13 +176,15 @@ def server_span(
 ) -> Iterator[Span]:
     """A SERVER span, current inside the block, continuing the trace `headers` carry.
 
-    The caller sets the status: a REST handler's errors become responses, not exceptions.
+    The caller sets the status and records what failed: a REST handler's errors become
+    responses, and gRPC's abort raises an exception that is no error of its own.
     """
     with tracer.start_as_current_span(
         name,
         context=extract(headers),
         kind=SpanKind.SERVER,
         attributes=attributes,
+        record_exception=False,
         set_status_on_exception=False,
     ) as span:
         yield span

@@ -74,7 +74,7 @@ def _tensor(cls: type[Tensor], name: str, value: Any, what: str) -> Any:
         flat = [item.encode() for item in array.ravel().tolist()]
         array = np.array(flat, dtype=np.object_).reshape(array.shape)
     datatype = from_numpy_dtype(array.dtype)
-    if datatype is None or array.dtype.kind == "O" and not _all_bytes(array):
+    if datatype is None or (array.dtype.kind == "O" and not _all_bytes(array)):
         raise InvalidInput(f"{what}: {name!r} holds values with no tensor datatype")
     tensor = cls(name, list(array.shape), datatype)
     tensor.set_data_from_numpy(array)

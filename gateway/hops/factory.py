@@ -62,8 +62,9 @@ def predictor_settings(
     )
 
 
-def explainer_settings(predictor: HopSettings | None, host: str, model_name: str,
-                       options: HopOptions) -> HopSettings:
+def explainer_settings(
+    predictor: HopSettings | None, host: str, model_name: str, options: HopOptions
+) -> HopSettings:
     base = predictor or HopSettings(role="explainer", host=host, model_name=model_name)
     return replace(
         base,
@@ -87,7 +88,9 @@ def build_hop(settings: HopSettings, *, metrics: Metrics | None, tracer: Any = N
     return Forwarding(retrying, settings)
 
 
-def model_predictor_config(model: Model, server_default: PredictorConfig | None) -> PredictorConfig | None:
+def model_predictor_config(
+    model: Model, server_default: PredictorConfig | None
+) -> PredictorConfig | None:
     """The predictor a model forwards to: a KServe-style ``predictor_host`` / ``protocol`` set
     on the model wins, then the model's `predictor_config`, then the server's."""
     base = model.predictor_config or server_default

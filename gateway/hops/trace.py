@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
+from prometheus_client import Histogram
 
 from gateway import request_context, tracing
 from gateway.errors import UpstreamStatusError
@@ -63,6 +64,9 @@ class Traced(HopWrapper):
         self.span_name = f"hop {self.name}"
         self._grpc = self.protocol == "grpc-v2"
         self._attributes = self._static_attributes()
+        self._ok_attributes = self._success_attributes()
+        # outcome -> this hop's hop_seconds child: `labels()` locks and hashes on every call.
+        self._histograms: dict[str, Histogram] = {}
 
     async def infer(self, payload: Any, headers: Headers) -> Any:
         return await self._attempt("infer", self.inner.infer, payload, headers)
@@ -118,16 +122,11 @@ class Traced(HopWrapper):
             return response
 
     def _succeeded(self, span: Span, response: Any) -> None:
-        if self._grpc:
-            span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.OK.value[0])
-            span.set_attribute("gateway.hop.status", grpc.StatusCode.OK.name)
-        else:
-            # The transports raise on anything but a success, which they answer 200 for.
-            span.set_attribute("http.response.status_code", 200)
-            span.set_attribute("gateway.hop.status", "200")
         size = _size(response)
-        if size is not None:
-            span.set_attribute(self._size_key("response"), size)
+        if size is None:
+            span.set_attributes(self._ok_attributes)
+        else:
+            span.set_attributes({**self._ok_attributes, self._size_key("response"): size})
 
     def _failed(self, span: Span, exc: BaseException) -> None:
         if isinstance(exc, UpstreamStatusError):
@@ -143,9 +142,13 @@ class Traced(HopWrapper):
 
     def _observe(self, outcome: str, seconds: float) -> None:
         if self.metrics is not None:
-            self.metrics.hop_seconds.labels(
-                self.model_name, self.name, self.protocol, outcome
-            ).observe(seconds)
+            histogram = self._histograms.get(outcome)
+            if histogram is None:
+                histogram = self.metrics.hop_seconds.labels(
+                    self.model_name, self.name, self.protocol, outcome
+                )
+                self._histograms[outcome] = histogram
+            histogram.observe(seconds)
         context = request_context.current()
         if context is not None:
             context.record(self.stage, seconds)
@@ -169,6 +172,13 @@ class Traced(HopWrapper):
             if port is not None:
                 attributes["server.port"] = port
         return attributes
+
+    def _success_attributes(self) -> dict[str, AttributeValue]:
+        if self._grpc:
+            code = grpc.StatusCode.OK
+            return {"rpc.grpc.status_code": code.value[0], "gateway.hop.status": code.name}
+        # The transports raise on anything but a success, which they answer 200 for.
+        return {"http.response.status_code": 200, "gateway.hop.status": "200"}
 
     def _size_key(self, direction: str) -> str:
         # HTTP has semantic names for body sizes; gRPC has none, so ours follow their shape.

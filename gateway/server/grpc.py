@@ -161,7 +161,7 @@ def _traced(full_name: str, behavior: Behavior, tracer: Tracer) -> Behavior:
             "rpc.system": "grpc",
             "rpc.service": service,
             "rpc.method": method,
-            "client.address": context.peer() or "",
+            "client.address": _peer_address(context.peer()),
         }
         with tracing.server_span(tracer, name, _headers(context), attributes) as span:
             code = grpc.StatusCode.OK
@@ -172,9 +172,12 @@ def _traced(full_name: str, behavior: Behavior, tracer: Tracer) -> Behavior:
                 reported: grpc.StatusCode | None = context.code()
                 code = reported or grpc.StatusCode.UNKNOWN
                 raise
-            except BaseException as exc:
-                code = grpc.StatusCode.CANCELLED
+            except Exception as exc:  # ModelInfer maps its own errors; this is a safety net
+                code = _status_code(exc)
                 span.record_exception(exc)
+                raise
+            except BaseException:
+                code = grpc.StatusCode.CANCELLED  # the client went away or its deadline passed
                 raise
             finally:
                 span.set_attribute("rpc.grpc.status_code", code.value[0])
@@ -182,6 +185,12 @@ def _traced(full_name: str, behavior: Behavior, tracer: Tracer) -> Behavior:
                     span.set_status(Status(StatusCode.ERROR, code.name))
 
     return call
+
+
+def _peer_address(peer: str | None) -> str:
+    """The address in gRPC's ``ipv4:1.2.3.4:5678`` / ``ipv6:[::1]:5678`` / ``unix:path``."""
+    kind, _, rest = (peer or "").partition(":")
+    return rest.rpartition(":")[0].strip("[]") if kind in ("ipv4", "ipv6") else rest
 
 
 def _parse(message: Any, data: bytes) -> Any:

@@ -137,10 +137,11 @@ async def _traced(
         "http.route": template,
         "url.path": request.path,
         "url.scheme": request.scheme,
-        "client.address": request.remote or "",
         "gateway.model_name": request.match_info.get("name", ""),
         "gateway.request_id": request[CONTEXT].request_id,
     }
+    if request.remote:
+        attributes["client.address"] = request.remote
     name = f"{request.method} {template}"
     with tracing.server_span(tracer, name, request.headers, attributes) as span:
         response = await _measured(request, handler)

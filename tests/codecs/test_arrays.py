@@ -323,6 +323,31 @@ def test_from_json(data: object, datatype: str, shape: list[int], expected: obje
     assert array.tolist() == expected
 
 
+@pytest.mark.parametrize(
+    "data", [[2**63, 0], [0, 2**64 - 1], [[2**64 - 1], [1]], [2**63, np.uint64(5)]]
+)
+def test_from_json_uint64_above_int64_mixed_with_small_values(data: list[Any]) -> None:
+    # numpy alone reads such lists as float64, which would lose the low digits.
+    array = arrays.from_json(data, "UINT64", [2], "t")
+    assert array.dtype == np.uint64
+    assert array.ravel().tolist() == [int(v) for v in np.array(data, dtype=object).ravel()]
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ([2**63, 1.0], "UINT64 data must be integers"),
+        ([2**63, None], "UINT64 data must be integers"),
+        ([2**63, "1"], "UINT64 data must be integers"),
+        ([2**63, -1], "data out of range for UINT64"),
+        ([2**64, 1], "data out of range for UINT64"),
+    ],
+)
+def test_from_json_uint64_refuses_what_is_not_uint64(data: list[Any], problem: str) -> None:
+    with pytest.raises(InvalidInput, match=rf"tensor 'u': {problem}"):
+        arrays.from_json(data, "UINT64", [2], "u")
+
+
 @pytest.mark.parametrize("datatype", sorted(DATATYPES))
 def test_from_json_of_nothing_has_the_right_dtype(datatype: str) -> None:
     array = arrays.from_json([], datatype, [2, 0], "t")

@@ -1,0 +1,467 @@
+"""`RestHop`: KServe v1 and Open Inference Protocol v2 over HTTP, on one pooled session.
+
+A payload is sent in the form the upstream speaks and answered in the form it was asked (see
+`gateway.hops.base`); v1 and v2 meet through `gateway.codecs.v1`, and a `Passthrough` body
+travels untouched. aiohttp's errors become ours in `upstream_error`, one table. Retrying
+(`gateway.hops.retry`) repeats only what cannot have reached the upstream's model::
+
+    aiohttp / asyncio                              ours                   safe to retry
+    ClientConnectorError (refused, DNS, TLS)       UpstreamUnavailable    yes: nothing sent
+    ClientOSError writing the request              UpstreamUnavailable    yes: incomplete
+    asyncio.TimeoutError (+ ServerTimeoutError)    UpstreamTimeout        only if asked for
+    ServerDisconnectedError, ClientOSError,        UpstreamProtocolError  no: the model may
+      ClientPayloadError, ClientResponseError                               have run
+    status >= 400                                  UpstreamStatusError    502/503/504 only
+    a body that does not decode                    UpstreamProtocolError  no
+
+The helpers below the class (deadline, Server-Timing, v1 <-> v2 dicts, Retry-After) are
+shared with `gateway.hops.grpc`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from gateway import request_context
+from gateway.codecs import rest as rest_codec
+from gateway.codecs.v1 import tensors_to_v1, v1_to_tensors
+from gateway.errors import (
+    GatewayError,
+    InferenceError,
+    InvalidInput,
+    UnsupportedProtocol,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.hops.base import Headers, Hop, Passthrough, PassthroughResponse
+from gateway.hops.settings import HopSettings
+from gateway.infer_request import InferRequest
+from gateway.infer_response import InferResponse
+from gateway.tensor import InferInput, InferOutput
+
+__all__ = [
+    "TIMEOUT_HEADER",
+    "RestHop",
+    "call_timeout",
+    "decoded",
+    "dict_response",
+    "merge_server_timing",
+    "retry_after",
+    "unsupported_payload",
+    "upstream_error",
+    "v2_request",
+]
+
+logger = logging.getLogger("gateway.hops")
+
+#: Seconds the upstream has left to answer, so a chain of gateways shrinks its deadline.
+TIMEOUT_HEADER = "x-request-timeout"
+JSON = "application/json"
+# A probe that hangs is a failed probe (Kubernetes gives up on one after 1 s by default).
+READY_TIMEOUT = 5.0
+# Below the idle timeout of common servers (uvicorn's is 5 s), so that the pool drops an idle
+# connection before the server does: a POST on a connection the server is closing can fail
+# like a crash mid-request, which must not be retried.
+KEEPALIVE_TIMEOUT = 4.0
+# How much of a non-JSON error body becomes the error's message.
+ERROR_TEXT_LIMIT = 512
+
+T = TypeVar("T")
+_Types = type[BaseException] | tuple[type[BaseException], ...]
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
+class RestHop(Hop):
+    """The upstream's REST endpoints (``protocol`` "v1" or "v2"), over one pooled session.
+
+    The session is created on first use, inside the running loop; `aclose` closes it. A
+    `session` passed in is the caller's: it is used as is and left open.
+    """
+
+    def __init__(self, settings: HopSettings, session: aiohttp.ClientSession | None = None):
+        if settings.protocol not in ("v1", "v2"):
+            raise ValueError(f"RestHop speaks v1 or v2, not {settings.protocol!r}")
+        self.settings = settings
+        self.name = settings.role
+        self.protocol = settings.protocol
+        self._session = session
+        self._owns_session = session is None
+        # Built now, so that a missing or bad CA file stops the start, not the first request.
+        self._ssl: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=settings.ca_file) if settings.ca_file else True
+        )
+        self._base = settings.base_url
+        self._model = _segment(settings.model_name)
+
+    # Hop
+
+    async def infer(self, payload: Any, headers: Headers) -> Any:
+        if isinstance(payload, Passthrough):
+            return await self._passthrough("infer", payload, headers)
+        if isinstance(payload, dict):
+            if self.protocol == "v1":
+                return self._json(
+                    await self._post(self._v1_url("predict"), _dumps(payload), headers)
+                )
+            response = await self._infer_v2(v2_request(payload, self.settings.model_name), headers)
+            return decoded(self.name, lambda: dict_response(response, payload))
+        if not isinstance(payload, InferRequest):
+            raise unsupported_payload(payload)
+        if self.protocol == "v2":
+            return await self._infer_v2(payload, headers)
+        answer = await self._post(self._v1_url("predict"), _v1_body(payload), headers)
+        return decoded(self.name, lambda: _v1_response(orjson.loads(answer.body), payload))
+
+    async def explain(self, payload: Any, headers: Headers) -> Any:
+        """Explanations are free-form JSON: the parsed answer is returned as it is."""
+        if isinstance(payload, Passthrough):
+            return await self._passthrough("explain", payload, headers)
+        if self.protocol == "v1":
+            body = _v1_body(payload) if isinstance(payload, InferRequest) else _dumps(payload)
+            return self._json(await self._post(self._v1_url("explain"), body, headers))
+        if isinstance(payload, dict):
+            payload = v2_request(payload, self.settings.model_name)
+        if not isinstance(payload, InferRequest):
+            raise unsupported_payload(payload)
+        body, length = rest_codec.encode_request(payload, self._binary(payload))
+        url = self._v2_url("explain", payload.model_version)
+        return self._json(await self._post(url, body, headers, length))
+
+    async def ready(self, model_name: str | None = None) -> bool:
+        """Whether the upstream (or its model `model_name`) is ready; False on any error."""
+        name = _segment(model_name or self.settings.model_name)
+        if self.protocol == "v1":
+            path = f"/v1/models/{name}"
+        else:
+            path = "/v2/health/ready" if model_name is None else f"/v2/models/{name}/ready"
+        url = URL(self._base + path, encoded=True)
+        try:
+            answer = await self._send("GET", url, None, {}, READY_TIMEOUT)
+            # MLServer answers a ready model with an empty body; KServe and we with JSON.
+            state = orjson.loads(answer.body) if answer.body.strip() else {}
+        except Exception as exc:  # a probe reports, it does not raise
+            logger.debug("hop %s: readiness probe failed: %s", self.name, exc)
+            return False
+        if self.protocol == "v1":
+            return isinstance(state, dict) and state.get("ready") is True
+        return not isinstance(state, dict) or state.get("ready", True) is not False
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            await session.close()
+
+    def accepts_passthrough(self, protocol: str, binary: bool) -> bool:
+        # The operator chose JSON because the upstream lacks the binary extension (MLServer).
+        return protocol == self.protocol and not (binary and self.settings.rest_format == "json")
+
+    # Requests
+
+    async def _infer_v2(self, request: InferRequest, headers: Headers) -> InferResponse:
+        body, length = rest_codec.encode_request(request, self._binary(request))
+        answer = await self._post(
+            self._v2_url("infer", request.model_version), body, headers, length
+        )
+        return decoded(
+            self.name, lambda: InferResponse.from_bytes(answer.body, _json_length(answer))
+        )
+
+    async def _passthrough(
+        self, verb: str, payload: Passthrough, headers: Headers
+    ) -> PassthroughResponse:
+        if not self.accepts_passthrough(payload.protocol, payload.json_length is not None):
+            raise UnsupportedProtocol(
+                payload.protocol,
+                f"a {payload.protocol} body cannot pass through the {self.name} hop "
+                f"({self.protocol}, rest format {self.settings.rest_format})",
+            )
+        if self.protocol == "v1":
+            url = self._v1_url("predict" if verb == "infer" else verb)
+        else:
+            url = self._v2_url(verb, payload.model_version)
+        answer = await self._post(url, payload.body, headers, payload.json_length)
+        length = decoded(self.name, lambda: _json_length(answer))
+        content_type = answer.headers.get("Content-Type", JSON)
+        return PassthroughResponse(answer.body, length, content_type)
+
+    def _json(self, answer: _Answer) -> Any:
+        return decoded(self.name, lambda: orjson.loads(answer.body))
+
+    def _binary(self, request: InferRequest) -> bool:
+        if self.settings.rest_format == "auto":
+            # Bytes that arrived binary go on binary: no JSON detour for raw tensor data.
+            return any(tensor._raw_data is not None for tensor in request.inputs)
+        return self.settings.rest_format == "binary"
+
+    def _v1_url(self, verb: str) -> URL:
+        return URL(f"{self._base}/v1/models/{self._model}:{verb}", encoded=True)
+
+    def _v2_url(self, verb: str, version: str | None) -> URL:
+        versioned = f"/versions/{_segment(version)}" if version else ""
+        return URL(f"{self._base}/v2/models/{self._model}{versioned}/{verb}", encoded=True)
+
+    # Transport
+
+    async def _post(
+        self, url: URL, body: bytes, headers: Headers, json_length: int | None = None
+    ) -> _Answer:
+        outbound = dict(headers)
+        if json_length is None:
+            outbound["content-type"] = JSON
+        else:
+            outbound["content-type"] = rest_codec.BINARY_CONTENT_TYPE
+            outbound[rest_codec.INFERENCE_HEADER.lower()] = str(json_length)
+        return await self._send("POST", url, body, outbound)
+
+    async def _send(
+        self, method: str, url: URL, body: bytes | None, headers: Headers, cap: float | None = None
+    ) -> _Answer:
+        """One HTTP exchange within the call's time budget, its errors mapped to ours.
+
+        `headers` is a dict this call owns: the timeout header is added to it."""
+        timeout = call_timeout(self.settings, cap)
+        headers[TIMEOUT_HEADER] = f"{timeout:.3f}"
+        try:
+            async with self._client().request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                # A redirected POST would turn into a GET; an inference call is not redirected.
+                allow_redirects=False,
+            ) as response:
+                answer = _Answer(response.status, response.headers, await response.read())
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise upstream_error(exc, self.name, timeout) from exc
+        merge_server_timing(answer.headers.getall("Server-Timing", ()), self.name)
+        if answer.status >= 400:
+            raise UpstreamStatusError(
+                _error_text(answer.body) or f"the {self.name} answered HTTP {answer.status}",
+                status=answer.status,
+                upstream=self.name,
+                retry_after=retry_after(answer.headers.get("Retry-After")),
+            )
+        if not 200 <= answer.status < 300:
+            raise UpstreamProtocolError(
+                f"the {self.name} answered HTTP {answer.status} to {url.path}, not an answer",
+                upstream=self.name,
+            )
+        return answer
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.settings.max_connections,
+                ssl=self._ssl,
+                keepalive_timeout=KEEPALIVE_TIMEOUT,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                # Timeouts are given per call, from the request's deadline.
+                timeout=aiohttp.ClientTimeout(total=None),
+                # Tensors compress poorly: compressing them costs both ends CPU for little.
+                headers={"Accept-Encoding": "identity"},
+            )
+        return self._session
+
+
+# The seam: aiohttp's errors, most specific first (`isinstance` picks the first match).
+_ERRORS: tuple[tuple[_Types, type[UpstreamError], str], ...] = (
+    # TLS failures are connect errors too: nothing was sent (a retry is useless, not harmful).
+    (aiohttp.ClientConnectorError, UpstreamUnavailable, "cannot connect to the {role}"),
+    (asyncio.TimeoutError, UpstreamTimeout, "the {role} did not answer within {timeout:.3f} s"),
+    (
+        (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError),
+        UpstreamProtocolError,
+        "the {role} closed the connection without answering",
+    ),
+    (aiohttp.ClientPayloadError, UpstreamProtocolError, "the {role}'s answer broke off"),
+    (aiohttp.ClientResponseError, UpstreamProtocolError, "the {role} sent malformed HTTP"),
+    ((aiohttp.ClientError, OSError), UpstreamProtocolError, "the call to the {role} failed"),
+)  # fmt: skip
+
+
+# aiohttp's words for a request body it failed to write.
+_UNSENT = "Can not write request body"
+
+
+def upstream_error(exc: BaseException, role: str, timeout: float) -> UpstreamError:
+    """Our error for an aiohttp / socket error of a call to `role` (raise it ``from exc``)."""
+    if isinstance(exc, aiohttp.ClientOSError) and _UNSENT in str(exc):
+        # The request could not be written (a pooled connection the upstream had just
+        # closed): an incomplete request cannot have reached its model.
+        return UpstreamUnavailable(f"cannot send to the {role}: {exc}", upstream=role)
+    for types, error, template in _ERRORS:
+        if isinstance(exc, types):
+            reason = template.format(role=role, timeout=timeout)
+            # A response error's str() repeats the whole request; its message is the point.
+            detail = exc.message if isinstance(exc, aiohttp.ClientResponseError) else str(exc)
+            return error(f"{reason}: {detail}" if detail else reason, upstream=role)
+    return UpstreamProtocolError(f"the call to the {role} failed: {exc!r}", upstream=role)
+
+
+# Shared with the gRPC hop.
+
+
+def call_timeout(settings: HopSettings, cap: float | None = None) -> float:
+    """Seconds a call may take: the hop's timeout (and `cap`), cut to what is left of the
+    inbound request's deadline. Once that has passed, raises UpstreamTimeout: no call."""
+    timeout = settings.timeout if cap is None else min(settings.timeout, cap)
+    context = request_context.current()
+    remaining = None if context is None else context.remaining()
+    if remaining is not None:
+        if remaining <= 0:
+            raise UpstreamTimeout(
+                f"the request's deadline passed before the call to the {settings.role}",
+                upstream=settings.role,
+            )
+        timeout = min(timeout, remaining)
+    return timeout
+
+
+# An entry runs to the next comma outside a quoted string (desc="a, b" is one entry).
+_TIMING_ENTRY = re.compile(r'(?:[^,"]|"(?:\\.|[^"\\])*")+')
+
+
+def merge_server_timing(values: Iterable[str], role: str) -> None:
+    """Add an upstream's Server-Timing entries to the current request's, each named after
+    `role` (``predict;dur=3`` from the predictor becomes ``predictor.predict;dur=3``)."""
+    context = request_context.current()
+    if context is None:
+        return
+    for value in values:
+        for entry in _TIMING_ENTRY.findall(value):
+            entry = entry.strip()
+            if entry:
+                context.upstream_timings.append(f"{role}.{entry}")
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` value (seconds or an HTTP date); None if unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def v2_request(payload: dict[str, Any], model_name: str) -> InferRequest:
+    """The v2 request for a dict: v1 ``instances`` as tensors, or a v2 JSON request."""
+    if "instances" in payload:
+        inputs = v1_to_tensors(payload["instances"], InferInput, "instances")
+        parameters = payload.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise InvalidInput("'parameters' must be a JSON object")
+        return InferRequest(model_name, inputs, parameters=parameters)
+    if "inputs" in payload:
+        return InferRequest.from_inference_request(payload, model_name)
+    raise InvalidInput("a request needs v1 'instances' or v2 'inputs'")
+
+
+def dict_response(response: InferResponse, request: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a dict `request` in its own form: v1 ``predictions``, or v2 JSON."""
+    if "instances" in request:
+        return {"predictions": tensors_to_v1(response.outputs, "predictions")}
+    header: dict[str, Any] = {"model_name": response.model_name}
+    if response.model_version:
+        header["model_version"] = response.model_version
+    if response.id:
+        header["id"] = response.id
+    if response.parameters:
+        header["parameters"] = response.parameters
+    header["outputs"] = [rest_codec.tensor_entry(t, False, []) for t in response.outputs]
+    return rest_codec.plain(header)
+
+
+def decoded(role: str, decode: Callable[[], T]) -> T:
+    """`decode()`, its failure being the upstream's answer's fault, not the client's."""
+    try:
+        return decode()
+    except (GatewayError, ValueError, TypeError) as exc:
+        raise UpstreamProtocolError(
+            f"the {role}'s answer cannot be read: {exc}", upstream=role
+        ) from exc
+
+
+def unsupported_payload(payload: Any) -> InferenceError:
+    return InferenceError(
+        f"a hop takes an InferRequest, a dict or a Passthrough, not a {type(payload).__name__}"
+    )
+
+
+# Helpers
+
+
+def _json_length(answer: _Answer) -> int | None:
+    return rest_codec.json_length(answer.headers.get(rest_codec.INFERENCE_HEADER), len(answer.body))
+
+
+def _dumps(payload: Any) -> bytes:
+    try:
+        return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError as exc:  # orjson.JSONEncodeError
+        raise InferenceError(f"the request cannot be encoded as JSON: {exc}") from exc
+
+
+def _v1_body(request: InferRequest) -> bytes:
+    body: dict[str, Any] = {"instances": tensors_to_v1(request.inputs, "instances")}
+    if request.parameters:
+        body["parameters"] = request.parameters
+    return _dumps(body)
+
+
+def _v1_response(answer: Any, request: InferRequest) -> InferResponse:
+    if not isinstance(answer, dict) or "predictions" not in answer:
+        raise InvalidInput("a v1 answer needs 'predictions'")
+    outputs = v1_to_tensors(answer["predictions"], InferOutput, "predictions")
+    return InferResponse(request.id or "", request.model_name, outputs)
+
+
+def _error_text(body: bytes) -> str:
+    """The upstream's ``{"error": ...}`` message, else the start of its body."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, str):
+        return error
+    text = body[:ERROR_TEXT_LIMIT].decode("utf-8", "replace").strip()
+    return text + "..." if len(body) > ERROR_TEXT_LIMIT else text
+
+
+def _segment(name: str) -> str:
+    return quote(name, safe="")
