@@ -13,7 +13,7 @@ from gateway import __version__
 from gateway.errors import InferenceError, ModelNotFound, ModelNotReady
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
-from gateway.model import BaseKServeModel, InferenceModel, InferenceVerb
+from gateway.model import BaseKServeModel, InferenceModel, InferenceVerb, Model
 from gateway.model_repository import ModelRepository
 
 Headers = dict[str, str]
@@ -99,6 +99,19 @@ class DataPlane:
         return model
 
     # Inference
+
+    def passthrough(self, name: str, protocol: str, binary: bool, verb: InferenceVerb) -> bool:
+        """Whether a request body on `protocol` can go to the predictor without decoding:
+        the model only forwards, and its hop speaks that protocol (and framing)."""
+        model = self.repository.get_model(name)
+        if verb is not InferenceVerb.PREDICT or not isinstance(model, Model):
+            return False
+        hop = model.predictor_hop
+        return (
+            hop is not None
+            and model.forwards_unchanged()
+            and hop.accepts_passthrough(protocol, binary)
+        )
 
     async def infer(
         self,

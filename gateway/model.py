@@ -124,8 +124,13 @@ class Model(InferenceModel):
         headers = {} if headers is None else headers
         out_headers: Headers = {} if response_headers is None else response_headers
         extra = (out_headers,) if self.required_response_headers else ()
-        with request_context.stage("preprocess"):
-            payload = await _call(self.preprocess, body, headers)
+        cls = type(self)
+        # Stages left at their defaults do nothing: skip them (and their spans) entirely.
+        if cls.preprocess is Model.preprocess:
+            payload = body
+        else:
+            with request_context.stage("preprocess"):
+                payload = await _call(self.preprocess, body, headers)
         payload = self.validate(payload)
         if verb is InferenceVerb.EXPLAIN:
             with request_context.stage("explain"):
@@ -135,11 +140,23 @@ class Model(InferenceModel):
                 response = await _call(self.predict, payload, headers, *extra)
         else:
             raise NotImplementedError(f"unknown verb {verb}")
-        with request_context.stage("postprocess"):
-            response = await _call(self.postprocess, response, headers, *extra)
+        if cls.postprocess is not Model.postprocess:
+            with request_context.stage("postprocess"):
+                response = await _call(self.postprocess, response, headers, *extra)
         if self.enable_latency_logging:
             self._log_latency(headers)
         return response
+
+    def forwards_unchanged(self) -> bool:
+        """Whether predictions are the predictor's answer to the very request received:
+        no preprocess, predict or postprocess of its own, and a predictor to forward to."""
+        cls = type(self)
+        return (
+            self.predictor_hop is not None
+            and cls.preprocess is Model.preprocess
+            and cls.predict is Model.predict
+            and cls.postprocess is Model.postprocess
+        )
 
     def validate(self, payload: Any) -> Any:
         """Refuse payload shapes no protocol accepts, before they reach `predict`."""

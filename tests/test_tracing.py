@@ -351,11 +351,8 @@ async def test_rest_server_span_continues_the_inbound_trace(
         headers = {"traceparent": INBOUND, "x-request-id": "r1"}
         async with session.post("/v2/models/echo/infer", json=BODY, headers=headers) as response:
             assert response.status == 200
-            assert timing_names(response.headers["Server-Timing"]) == [
-                "preprocess",
-                "predict",
-                "postprocess",
-            ]
+            # EchoModel only overrides predict: stages left at their defaults are not run.
+            assert timing_names(response.headers["Server-Timing"]) == ["predict"]
         spans = by_name(exporter)
         server = spans[V2_INFER]
         assert server.kind is SpanKind.SERVER
@@ -368,9 +365,9 @@ async def test_rest_server_span_continues_the_inbound_trace(
         assert server.attributes["gateway.model_name"] == "echo"
         assert server.attributes["gateway.request_id"] == "r1"
         assert server.attributes["client.address"] == "127.0.0.1"
-        for stage in ("preprocess", "predict", "postprocess"):
-            assert spans[stage].kind is SpanKind.INTERNAL
-            assert parent_id(spans[stage]) == span_id(server)
+        assert spans["predict"].kind is SpanKind.INTERNAL
+        assert parent_id(spans["predict"]) == span_id(server)
+        assert "preprocess" not in spans, "a default stage is skipped, so it has no span"
 
         exporter.clear()
         for path in ("/v2/health/ready", "/v2/models/echo/ready", "/metrics", "/"):
@@ -404,7 +401,7 @@ async def test_grpc_server_span_and_server_timing_trailer(
         call = infer(message.SerializeToString(), metadata=(("traceparent", INBOUND),))
         await call
         trailers = dict(await call.trailing_metadata() or ())
-        assert timing_names(trailers["server-timing"]) == ["preprocess", "predict", "postprocess"]
+        assert timing_names(trailers["server-timing"]) == ["predict"]
         spans = by_name(exporter)
         server = spans[GRPC_INFER]
         assert server.kind is SpanKind.SERVER
@@ -424,7 +421,7 @@ async def test_grpc_server_span_and_server_timing_trailer(
         with pytest.raises(grpc.aio.AioRpcError):
             await failing
         trailers = dict(await failing.trailing_metadata() or ())
-        assert timing_names(trailers["server-timing"]) == ["preprocess", "predict"]
+        assert timing_names(trailers["server-timing"]) == ["predict"]
         server = await ended(exporter, GRPC_INFER)
         assert server.attributes is not None
         assert server.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INTERNAL.value[0]
@@ -530,7 +527,7 @@ async def test_three_gateways_make_one_trace(exporter: InMemorySpanExporter) -> 
 
     spans = exporter.get_finished_spans()
     assert len({span.context.trace_id for span in spans if span.context}) == 1, "one trace"
-    assert len(spans) == 5 + 5 + 4  # A and B: server, 3 stages, hop; C: server, 3 stages
+    assert len(spans) == 3 + 3 + 2  # A and B: server, predict, hop; C: server, predict
     index = {span_id(span): span for span in spans}
 
     def path_to_root(span: ReadableSpan) -> list[str]:
@@ -558,11 +555,12 @@ async def test_three_gateways_make_one_trace(exporter: InMemorySpanExporter) -> 
     assert kinds["A:hop predictor"] is kinds["B:hop predictor"] is SpanKind.CLIENT
 
     names = timing_names(timing)
-    stages = ["preprocess", "hop.predictor", "predict", "postprocess"]
+    # Identity transformers: only predict runs (default stages are skipped), and the hop.
+    stages = ["hop.predictor", "predict"]
     assert names == [
         *stages,  # A's own
         *(f"predictor.{name}" for name in stages),  # B's, as A's hop reported them
-        *(f"predictor.predictor.{name}" for name in ("preprocess", "predict", "postprocess")),
+        "predictor.predictor.predict",  # C's
     ]
 
 
@@ -612,4 +610,4 @@ async def test_model_server_traces_when_the_environment_asks(
                 await asyncio.sleep(0.01)
         finally:
             await model_server.shutdown()
-    assert {V2_INFER, "preprocess", "predict", "postprocess"} <= set(exported_names(received))
+    assert {V2_INFER, "predict"} <= set(exported_names(received))

@@ -9,7 +9,7 @@ received message before protobuf parses what is left. One copy to send, none to 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from gateway._proto import pb
@@ -106,14 +106,46 @@ def split_raw(data: Buffer, field: int) -> tuple[bytes, list[memoryview]]:
     Returns the rest of the message (for protobuf to parse) and views of the field's values.
     """
     view = memoryview(data).cast("B")
-    size = len(view)
     pieces: list[memoryview] = []
     raws: list[memoryview] = []
-    kept_from = pos = 0
+    kept_from = 0
+    for number, start, end, value in _top_level_fields(view):
+        if number == field and value is not None:
+            pieces.append(view[kept_from:start])
+            raws.append(value)
+            kept_from = end
+    if not raws:
+        return (data if isinstance(data, bytes) else bytes(view)), raws
+    pieces.append(view[kept_from:])
+    return b"".join(pieces), raws
+
+
+def string_field(data: Buffer, field: int) -> str:
+    """The value of top-level string `field` (the last one, as protobuf reads it); "" if unset.
+
+    Lets a server route a message (by model name) without parsing the rest of it.
+    """
+    found: memoryview | None = None
+    for number, _, _, value in _top_level_fields(memoryview(data).cast("B")):
+        if number == field and value is not None:
+            found = value
+    if found is None:
+        return ""
+    try:
+        return bytes(found).decode()
+    except UnicodeDecodeError:
+        raise InvalidInput(f"protobuf field {field} is not UTF-8 text") from None
+
+
+def _top_level_fields(view: memoryview) -> Iterator[tuple[int, int, int, memoryview | None]]:
+    """Each field's number, where it starts and ends, and its value if length-delimited."""
+    size = len(view)
+    pos = 0
     while pos < size:
         start = pos
         key, pos = _read_varint(view, pos)
         wire_type, number = key & 7, key >> 3
+        value = None
         if wire_type == 0:
             _, pos = _read_varint(view, pos)
         elif wire_type == 1:
@@ -122,19 +154,13 @@ def split_raw(data: Buffer, field: int) -> tuple[bytes, list[memoryview]]:
             pos += 4
         elif wire_type == 2:
             length, pos = _read_varint(view, pos)
-            if number == field and pos + length <= size:
-                pieces.append(view[kept_from:start])
-                raws.append(view[pos : pos + length])
-                kept_from = pos + length
+            value = view[pos : pos + length]
             pos += length
         else:
             raise InvalidInput(f"malformed protobuf message: wire type {wire_type} at {start}")
         if pos > size:
             raise InvalidInput("truncated protobuf message")
-    if not raws:
-        return (data if isinstance(data, bytes) else bytes(view)), raws
-    pieces.append(view[kept_from:])
-    return b"".join(pieces), raws
+        yield number, start, pos, value
 
 
 def _varint(value: int) -> bytes:

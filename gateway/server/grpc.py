@@ -25,11 +25,14 @@ from opentelemetry.trace import Status, StatusCode, Tracer
 
 from gateway import request_context, tracing
 from gateway._proto import SERVICE_NAME, pb
+from gateway.codecs import grpc as grpc_codec
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, InferenceError, InvalidInput, grpc_code
+from gateway.hops.base import Passthrough, PassthroughResponse
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
 from gateway.metrics import Metrics
+from gateway.model import InferenceVerb
 from gateway.request_context import RequestContext
 from gateway.server.server_timing import server_timing
 from gateway.settings import ServerSettings
@@ -39,6 +42,7 @@ __all__ = ["PROTOCOL", "create_grpc_server", "start_grpc_server"]
 logger = logging.getLogger("gateway.server.grpc")
 
 PROTOCOL = "grpc-v2"
+_MODEL_NAME_FIELD = pb.ModelInferRequest.MODEL_NAME_FIELD_NUMBER
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 
 Context: TypeAlias = "grpc.aio.ServicerContext[bytes, bytes]"
@@ -295,17 +299,20 @@ class _Servicer:
         code = grpc.StatusCode.OK
         self.metrics.in_flight.inc()
         try:
-            request = InferRequest.from_grpc_bytes(data)
-            if request.id and "x-request-id" not in headers:
-                ctx.request_id = request.id
-            if self.dataplane.repository.get_model(request.model_name) is not None:
+            name = grpc_codec.string_field(data, _MODEL_NAME_FIELD)
+            request: InferRequest | Passthrough
+            if self.dataplane.passthrough(name, PROTOCOL, True, InferenceVerb.PREDICT):
+                request = Passthrough(PROTOCOL, name, data)
+            else:
+                request = InferRequest.from_grpc_bytes(data)
+                if request.id and "x-request-id" not in headers:
+                    ctx.request_id = request.id
+            if self.dataplane.repository.get_model(name) is not None:
                 # Only known names become labels: made-up names would each add a series.
-                model_name = request.model_name
+                model_name = name
             response_headers: Headers = {}
             with request_context.serving(ctx):
-                result = await self.dataplane.infer(
-                    request.model_name, request, headers, response_headers
-                )
+                result = await self.dataplane.infer(name, request, headers, response_headers)
             body = _encode(result)
             await context.send_initial_metadata(_metadata(ctx.request_id, response_headers))
             context.set_trailing_metadata(_timing(ctx))
@@ -326,6 +333,8 @@ class _Servicer:
 
 def _encode(result: Any) -> bytes:
     """A model's answer as a serialized ModelInferResponse."""
+    if isinstance(result, PassthroughResponse):
+        return result.body
     if isinstance(result, dict):  # the v2 JSON form
         result = InferResponse.from_rest(result)
     if isinstance(result, InferResponse):

@@ -13,6 +13,7 @@ from gateway import request_context
 from gateway.codecs.rest import BINARY_CONTENT_TYPE, INFERENCE_HEADER, encode_response
 from gateway.dataplane import DataPlane
 from gateway.errors import InferenceError, InvalidInput
+from gateway.hops.base import PassthroughResponse
 from gateway.infer_response import InferResponse
 from gateway.model import InferenceVerb
 from gateway.request_context import RequestContext
@@ -88,6 +89,10 @@ async def run_model(
 
 def encode_result(result: Any) -> web.Response:
     """A model's answer as a response: v2 (binary extension when asked), bytes, text or JSON."""
+    if isinstance(result, PassthroughResponse):
+        # The upstream's answer to the very body the client sent: already in its form.
+        headers = {} if result.json_length is None else {INFERENCE_HEADER: str(result.json_length)}
+        return web.Response(body=result.body, content_type=result.content_type, headers=headers)
     if isinstance(result, InferResponse):
         body, json_length = encode_response(result)
         if json_length is None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.hops.base import Passthrough
 from gateway.model import InferenceVerb
 from gateway.server import cloudevents
 from gateway.server.cloudevents import EventSettings, Incoming
@@ -46,7 +47,13 @@ def _inference(verb: InferenceVerb) -> Callable[[web.Request], Awaitable[web.Res
     async def handler(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         headers = model_headers(request)
-        payload, event = decode(headers, await request.read())
+        body = await request.read()
+        if _plain_json(headers) and request.app[DATAPLANE].passthrough(name, PROTOCOL, False, verb):
+            result = await run_model(
+                request, name, Passthrough(PROTOCOL, name, body), verb, headers
+            )
+            return encode_result(result)
+        payload, event = decode(headers, body)
         result = await run_model(request, name, payload, verb, headers)
         if event is None:
             return encode_result(result)
@@ -59,6 +66,12 @@ def _inference(verb: InferenceVerb) -> Callable[[web.Request], Awaitable[web.Res
 
 predict = _inference(InferenceVerb.PREDICT)
 explain = _inference(InferenceVerb.EXPLAIN)
+
+
+def _plain_json(headers: Mapping[str, str]) -> bool:
+    """A JSON body that is not a CloudEvent: the upstream can take it as it is."""
+    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return media_type in ("", "application/json") and "ce-specversion" not in headers
 
 
 def decode(headers: Mapping[str, str], body: bytes) -> tuple[Any, Incoming | None]:

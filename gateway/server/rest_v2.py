@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.codecs.rest import INFERENCE_HEADER, json_length
 from gateway.errors import InvalidInput
+from gateway.hops.base import Passthrough
 from gateway.infer_request import InferRequest
 from gateway.model import InferenceVerb
 from gateway.server.rest_common import (
@@ -61,9 +62,13 @@ def _inference(verb: InferenceVerb) -> Callable[[web.Request], Awaitable[web.Res
         body = await request.read()
         # Binary whenever the header says so, whatever the Content-Type (clients differ).
         length = json_length(request.headers.get(INFERENCE_HEADER), len(body))
-        payload = InferRequest.from_bytes(body, length, name)
-        if version:
-            payload.model_version = version
+        payload: InferRequest | Passthrough
+        if request.app[DATAPLANE].passthrough(name, PROTOCOL, length is not None, verb):
+            payload = Passthrough(PROTOCOL, name, body, length, version)
+        else:
+            payload = InferRequest.from_bytes(body, length, name)
+            if version:
+                payload.model_version = version
         result = await run_model(request, name, payload, verb, model_headers(request))
         return encode_result(result)
 
