@@ -11,8 +11,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.hops.base import Hop
+from gateway.hops.grpc import GrpcHop
 from gateway.hops.headers import Forwarding
+from gateway.hops.rest import RestHop
+from gateway.hops.retry import Retrying
 from gateway.hops.settings import HopSettings, RetryPolicy
+from gateway.hops.trace import Traced
 from gateway.metrics import Metrics
 from gateway.model import Model
 from gateway.predictor_config import PredictorConfig
@@ -52,6 +56,7 @@ def predictor_settings(
             backoff_initial=options.backoff_initial,
             backoff_max=options.backoff_max,
             retry_on_timeout=options.retry_on_timeout,
+            budget=config.predictor_request_timeout_seconds,
         ),
         rest_format=options.rest_format,
         forward_headers=options.forward_headers,
@@ -77,11 +82,6 @@ def explainer_settings(
 
 
 def build_hop(settings: HopSettings, *, metrics: Metrics | None, tracer: Any = None) -> Hop:
-    from gateway.hops.grpc import GrpcHop
-    from gateway.hops.rest import RestHop
-    from gateway.hops.retry import Retrying
-    from gateway.hops.trace import Traced
-
     transport: Hop = GrpcHop(settings) if settings.protocol == "grpc-v2" else RestHop(settings)
     traced = Traced(transport, settings=settings, metrics=metrics, tracer=tracer)
     retrying = Retrying(traced, settings.retry, metrics=metrics, model_name=settings.model_name)

@@ -91,6 +91,16 @@ class stop_before_deadline(stop_base):
         return remaining is not None and retry_state.upcoming_sleep >= remaining
 
 
+class stop_before_budget(stop_base):
+    """Stop when the coming wait would end after `budget` seconds since the first attempt."""
+
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return retry_state.seconds_since_start + retry_state.upcoming_sleep >= self.budget
+
+
 class wait_full_jitter(wait_base):
     """A uniform draw between zero and `ceiling`'s wait ("full jitter"), so that clients
     that failed together do not all come back together."""
@@ -145,9 +155,12 @@ class Retrying(HopWrapper):
         self._retrying: AsyncRetrying | None = None
         if policy.retries > 0:
             backoff = wait_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
+            stop = stop_after_attempt(policy.retries + 1) | stop_before_deadline()
+            if policy.budget is not None:
+                stop = stop | stop_before_budget(policy.budget)
             self._retrying = AsyncRetrying(
                 sleep=sleep,
-                stop=stop_after_attempt(policy.retries + 1) | stop_before_deadline(),
+                stop=stop,
                 wait=wait_at_least_retry_after(wait_full_jitter(backoff, random or _random.random)),
                 retry=retry_if_exception(lambda exc: is_retryable(exc, policy)),
                 before=_enter_attempt,

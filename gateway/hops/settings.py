@@ -19,6 +19,9 @@ class RetryPolicy:
     backoff_max: float = 2.0
     # A timed-out request may still be running upstream; repeating it is opt-in.
     retry_on_timeout: bool = False
+    # Seconds all attempts and waits of one call may take together, so that an upstream's
+    # long Retry-After cannot hold a request that has no deadline of its own.
+    budget: float | None = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -23,7 +24,7 @@ from opentelemetry.trace import Status, StatusCode, Tracer
 
 from gateway import tracing
 from gateway.dataplane import DataPlane
-from gateway.errors import GatewayError, PayloadTooLarge, http_status
+from gateway.errors import GatewayError, InvalidInput, PayloadTooLarge, http_status
 from gateway.metrics import Metrics
 from gateway.request_context import RequestContext
 from gateway.server import openapi, rest_v1, rest_v2
@@ -87,12 +88,39 @@ def routes(docs: bool = False) -> list[Route]:
     return [*_SERVER_ROUTES, *rest_v1.ROUTES, *rest_v2.ROUTES, *(_DOCS_ROUTES if docs else ())]
 
 
+# How long the client (or the proxy in front, Envoy) will wait: it bounds every hop.
+REQUEST_TIMEOUT = "x-request-timeout"
+ENVOY_TIMEOUT_MS = "x-envoy-expected-rq-timeout-ms"
+
+
+def inbound_deadline(headers: Mapping[str, str]) -> float | None:
+    """time.monotonic() by which the client needs its answer, from its timeout headers."""
+    seconds: list[float] = []
+    for name, scale in ((REQUEST_TIMEOUT, 1.0), (ENVOY_TIMEOUT_MS, 0.001)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            parsed = float(value) * scale
+        except ValueError:
+            parsed = math.nan
+        if not math.isfinite(parsed) or parsed <= 0:
+            raise InvalidInput(f"{name} must be a positive number, got {value!r}")
+        seconds.append(parsed)
+    return time.monotonic() + min(seconds) if seconds else None
+
+
 @web.middleware
 async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.app[ROUTES].get(request.match_info.handler)
+    try:
+        deadline = inbound_deadline(request.headers)
+    except InvalidInput as exc:
+        return _gateway_error(request, exc)
     context = RequestContext(
         request_id=request.headers.get(REQUEST_ID) or uuid.uuid4().hex,
         protocol=route.protocol if route is not None else "",
+        deadline=deadline,
         tracer=request.app[TRACER],
     )
     request[CONTEXT] = context

@@ -426,6 +426,25 @@ async def test_a_request_without_deadline_is_limited_by_retries_only() -> None:
     assert sleeps.waits == [3600] * POLICY.retries
 
 
+async def test_the_budget_caps_retries_of_a_request_without_deadline() -> None:
+    # The hop's timeout is the budget: an hour's Retry-After does not fit in 10 s.
+    slow = UpstreamStatusError("busy", status=503, retry_after=3600)
+    budgeted = RetryPolicy(retries=3, budget=10.0)
+    hop, inner, sleeps = retrying(Failing(slow), budgeted)
+    with serving(RequestContext("r1", "v2", deadline=None)), pytest.raises(UpstreamStatusError):
+        await hop.infer({}, {})
+    assert len(inner.calls) == 1
+    assert sleeps.waits == []
+
+
+async def test_waits_within_the_budget_are_taken() -> None:
+    budgeted = RetryPolicy(retries=2, backoff_initial=0.1, backoff_max=1.0, budget=10.0)
+    hop, inner, sleeps = retrying(Flaky(unavailable(), unavailable()), budgeted)
+    await hop.infer({}, {})
+    assert len(inner.calls) == 3
+    assert len(sleeps.waits) == 2
+
+
 # what a retry reports
 
 

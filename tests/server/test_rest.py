@@ -820,3 +820,42 @@ async def test_docs_are_404_when_disabled() -> None:
                 assert response.status == 404
                 assert path in await error_of(response)
         await assert_serving(served.session)
+
+
+# Deadlines
+
+
+@pytest.mark.parametrize(
+    ("headers", "low", "high"),
+    [
+        ({"x-request-timeout": "2.5"}, 2.0, 2.5),
+        ({"x-envoy-expected-rq-timeout-ms": "1500"}, 1.0, 1.5),
+        ({"x-request-timeout": "9", "x-envoy-expected-rq-timeout-ms": "700"}, 0.2, 0.7),
+    ],
+)
+def test_timeout_headers_set_the_request_deadline(
+    headers: dict[str, str], low: float, high: float
+) -> None:
+    import time as _time
+
+    from gateway.server.rest import inbound_deadline
+
+    deadline = inbound_deadline(headers)
+    assert deadline is not None
+    assert low < deadline - _time.monotonic() <= high
+
+
+def test_no_timeout_header_means_no_deadline() -> None:
+    from gateway.server.rest import inbound_deadline
+
+    assert inbound_deadline({}) is None
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "0", "nan", "inf"])
+async def test_a_bad_timeout_header_is_refused(served: Served, value: str) -> None:
+    headers = {"x-request-timeout": value}
+    async with served.session.post("/v2/models/echo/infer", json=v2_body(), headers=headers) as r:
+        assert r.status == 400
+        assert "x-request-timeout" in (await r.json())["error"]
+    async with served.session.post("/v2/models/echo/infer", json=v2_body()) as response:
+        assert response.status == 200
