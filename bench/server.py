@@ -49,6 +49,7 @@ OURS, KSERVE = "gateway", "kserve"
 CPU_TARGET = 0.5  # our server CPU per request, at most this share of KServe's ...
 P99_TARGET = 1.0  # ... and our p99 latency at most this multiple of KServe's
 LOAD_BOUND = 0.9  # a load process this busy (and a server less so) limits the figures
+STEAL_NOTE = 0.05  # hypervisor steal worth a note (a share of one CPU)
 
 LEGEND = """
 - server CPU/req: the server process's user + system CPU time (/proc/<pid>/stat, all its
@@ -57,7 +58,8 @@ LEGEND = """
 - server / load / other CPU: busy share of one CPU over the window, of the server process, of
   the load process, and of the rest of the machine (other processes, kernel network work
   charged to neither). load-bound: the load process, not the server, was the limit. A high
-  other CPU means something else was running and the figures are disturbed."""
+  other CPU means something else was running and the figures are disturbed; steal: CPU time
+  the hypervisor of this virtual machine gave to someone else (also disturbing)."""
 
 TENSOR = "input-0"
 MIB = 1 << 20
@@ -129,23 +131,30 @@ class Cell:
 ServerFactory = Callable[[frozenset[int]], AbstractContextManager[Server]]
 
 
-def our_server(python: str) -> ServerFactory:
+def our_server(python: str, env: dict[str, str], nice: int = 0) -> ServerFactory:
     def start(cpus: frozenset[int]) -> AbstractContextManager[Server]:
         argv = [python, "-m", "bench.models", "--sdk", OURS, "--http_port", "0"]
         argv += ["--grpc_port", "0", "--listen_address", harness.LOCALHOST]
-        return harness.spawn(OURS, argv, cpus=cpus)
+        return harness.spawn(OURS, argv, cpus=cpus, env=env, nice=nice)
 
     return start
 
 
-def kserve_server(python: Path) -> ServerFactory:
+def kserve_server(python: Path, env: dict[str, str], nice: int = 0) -> ServerFactory:
     def start(cpus: frozenset[int]) -> AbstractContextManager[Server]:
         # KServe binds 0.0.0.0 / [::] and does not log a port 0 it was given: choose them.
         http_port, grpc_port = harness.free_port(), harness.free_port()
         argv = [str(python), "-m", "bench.models", "--sdk", KSERVE]
         argv += ["--http_port", str(http_port), "--grpc_port", str(grpc_port)]
         return harness.spawn(
-            KSERVE, argv, cpus=cpus, http_port=http_port, grpc_port=grpc_port, listening=None
+            KSERVE,
+            argv,
+            cpus=cpus,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            listening=None,
+            env=env,
+            nice=nice,
         )
 
     return start
@@ -184,6 +193,7 @@ def run_server(
                 duration=args.duration,
                 server_pid=server.pid,
                 cpus=load_cpus,
+                nice=args.nice,
             )
             result = harness.measure(load)
             error = None
@@ -191,6 +201,25 @@ def run_server(
                 error = f"{result.errors} failed requests, first: {result.first_error}"
             cells.append(Cell(name, case.name, result, error))
     return cells
+
+
+def median_cells(rounds: Sequence[Sequence[Cell]]) -> list[Cell]:
+    """Each (server, payload) cell from its median round by CPU per request; a cell that
+    failed in any round is reported as failed."""
+    chosen = []
+    for same_cell in zip(*rounds, strict=True):
+        failed = [cell for cell in same_cell if cell.error or cell.result is None]
+        if failed:
+            chosen.append(failed[0])
+            continue
+        ranked = sorted(same_cell, key=_cpu_per_request)
+        chosen.append(ranked[(len(ranked) - 1) // 2])
+    return chosen
+
+
+def _cpu_per_request(cell: Cell) -> float:
+    value = cell.result.cpu_per_request if cell.result else None
+    return value if value is not None else 0.0
 
 
 def kserve_python(args: argparse.Namespace) -> Path | str:
@@ -229,6 +258,9 @@ def results_table(cells: Sequence[Cell]) -> str:
         server_util, faults = result.server_util, result.faults_per_request
         if result.client_util > LOAD_BOUND and (server_util or 0.0) < LOAD_BOUND:
             note = note or "load-bound"
+        if result.steal_util > STEAL_NOTE:
+            note = f"{note}, " if note else ""
+            note += f"steal {result.steal_util:.0%}"
         rows.append(
             [
                 cell.server,
@@ -303,6 +335,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="measured seconds per cell (default 5)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds per cell (default 1)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every server this many times, taking turns; each cell reports its median "
+        "round (by server CPU per request)",
+    )
     parser.add_argument("--skip-kserve", action="store_true", help="measure our server only")
     parser.add_argument(
         "--quick", action="store_true", help="our server only, 0.5 s cells (a smoke test)"
@@ -316,9 +355,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--kserve-venv", type=Path, default=KSERVE_VENV, help="KServe's virtual environment"
     )
     parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness of the server and load processes; on a busy shared machine a negative "
+        "value (root only) keeps other work off the measured CPUs",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for both servers (repeatable), e.g. "
+        "MALLOC_MMAP_THRESHOLD_=33554432",
+    )
+    parser.add_argument(
         "--gateway-python", default=sys.executable, help="the interpreter that runs our server"
     )
     args = parser.parse_args(argv)
+    env = {}
+    for item in args.server_env:
+        name, equals, value = item.partition("=")
+        if not equals or not name:
+            parser.error(f"--server-env takes NAME=VALUE, not {item!r}")
+        env[name] = value
     if args.quick:
         args.skip_kserve = True
     args.duration = args.duration or (0.5 if args.quick else 5.0)
@@ -329,28 +389,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     # This process only waits: keep it off the server's CPU too.
     os.sched_setaffinity(0, cpus[1])
     servers: list[tuple[str, ServerFactory, str]] = [
-        (OURS, our_server(args.gateway_python), args.gateway_python)
+        (OURS, our_server(args.gateway_python, env, args.nice), args.gateway_python)
     ]
     notes = []
     if not args.skip_kserve:
         python = kserve_python(args)
         if isinstance(python, Path):
-            servers.append((KSERVE, kserve_server(python), str(python)))
+            servers.append((KSERVE, kserve_server(python, env, args.nice), str(python)))
         else:
             notes.append(python)
 
     started = time.perf_counter()
     print(f"# Server benchmark: {os.cpu_count()} CPUs, server on CPU {sorted(cpus[0])}, "
           f"load on CPU {sorted(cpus[1])}, {args.concurrency} in flight, "
-          f"{args.warmup:g} s warm-up + {args.duration:g} s per cell\n")  # fmt: skip
+          f"{args.warmup:g} s warm-up + {args.duration:g} s per cell"
+          f"{f', median of {args.rounds} rounds' if args.rounds > 1 else ''}"
+          f"{f', nice {args.nice}' if args.nice else ''}\n")  # fmt: skip
     modules = ["aiohttp", "grpcio", "protobuf", "uvloop", "orjson", "numpy"]
     for name, _, python_path in servers:
         extra = ["kserve", "fastapi", "uvicorn"] if name == KSERVE else []
         print(f"- {name}: {harness.python_info(python_path, [*extra, *modules])}")
-    print(f"- load: {harness.python_info(sys.executable, ['aiohttp', 'grpcio'])}\n")
-    cells: list[Cell] = []
-    for name, start, _ in servers:
-        cells += run_server(name, start, cases, args, cpus)
+    print(f"- load: {harness.python_info(sys.executable, ['aiohttp', 'grpcio'])}")
+    if env:
+        print(f"- server environment: {' '.join(f'{k}={v}' for k, v in env.items())}")
+    print()
+    rounds: list[list[Cell]] = []
+    for number in range(args.rounds):
+        if args.rounds > 1:
+            _progress(f"round {number + 1} of {args.rounds}")
+        rounds.append([])
+        for name, start, _ in servers:
+            rounds[-1] += run_server(name, start, cases, args, cpus)
+    cells = median_cells(rounds)
 
     print(results_table(cells))
     print(LEGEND)

@@ -98,7 +98,8 @@ class stop_before_budget(stop_base):
         self.budget = budget
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        return retry_state.seconds_since_start + retry_state.upcoming_sleep >= self.budget
+        elapsed = retry_state.seconds_since_start or 0.0
+        return elapsed + retry_state.upcoming_sleep >= self.budget
 
 
 class wait_full_jitter(wait_base):
