@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from gateway.codecs import bytes_tensor
-from gateway.codecs.datatypes import FLOATS, INTS, NUMPY, STORAGE, itemsize
+from gateway.codecs.datatypes import FLOATS, INTS, NATIVE, NUMPY, STORAGE, itemsize
 from gateway.errors import InvalidInput
 
 Array = np.ndarray[Any, Any]
@@ -171,8 +171,10 @@ def to_json(array: Array, datatype: str, tensor: str) -> Array | list[str]:
                 f"tensor {tensor!r}: BYTES element is not UTF-8 text, which JSON cannot carry; "
                 "send or ask for it as binary data"
             ) from exc
-    out = np.ascontiguousarray(flat, dtype=NUMPY[datatype].newbyteorder("="))
-    if datatype in FLOATS and not np.isfinite(out).all():
+    out = np.ascontiguousarray(flat, dtype=NATIVE[datatype])
+    # logical_and.reduce rather than .all(): on small tensors the method's wrapper costs more
+    # than the check.
+    if datatype in FLOATS and not np.logical_and.reduce(np.isfinite(out), axis=None):
         raise InvalidInput(
             f"tensor {tensor!r}: holds NaN or infinity, which JSON cannot carry; "
             "send or ask for it as binary data"
@@ -219,8 +221,11 @@ def _fits_int(array: Array, datatype: str) -> bool:
 
 
 def _check_no_overflow(source: Array, converted: Array, datatype: str, tensor: str) -> None:
+    infinite = np.isinf(converted)
+    if not infinite.any():  # the common case: nothing to compare
+        return
     with np.errstate(over="ignore", invalid="ignore"):
-        overflow = np.isinf(converted) & ~np.isinf(source.astype(np.float64))
+        overflow = infinite & ~np.isinf(source.astype(np.float64, copy=False))
     if overflow.any():
         raise InvalidInput(f"tensor {tensor!r}: data out of range for {datatype}")
 

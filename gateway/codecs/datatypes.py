@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,9 @@ _FROM_NUMPY: dict[str, str] = {
     if name not in ("BF16", "BYTES")
 }
 
+# Each datatype's numpy type in this machine's byte order (what orjson writes), made once.
+NATIVE: dict[str, np.dtype[Any]] = {name: t.newbyteorder("=") for name, t in NUMPY.items()}
+
 FIXED_SIZE = frozenset(name for name in STORAGE if name != "BYTES")
 FLOATS = frozenset({"FP16", "FP32", "FP64", "BF16"})
 INTS = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
@@ -76,6 +80,7 @@ def itemsize(datatype: str) -> int:
     return 0 if datatype == "BYTES" else STORAGE[datatype].itemsize
 
 
+@functools.lru_cache(maxsize=64)
 def from_numpy_dtype(dtype: np.dtype[Any]) -> str | None:
     """The datatype of a numpy dtype, or None when the protocol has no such type."""
     if dtype.kind in "OSU":
