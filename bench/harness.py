@@ -3,7 +3,9 @@
 - `spawn` runs a server as its own process, pinned to its CPUs, its output in a log file, and
   yields once its ports are known: read from its log (our ``listening: REST on <port>, gRPC on
   <port>`` line) or chosen up front with `free_port` and polled until ready.
-- `cpu_seconds` reads a process's user + system time from ``/proc/<pid>/stat``.
+- `cpu_seconds` / `proc_stat` read a process's user + system time (and minor page faults)
+  from ``/proc/<pid>/stat``; `machine_cpu_seconds` the whole machine's busy and stolen time.
+- `cpu_split`, `pin` and `set_nice` keep servers and load on separate CPUs.
 - `measure` runs one `Load` (concurrent REST POSTs over one pooled aiohttp session, or gRPC
   calls over one grpc.aio channel) in a fresh process pinned to the load CPUs, and returns
   throughput, latency percentiles and the server's CPU time over the measured window.
@@ -332,6 +334,22 @@ def python_info(python: Path | str, modules: Sequence[str]) -> str:
     return done.stdout.strip() or f"({python}: {done.stderr.strip()[-200:]})"
 
 
+def checkout(paths: Sequence[str] = ("gateway",)) -> str:
+    """The commit of this checkout, and whether `paths` differ from it (read-only git)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "not a git checkout"
+    changed = git("status", "--porcelain", "--", *paths)
+    return f"{commit}{' + uncommitted changes in ' + ', '.join(paths) if changed else ''}"
+
+
 # Payloads: request bodies built once, and checks that an echo model answered them.
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -406,8 +424,12 @@ def grpc_call(target: str, method: str, body: bytes) -> bytes:
         return answer
 
 
-def check_v1_echo(url: str, body: bytes) -> None:
-    status, _, answer = http_post(url, body, JSON_HEADERS)
+Check = Callable[[str, bytes, Mapping[str, str]], None]  # (target, body, headers)
+
+
+def check_v1_echo(url: str, body: bytes, headers: Mapping[str, str] = JSON_HEADERS) -> None:
+    """Raise AssertionError unless POSTing v1 `body` to `url` answers its instances back."""
+    status, _, answer = http_post(url, body, headers)
     if status != 200:
         raise AssertionError(f"HTTP {status}: {answer[:300]!r}")
     sent, got = json.loads(body)["instances"], json.loads(answer).get("predictions")
@@ -415,8 +437,9 @@ def check_v1_echo(url: str, body: bytes) -> None:
         raise AssertionError(f"predictions {str(got)[:200]} are not the instances sent")
 
 
-def check_v2_json_echo(url: str, body: bytes) -> None:
-    status, _, answer = http_post(url, body, JSON_HEADERS)
+def check_v2_json_echo(url: str, body: bytes, headers: Mapping[str, str] = JSON_HEADERS) -> None:
+    """Raise AssertionError unless v2 JSON `body` comes back with its input as the output."""
+    status, _, answer = http_post(url, body, headers)
     if status != 200:
         raise AssertionError(f"HTTP {status}: {answer[:300]!r}")
     sent, got = json.loads(body)["inputs"][0], json.loads(answer)["outputs"][0]
@@ -426,6 +449,7 @@ def check_v2_json_echo(url: str, body: bytes) -> None:
 
 
 def check_v2_binary_echo(url: str, body: bytes, headers: Mapping[str, str]) -> None:
+    """Raise AssertionError unless binary `body` comes back as a binary output, same bytes."""
     status, answer_headers, answer = http_post(url, body, headers)
     if status != 200:
         raise AssertionError(f"HTTP {status}: {answer[:300]!r}")
@@ -440,7 +464,8 @@ def check_v2_binary_echo(url: str, body: bytes, headers: Mapping[str, str]) -> N
         raise AssertionError("binary output bytes differ from the input bytes")
 
 
-def check_grpc_echo(target: str, body: bytes) -> None:
+def check_grpc_echo(target: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+    """Raise AssertionError unless ModelInfer `body` answers its raw inputs as raw outputs."""
     from gateway._proto import pb
 
     sent = pb.ModelInferRequest.FromString(body)

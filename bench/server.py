@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -73,22 +73,15 @@ class Payload:
     kind: Literal["http", "grpc"]
     path: str  # the URL path for REST; gRPC calls ModelInfer
     body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str]
+    checker: harness.Check
 
     def target(self, server: Server) -> str:
         return server.base_url + self.path if self.kind == "http" else server.grpc_target
 
     def check(self, server: Server) -> None:
         """Raise AssertionError unless `server` echoes this payload back."""
-        target = self.target(server)
-        if self.name == "REST v1 JSON":
-            harness.check_v1_echo(target, self.body)
-        elif self.name == "REST v2 JSON":
-            harness.check_v2_json_echo(target, self.body)
-        elif self.kind == "http":
-            harness.check_v2_binary_echo(target, self.body, self.headers)
-        else:
-            harness.check_grpc_echo(target, self.body)
+        self.checker(self.target(server), self.body, self.headers)
 
 
 def payloads() -> list[Payload]:
@@ -105,6 +98,7 @@ def payloads() -> list[Payload]:
             f"/v1/models/{MODEL_NAME}:predict",
             harness.v1_body([small[i : i + 4] for i in range(0, 16, 4)]),
             harness.JSON_HEADERS,
+            harness.check_v1_echo,
         ),
         Payload(
             "REST v2 JSON",
@@ -112,10 +106,23 @@ def payloads() -> list[Payload]:
             infer,
             harness.v2_json_body(TENSOR, [1, len(small)], small),
             harness.JSON_HEADERS,
+            harness.check_v2_json_echo,
         ),
-        Payload("REST v2 binary 1 MiB", "http", infer, binary_body, binary_headers),
         Payload(
-            "gRPC raw 1 MiB", "grpc", "", harness.grpc_infer_body(MODEL_NAME, TENSOR, shape, raw)
+            "REST v2 binary 1 MiB",
+            "http",
+            infer,
+            binary_body,
+            binary_headers,
+            harness.check_v2_binary_echo,
+        ),
+        Payload(
+            "gRPC raw 1 MiB",
+            "grpc",
+            "",
+            harness.grpc_infer_body(MODEL_NAME, TENSOR, shape, raw),
+            {},
+            harness.check_grpc_echo,
         ),
     ]
 
@@ -167,12 +174,13 @@ def run_server(
     args: argparse.Namespace,
     cpus: tuple[frozenset[int], frozenset[int]],
 ) -> list[Cell]:
+    """Start one server, check then measure every payload on it, stop it."""
     server_cpus, load_cpus = cpus
     cells = []
     with ExitStack() as stack:
         try:
             server = stack.enter_context(start(server_cpus))
-        except RuntimeError as exc:
+        except (RuntimeError, OSError) as exc:
             _progress(f"{name} did not start: {exc}")
             return [Cell(name, case.name, None, "did not start") for case in cases]
         for case in cases:
@@ -195,7 +203,12 @@ def run_server(
                 cpus=load_cpus,
                 nice=args.nice,
             )
-            result = harness.measure(load)
+            try:
+                result = harness.measure(load)
+            except RuntimeError as exc:
+                cells.append(Cell(name, case.name, None, "the load process failed"))
+                _progress(f"{name} / {case.name}: {exc}")
+                continue
             error = None
             if result.errors:
                 error = f"{result.errors} failed requests, first: {result.first_error}"
@@ -272,7 +285,7 @@ def results_table(cells: Sequence[Cell]) -> str:
                 "-" if faults is None else f"{faults:,.0f}",
                 "-" if server_util is None else f"{server_util:.0%}",
                 f"{result.client_util:.0%}",
-                f"{result.other_util:.0%}",
+                f"{max(0.0, result.other_util):.0%}",  # a tick of rounding can go below 0
                 note,
             ]
         )
@@ -410,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = ["kserve", "fastapi", "uvicorn"] if name == KSERVE else []
         print(f"- {name}: {harness.python_info(python_path, [*extra, *modules])}")
     print(f"- load: {harness.python_info(sys.executable, ['aiohttp', 'grpcio'])}")
+    print(f"- checkout: {harness.checkout()}")
     if env:
         print(f"- server environment: {' '.join(f'{k}={v}' for k, v in env.items())}")
     print()

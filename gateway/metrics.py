@@ -8,6 +8,7 @@ keep working. With several worker processes the metrics live in files shared thr
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -95,6 +96,8 @@ class Metrics:
             ["model_name", "hop", "reason"],
             registry=registry,
         )
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._stage_children: dict[tuple[str, str], Any] = {}
         self.in_flight = Gauge(
             "gateway_requests_in_flight",
             "Requests being served",
@@ -104,12 +107,30 @@ class Metrics:
 
     def observe(self, model_name: str, context: RequestContext, code: str, seconds: float) -> None:
         """Record one finished request and the stages it went through."""
-        self.requests.labels(model_name, context.protocol, code).inc()
-        self.request_seconds.labels(model_name, context.protocol).observe(seconds)
+        key = (model_name, context.protocol, code)
+        children = self._children.get(key)
+        if children is None:
+            # labels() costs a lock and a dict build per call: look each series up once.
+            children = self._children[key] = (
+                self.requests.labels(*key),
+                self.request_seconds.labels(model_name, context.protocol),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         for stage, stage_seconds in context.timings:
-            histogram = self.stage_seconds.get(stage)
+            histogram = self._stage_child(stage, model_name)
             if histogram is not None:
-                histogram.labels(model_name).observe(stage_seconds)
+                histogram.observe(stage_seconds)
+
+    def _stage_child(self, stage: str, model_name: str) -> Any:
+        key = (stage, model_name)
+        child = self._stage_children.get(key)
+        if child is None:
+            histogram = self.stage_seconds.get(stage)
+            if histogram is None:
+                return None
+            child = self._stage_children[key] = histogram.labels(model_name)
+        return child
 
     def exposition(self) -> tuple[bytes, str]:
         """The metrics text and its content type, summed over workers when there are several."""

@@ -32,7 +32,7 @@ from gateway.metrics import Metrics
 from gateway.model import BaseKServeModel, Model
 from gateway.model_repository import ModelRepository
 from gateway.predictor_config import PredictorConfig
-from gateway.server import access_log, workers
+from gateway.server import access_log, allocator, workers
 from gateway.server.grpc import start_grpc_server
 from gateway.server.rest import create_app
 from gateway.settings import ServerSettings
@@ -110,6 +110,7 @@ class ModelServer:
         self.bound_http_port: int | None = None
         self.bound_grpc_port: int | None = None
         self.metrics: Metrics | None = None
+        self.recent_spans: tracing.RecentSpans | None = None
         if self._options.get("configure_logging", True):
             _configure_logging(self._options.get("log_config_file"))
 
@@ -166,6 +167,7 @@ class ModelServer:
 
     def run_process(self) -> None:
         """Run this process's servers to completion on the configured event loop."""
+        allocator.tune()
         loop_kind = self._options.get("event_loop", "auto")
         if loop_kind != "asyncio":
             try:
@@ -209,7 +211,12 @@ class ModelServer:
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=threads))
         self.metrics = Metrics(self._metrics_dir)
         # Built here, in each worker process: a batch exporter's thread does not survive fork.
-        self._tracer = tracing.configure_tracing(tracing.TracingSettings.from_env(os.environ))
+        # Each worker keeps its own recent traces: /traces shows the worker that answers.
+        self.recent_spans = tracing.recent_spans(self.settings.trace_buffer)
+        self._tracer = tracing.configure_tracing(
+            tracing.TracingSettings.from_env(os.environ),
+            [self.recent_spans] if self.recent_spans is not None else [],
+        )
         await self._start_rest(self.metrics)
         if self.settings.enable_grpc:
             self._grpc_server, self.bound_grpc_port = await start_grpc_server(
@@ -246,10 +253,17 @@ class ModelServer:
         logger.info("stopped")
 
     async def _start_rest(self, metrics: Metrics) -> None:
-        app = create_app(self.dataplane, self.settings, metrics, tracer=self._tracer)
+        app = create_app(
+            self.dataplane,
+            self.settings,
+            metrics,
+            tracer=self._tracer,
+            recent_spans=self.recent_spans,
+        )
         runner = web.AppRunner(
             app,
             handle_signals=False,
+            access_log_class=access_log.access_logger_class(self.settings.access_log_format),
             access_log_format=access_log.aiohttp_format(self.settings.access_log_format),
             keepalive_timeout=self.settings.timeout_keep_alive,
             shutdown_timeout=self.settings.grace_period,
@@ -349,6 +363,11 @@ def _ssl_context(options: dict[str, Any]) -> ssl.SSLContext | None:
 
 
 def _configure_logging(config_file: str | None) -> None:
+    # Every record would otherwise look up its thread, process and source line: a cost per
+    # request (access and latency lines) that no default format prints.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     if config_file:
         with open(config_file) as handle:
             logging.config.dictConfig(json.load(handle))

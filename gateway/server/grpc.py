@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, TypeAlias
@@ -290,7 +290,7 @@ class _Servicer:
         started = time.perf_counter()
         headers = _headers(context)
         ctx = RequestContext(
-            request_id=headers.get("x-request-id") or uuid.uuid4().hex,
+            request_id=headers.get("x-request-id") or os.urandom(16).hex(),
             protocol=PROTOCOL,
             deadline=_deadline(context),
             tracer=self.tracer,

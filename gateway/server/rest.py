@@ -14,7 +14,6 @@ import math
 import os
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +26,7 @@ from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, InvalidInput, PayloadTooLarge, http_status
 from gateway.metrics import Metrics
 from gateway.request_context import RequestContext
-from gateway.server import openapi, rest_v1, rest_v2
+from gateway.server import openapi, rest_v1, rest_v2, traces_view
 from gateway.server.cloudevents import EventSettings
 from gateway.server.rest_common import (
     CONTEXT,
@@ -39,6 +38,7 @@ from gateway.server.rest_common import (
 from gateway.server.server_timing import HEADER as SERVER_TIMING
 from gateway.server.server_timing import server_timing
 from gateway.settings import ServerSettings
+from gateway.tracing import RecentSpans
 
 __all__ = ["create_app", "routes"]
 
@@ -66,9 +66,11 @@ def create_app(
     metrics: Metrics,
     *,
     tracer: Tracer | None = None,
+    recent_spans: RecentSpans | None = None,
 ) -> web.Application:
-    """The REST app for `dataplane` (not yet listening); `tracer` None: no spans."""
-    table = routes(settings.enable_docs_url)
+    """The REST app for `dataplane` (not yet listening); `tracer` None: no spans;
+    `recent_spans`: the buffer ``/traces`` shows (None: no such routes)."""
+    table = routes(settings.enable_docs_url, traces=recent_spans is not None)
     # aiohttp refuses a longer body as it reads it (a chunked one has no Content-Length).
     app = web.Application(client_max_size=settings.max_request_bytes, middlewares=[_serve])
     app[DATAPLANE] = dataplane
@@ -78,14 +80,23 @@ def create_app(
     app[ROUTES] = {route.handler: route for route in table}
     app[OPENAPI] = openapi.document(table, dataplane.server_name, dataplane.server_version)
     app[rest_v1.EVENT_SETTINGS] = EventSettings.from_env(os.environ)
+    if recent_spans is not None:
+        app[traces_view.RECENT_SPANS] = recent_spans
     for route in table:
         app.router.add_route(route.method, route.path, route.handler)
     return app
 
 
-def routes(docs: bool = False) -> list[Route]:
-    """Every route the app serves; the docs routes only when `docs`."""
-    return [*_SERVER_ROUTES, *rest_v1.ROUTES, *rest_v2.ROUTES, *(_DOCS_ROUTES if docs else ())]
+def routes(docs: bool = False, traces: bool = False) -> list[Route]:
+    """Every route the app serves; the docs routes only when `docs`, the trace view only
+    when `traces`."""
+    return [
+        *_SERVER_ROUTES,
+        *rest_v1.ROUTES,
+        *rest_v2.ROUTES,
+        *(_DOCS_ROUTES if docs else ()),
+        *(traces_view.ROUTES if traces else ()),
+    ]
 
 
 # How long the client (or the proxy in front, Envoy) will wait: it bounds every hop.
@@ -118,7 +129,7 @@ async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     except InvalidInput as exc:
         return _gateway_error(request, exc)
     context = RequestContext(
-        request_id=request.headers.get(REQUEST_ID) or uuid.uuid4().hex,
+        request_id=request.headers.get(REQUEST_ID) or os.urandom(16).hex(),
         protocol=route.protocol if route is not None else "",
         deadline=deadline,
         tracer=request.app[TRACER],
