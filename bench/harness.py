@@ -107,6 +107,9 @@ def set_nice(nice: int) -> bool:
     """Set this process's niceness (negative raises its priority, which needs CAP_SYS_NICE).
 
     On a shared machine a negative value keeps other work from taking the measured CPUs.
+    With the scheduler's autogroups on (``/proc/sys/kernel/sched_autogroup_enabled``), the
+    CPU is shared between sessions first and a process's own niceness only counts within its
+    session, so the niceness of this process's session group is set too.
     """
     if not nice:
         return True
@@ -114,6 +117,8 @@ def set_nice(nice: int) -> bool:
         os.setpriority(os.PRIO_PROCESS, 0, nice)
     except OSError:
         return False
+    with suppress(OSError), open("/proc/self/autogroup", "w") as handle:
+        handle.write(str(nice))
     return True
 
 
@@ -498,6 +503,7 @@ class Load:
     warmup: float = 1.0
     duration: float = 5.0
     server_pid: int | None = None  # whose CPU time to account over the window
+    watch_pids: tuple[int, ...] = ()  # more processes whose CPU time to account (a chain)
     cpus: frozenset[int] | None = None  # where the load process runs
     nice: int = 0  # the load process's niceness (see `set_nice`)
     timeout: float = 30.0
@@ -518,6 +524,13 @@ class Result:
     machine_cpu: float  # CPU seconds of all CPUs busy over the window (everything)
     machine_steal: float  # CPU seconds the host (hypervisor) took from this machine
     first_error: str | None = None
+    watched_cpu: tuple[float, ...] = ()  # CPU seconds of each of `Load.watch_pids`
+
+    def watched_per_request(self, index: int) -> float | None:
+        """CPU seconds per request answered of watched process `index`."""
+        if index >= len(self.watched_cpu) or not self.requests:
+            return None
+        return self.watched_cpu[index] / self.requests
 
     @property
     def rps(self) -> float:
@@ -547,9 +560,11 @@ class Result:
 
     @property
     def other_util(self) -> float:
-        """CPU busy with neither the server nor the load (other processes, the kernel's
-        network work outside both), as a share of one CPU: high means disturbed figures."""
-        return (self.machine_cpu - (self.server_cpu or 0.0) - self.client_cpu) / self.seconds
+        """CPU busy with neither the server, the watched processes nor the load (other
+        processes, the kernel's network work outside them), as a share of one CPU: high means
+        disturbed figures."""
+        ours = (self.server_cpu or 0.0) + self.client_cpu + sum(self.watched_cpu)
+        return (self.machine_cpu - ours) / self.seconds
 
     @property
     def steal_util(self) -> float:
@@ -635,10 +650,12 @@ async def _drive(send: Send, load: Load) -> Result:
     failed: list[float] = []
     errors: list[str] = []
     marks: dict[str, tuple[float, tuple[float, int] | None, float, tuple[float, float]]] = {}
+    watched: dict[str, list[float]] = {}
 
     def mark(name: str) -> None:
         # CPU counters and the clock, read together at the window's edges.
         server_stat = proc_stat(server) if server is not None else None
+        watched[name] = [cpu_seconds(pid) for pid in load.watch_pids]
         marks[name] = (clock(), server_stat, cpu_seconds(me), machine_cpu_seconds())
 
     async def caller() -> None:
@@ -683,6 +700,7 @@ async def _drive(send: Send, load: Load) -> Result:
         machine_cpu=machine1[0] - machine0[0],
         machine_steal=machine1[1] - machine0[1],
         first_error=errors[0] if errors else None,
+        watched_cpu=tuple(b - a for a, b in zip(watched["start"], watched["end"], strict=True)),
     )
 
 

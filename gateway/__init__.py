@@ -1,8 +1,12 @@
 """An Open Inference Protocol gateway with KServe's Python API.
 
-Port a KServe transformer by changing ``from kserve import ...`` to ``from gateway import ...``.
+Port a KServe transformer by changing ``kserve`` to ``gateway`` in its imports.
 """
 
+# First: modules imported below read it while this package is still initialising.
+__version__ = "0.1.0"
+
+from gateway import model_server
 from gateway.errors import (
     InferenceError,
     InvalidInput,
@@ -21,22 +25,32 @@ from gateway.infer_type import (
     to_grpc_parameters,
     to_http_parameters,
 )
-
-__version__ = "0.1.0"
+from gateway.model import BaseKServeModel, InferenceModel, InferenceVerb, Model
+from gateway.model_repository import ModelRepository
+from gateway.model_server import ModelServer
+from gateway.predictor_config import PredictorConfig
 
 __all__ = [
+    "BaseKServeModel",
     "InferInput",
     "InferOutput",
     "InferRequest",
     "InferResponse",
     "InferenceError",
+    "InferenceModel",
+    "InferenceVerb",
     "InvalidInput",
+    "Model",
     "ModelNotFound",
     "ModelNotReady",
+    "ModelRepository",
+    "ModelServer",
+    "PredictorConfig",
     "RequestedOutput",
     "UnsupportedProtocol",
     "__version__",
     "deserialize_bytes_tensor",
+    "model_server",
     "serialize_byte_tensor",
     "to_grpc_parameters",
     "to_http_parameters",

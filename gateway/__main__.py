@@ -1,4 +1,4 @@
-"""The ``gateway`` command: ``serve`` one gateway, or run the ``demo``."""
+"""The ``gateway`` command: ``serve`` one gateway, run the ``demo``, or show a ``trace``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from gateway import InferInput, InferRequest, __version__
+from gateway import __version__, trace_cli
+from gateway.demo import cli as demo_cli
 from gateway.flags import parser as kserve_flags
 from gateway.model import Model
 
@@ -57,22 +56,6 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(_: argparse.Namespace) -> int:
-    # Until the multi-hop demo lands, the demo shows one request crossing every wire format.
-    tensor = InferInput("features", [2, 3], "FP32")
-    tensor.set_data_from_numpy(np.arange(6, dtype=np.float32).reshape(2, 3))
-    request = InferRequest("demo", [tensor], request_id="1", parameters={"scale": 0.5})
-    body, json_length = request.to_rest()
-    assert isinstance(body, bytes)
-    via_rest = InferRequest.from_bytes(body, json_length, "demo")
-    via_grpc = InferRequest.from_grpc_bytes(via_rest.to_grpc_bytes())
-    print(f"gateway {__version__}")
-    print(f"REST binary body: {len(body)} bytes ({json_length} of JSON)")
-    print(f"after REST -> gRPC: {via_grpc.inputs[0].as_numpy().tolist()}")
-    print(f"parameters kept: {via_grpc.parameters}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
@@ -89,12 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="your Model subclass, as FILE.py:Class or module:Class (default: identity)",
     )
     serve.set_defaults(run=_serve)
-    demo = commands.add_parser("demo", help="run the built-in demo")
-    demo.set_defaults(run=_demo)
+    demo_cli.add_parser(commands)
+    trace_cli.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        # KServe starts a transformer container with only its flags: that means `serve`.
+        argv.insert(0, "serve")
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))

@@ -23,6 +23,13 @@ def strtobool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"not a boolean: {value!r}")
 
 
+def _non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {number}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         add_help=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -120,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--grace_period", default=30, type=float, help="seconds to drain")
     gateway.add_argument(
         "--max_request_bytes", default=256 * MIB, type=int, help="largest REST body"
+    )
+    gateway.add_argument(
+        "--trace_buffer",
+        default=0,
+        type=_non_negative,
+        help="keep this process's last N traces in memory, shown at /traces (0: off)",
     )
     return parser
 

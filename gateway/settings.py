@@ -27,5 +27,7 @@ class ServerSettings:
     max_request_bytes: int = 256 * MIB
     grpc_max_send_message_length: int = 256 * MIB
     grpc_max_receive_message_length: int = 256 * MIB
+    # How many recent traces to keep in memory for /traces; 0 turns the view off.
+    trace_buffer: int = 0
     # Workers share the gRPC port through SO_REUSEPORT; a lone server must own its port.
     grpc_reuse_port: bool = False

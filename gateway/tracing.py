@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
@@ -40,6 +40,7 @@ __all__ = [
     "configure_tracing",
     "extract",
     "inject",
+    "recent_spans",
     "server_span",
     "tracer_provider",
 ]
@@ -194,13 +195,22 @@ def server_span(
 
 
 class RecentSpans(SpanProcessor):
-    """Keeps the last `capacity` finished spans, grouped by trace (oldest trace first)."""
+    """Keeps the last `capacity` finished spans, grouped by trace (oldest trace first), and
+    at most `max_traces` traces when given.
 
-    def __init__(self, capacity: int = 2048) -> None:
+    When full, the oldest trace gives up its oldest span (or, past `max_traces`, all of its
+    spans): the memory stays bounded however many spans one trace has.
+    """
+
+    def __init__(self, capacity: int = 2048, max_traces: int | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be 1 or more, not {capacity}")
+        if max_traces is not None and max_traces < 1:
+            raise ValueError(f"max_traces must be 1 or more, not {max_traces}")
         self.capacity = capacity
-        self._order: deque[int] = deque()
+        self.max_traces = max_traces
+        self._size = 0
+        # Insertion order is the order traces were first seen: the first one is the oldest.
         self._traces: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
         # Spans end on the event loop and in executor threads alike.
         self._lock = threading.Lock()
@@ -209,15 +219,18 @@ class RecentSpans(SpanProcessor):
         context = span.context
         if context is None:
             return
-        trace_id = context.trace_id
         with self._lock:
-            self._traces.setdefault(trace_id, []).append(span)
-            self._order.append(trace_id)
-            if len(self._order) > self.capacity:
-                oldest = self._order.popleft()
+            self._traces.setdefault(context.trace_id, []).append(span)
+            self._size += 1
+            if self.max_traces is not None and len(self._traces) > self.max_traces:
+                _, dropped = self._traces.popitem(last=False)
+                self._size -= len(dropped)
+            if self._size > self.capacity:
+                oldest = next(iter(self._traces))
                 spans = self._traces[oldest]
                 # A trace's spans were added in order, so its first one is the oldest.
                 del spans[0]
+                self._size -= 1
                 if not spans:
                     del self._traces[oldest]
 
@@ -232,8 +245,19 @@ class RecentSpans(SpanProcessor):
 
     def clear(self) -> None:
         with self._lock:
-            self._order.clear()
+            self._size = 0
             self._traces.clear()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+# Spans kept per trace: a chained request leaves about six in each gateway; retries add more.
+SPANS_PER_TRACE = 32
+
+
+def recent_spans(traces: int) -> RecentSpans | None:
+    """A buffer of the last `traces` traces (``--trace_buffer``); None when 0 (off)."""
+    if traces <= 0:
+        return None
+    return RecentSpans(capacity=traces * SPANS_PER_TRACE, max_traces=traces)

@@ -26,16 +26,10 @@ from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
 from gateway import request_context, tracing
 from gateway._proto import SERVICE_NAME, pb
-from gateway.codecs.rest import INFERENCE_HEADER, encode_request, json_length
 from gateway.dataplane import DataPlane
-from gateway.errors import UpstreamStatusError
-from gateway.hops.base import Headers, Hop
-from gateway.hops.headers import Forwarding
-from gateway.hops.retry import Retrying
+from gateway.hops.factory import build_hop
 from gateway.hops.settings import HopSettings, RetryPolicy
-from gateway.hops.trace import Traced
 from gateway.infer_request import InferRequest
-from gateway.infer_response import InferResponse
 from gateway.metrics import Metrics
 from gateway.model import Model
 from gateway.model_repository import ModelRepository
@@ -60,67 +54,6 @@ TIMING_ENTRY = re.compile(r'[!#$%&\'*+\-.^_`|~0-9A-Za-z]+(;dur=\d+(\.\d+)?)?(;de
 class Failing(EchoModel):
     async def predict(self, payload: Any, headers: Any = None, response_headers: Any = None) -> Any:
         raise RuntimeError("model crashed")
-
-
-# Stand-in transports: the smallest REST v2 / gRPC v2 hops that send the headers they are
-# given and merge the upstream's Server-Timing (prefixed with the hop's name). They stand in
-# for gateway.hops.rest.RestHop / gateway.hops.grpc.GrpcHop, written alongside this module:
-# once those land, the tests below should use them instead.
-
-
-def merge_timing(hop: Hop, header: str | None) -> None:
-    context = request_context.current()
-    if context is not None and header:
-        context.upstream_timings.extend(f"{hop.name}.{e}" for e in header.split(", "))
-
-
-class LoopbackRest(Hop):
-    def __init__(self, settings: HopSettings) -> None:
-        self.settings, self.name, self.protocol = settings, settings.role, "v2"
-        self.session = aiohttp.ClientSession()
-
-    async def infer(self, payload: Any, headers: Headers) -> Any:
-        body, length = encode_request(payload, None)
-        sent = {**headers, **({INFERENCE_HEADER: str(length)} if length is not None else {})}
-        url = f"{self.settings.base_url}/v2/models/{self.settings.model_name}/infer"
-        async with self.session.post(url, data=body, headers=sent) as response:
-            data = await response.read()
-            if response.status != 200:
-                raise UpstreamStatusError(data.decode(), status=response.status)
-            merge_timing(self, response.headers.get("Server-Timing"))
-            return InferResponse.from_bytes(
-                data, json_length(response.headers.get(INFERENCE_HEADER), len(data))
-            )
-
-    explain = infer
-
-    async def ready(self, model_name: str | None = None) -> bool:
-        return True
-
-    async def aclose(self) -> None:
-        await self.session.close()
-
-
-class LoopbackGrpc(Hop):
-    def __init__(self, settings: HopSettings) -> None:
-        self.name, self.protocol = settings.role, "grpc-v2"
-        self.channel = grpc.aio.insecure_channel(settings.target)
-        self.call = self.channel.unary_unary(f"/{SERVICE_NAME}/ModelInfer", None, None)
-
-    async def infer(self, payload: Any, headers: Headers) -> Any:
-        call = self.call(payload.to_grpc_bytes(), metadata=tuple(headers.items()))
-        data = await call
-        trailers = dict(await call.trailing_metadata() or ())
-        merge_timing(self, trailers.get("server-timing"))
-        return InferResponse.from_grpc_bytes(data)
-
-    explain = infer
-
-    async def ready(self, model_name: str | None = None) -> bool:
-        return True
-
-    async def aclose(self) -> None:
-        await self.channel.close(None)
 
 
 @pytest.fixture
@@ -182,10 +115,6 @@ def traceparent(span: ReadableSpan) -> str:
     context = span.context
     assert context is not None
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
-
-
-async def no_sleep(seconds: float) -> None:
-    pass
 
 
 def parent_id(span: ReadableSpan) -> int | None:
@@ -446,12 +375,9 @@ async def test_each_attempt_sends_its_own_traceparent_to_a_rest_upstream(
     app.router.add_post("/v2/models/m/infer", upstream)
     async with AsyncExitStack() as stack:
         server = await stack.enter_async_context(TestServer(app, port=0))
-        settings = HopSettings("predictor", f"127.0.0.1:{server.port}", "m", "v2")
-        hop = Retrying(
-            Traced(LoopbackRest(settings), settings=settings, tracer=tracer),
-            RetryPolicy(retries=1),
-            sleep=no_sleep,
-        )
+        retry = RetryPolicy(retries=1, backoff_initial=0)
+        settings = HopSettings("predictor", f"127.0.0.1:{server.port}", "m", "v2", retry=retry)
+        hop = build_hop(settings, metrics=Metrics(), tracer=tracer)
         stack.push_async_callback(hop.aclose)
         request = InferRequest.from_bytes(orjson.dumps(BODY), None, "m")
         with tracer.start_as_current_span("predict"):
@@ -480,7 +406,7 @@ async def test_traceparent_reaches_a_grpc_upstream_as_metadata(
     await server.start()
     settings = HopSettings("predictor", f"127.0.0.1:{port}", "m", "grpc-v2")
     try:
-        async with Traced(LoopbackGrpc(settings), settings=settings, tracer=tracer) as hop:
+        async with build_hop(settings, metrics=Metrics(), tracer=tracer) as hop:
             await hop.infer(InferRequest.from_bytes(orjson.dumps(BODY), None, "m"), {})
     finally:
         await server.stop(None)
@@ -496,16 +422,11 @@ async def chain(stack: AsyncExitStack, tracers: list[Tracer | None]) -> str:
     tracer_a, tracer_b, tracer_c = tracers
     host_c = await serve_grpc(stack, dataplane_of(EchoModel("m")), tracer_c)
     host = host_c
-    for tracer, hop_type, protocol in ((tracer_b, LoopbackGrpc, "grpc-v2"),
-                                       (tracer_a, LoopbackRest, "v2")):  # fmt: skip
+    for tracer, protocol in ((tracer_b, "grpc-v2"), (tracer_a, "v2")):
         settings = HopSettings("predictor", host, "m", protocol)
         transformer = Model("m")
         transformer.ready = True
-        inner: Hop = hop_type(settings)
-        # Composed as gateway.hops.factory does; Forwarding drops the inbound framing headers.
-        transformer.predictor_hop = Forwarding(
-            Retrying(Traced(inner, settings=settings, tracer=tracer), RetryPolicy()), settings
-        )
+        transformer.predictor_hop = build_hop(settings, metrics=Metrics(), tracer=tracer)
         stack.push_async_callback(transformer.predictor_hop.aclose)
         host = await serve_rest(stack, dataplane_of(transformer), tracer)
     return host
@@ -562,6 +483,17 @@ async def test_three_gateways_make_one_trace(exporter: InMemorySpanExporter) -> 
         *(f"predictor.{name}" for name in stages),  # B's, as A's hop reported them
         "predictor.predictor.predict",  # C's
     ]
+    # Each process's stage holds the next one's: the merged durations nest down the chain.
+    nested = [
+        "predict",  # A's stage, around
+        "hop.predictor",  # A's call to B, around
+        "predictor.predict",  # B's stage, around
+        "predictor.hop.predictor",  # B's call to C, around
+        "predictor.predictor.predict",  # C's stage
+    ]
+    dur = {entry.split(";")[0]: float(entry.split(";dur=")[1]) for entry in timing.split(", ")}
+    durations = [dur[name] for name in nested]
+    assert durations == sorted(durations, reverse=True), timing
 
 
 async def test_three_gateways_with_tracing_off(exporter: InMemorySpanExporter) -> None:

@@ -6,10 +6,11 @@ v1 has no tensors, names or datatypes, so the mapping is defined for regular arr
 - several tensors with the same first dimension <-> a list of row objects, one key per
   tensor (``[{"age": 31, "income": 52000.0}, ...]``), the usual v1 tabular form;
 - a v1 array becomes an input called ``input-0``; its datatype comes from its values (float
-  -> FP64, int -> INT64, bool -> BOOL, str -> BYTES).
+  -> FP64, int -> INT64, or UINT64 above INT64's range, bool -> BOOL, str -> BYTES).
 
-Anything else (ragged arrays, non-UTF-8 BYTES, mixed rows) is refused with a message
-naming what does not map.
+Anything else (ragged arrays, non-UTF-8 BYTES, mixed rows, strings mixed with other values)
+is refused with a message naming what does not map. Bools mixed with numbers are numbers, as
+numpy (and so a v1 predictor) reads them.
 """
 
 from __future__ import annotations
@@ -66,19 +67,43 @@ def _plain(tensor: Tensor) -> Any:
 
 
 def _tensor(cls: type[Tensor], name: str, value: Any, what: str) -> Any:
+    where = f"{what}: {name!r}"
     try:
         array = np.asarray(value)
     except ValueError:
-        raise InvalidInput(f"{what}: {name!r} is not a regular array") from None
+        raise InvalidInput(f"{where} is not a regular array") from None
+    if not isinstance(value, np.ndarray):
+        array = _uncoerced(array, value, where)
     if array.dtype.kind == "U":
         flat = [item.encode() for item in array.ravel().tolist()]
         array = np.array(flat, dtype=np.object_).reshape(array.shape)
     datatype = from_numpy_dtype(array.dtype)
     if datatype is None or (array.dtype.kind == "O" and not _all_bytes(array)):
-        raise InvalidInput(f"{what}: {name!r} holds values with no tensor datatype")
+        raise InvalidInput(f"{where} holds values with no tensor datatype")
     tensor = cls(name, list(array.shape), datatype)
     tensor.set_data_from_numpy(array)
     return tensor
+
+
+def _uncoerced(array: np.ndarray[Any, Any], value: Any, where: str) -> np.ndarray[Any, Any]:
+    """`array`, numpy's reading of `value`, unless numpy made its values something else to
+    fit them in one array: text of numbers and bools mixed with strings ([1, "a"] would go
+    on as b"1"), or floats of integers on both sides of 2**63 (a UINT64 tensor's values,
+    which would lose their low bits). Only those two cases look at each element."""
+    if array.dtype.kind == "U":
+        kinds = set(map(type, np.asarray(value, dtype=np.object_).flat))
+        if not all(issubclass(kind, str) for kind in kinds):
+            raise InvalidInput(f"{where} mixes strings with other values")
+    elif array.dtype.kind == "f" and array.size and float(np.max(np.abs(array))) >= 2.0**63:
+        leaves = np.asarray(value, dtype=np.object_)
+        if set(map(type, leaves.flat)) == {int}:
+            try:
+                return leaves.astype(np.uint64)
+            except OverflowError:
+                raise InvalidInput(
+                    f"{where} holds integers that fit neither INT64 nor UINT64"
+                ) from None
+    return array
 
 
 def _all_bytes(array: np.ndarray[Any, Any]) -> bool:

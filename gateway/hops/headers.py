@@ -39,10 +39,17 @@ ALWAYS = frozenset({"x-request-id", "traceparent", "tracestate", "baggage"})
 def outbound(headers: Headers, settings: HopSettings) -> Headers:
     """The headers to send upstream for a request that arrived with `headers`."""
     allowed = ALWAYS | settings.forward_headers
+    # Headers the client named in Connection are hop-by-hop too (RFC 9110, 7.6.1).
+    named = {
+        h.strip().lower()
+        for k, v in headers.items()
+        if k.lower() == "connection"
+        for h in v.split(",")
+    }
     out: Headers = {}
     for name, value in headers.items():
         key = name.lower()
-        if key in HOP_BY_HOP:
+        if key in HOP_BY_HOP or key in named:
             continue
         if key in allowed or (key == "authorization" and settings.forward_authorization):
             if "\r" in value or "\n" in value:

@@ -25,6 +25,7 @@ import logging
 import math
 import re
 import ssl
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -249,7 +250,7 @@ class RestHop(Hop):
             async with self._client().request(
                 method,
                 url,
-                data=body,
+                data=None if body is None else _payload(body),
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 # A redirected POST would turn into a GET; an inference call is not redirected.
@@ -425,6 +426,21 @@ def unsupported_payload(payload: Any) -> InferenceError:
 # Helpers
 
 
+# aiohttp warns (ResourceWarning) that a body over 1 MiB given as bytes "might lock the event
+# loop". Tensor bodies are often that big, and one write of bytes already in memory is the
+# cheapest way to send them (the transport buffers what the socket cannot take yet); under
+# ``-W error`` the warning would fail every such request.
+_LARGE_BODY = 1 << 20
+
+
+def _payload(body: bytes) -> bytes | aiohttp.BytesPayload:
+    if len(body) <= _LARGE_BODY:
+        return body
+    with warnings.catch_warnings():  # no await inside: no other request runs meanwhile
+        warnings.simplefilter("ignore", ResourceWarning)
+        return aiohttp.BytesPayload(body)
+
+
 def _json_length(answer: _Answer) -> int | None:
     return rest_codec.json_length(answer.headers.get(rest_codec.INFERENCE_HEADER), len(answer.body))
 
@@ -438,8 +454,10 @@ def _dumps(payload: Any) -> bytes:
 
 def _v1_body(request: InferRequest) -> bytes:
     body: dict[str, Any] = {"instances": tensors_to_v1(request.inputs, "instances")}
-    if request.parameters:
-        body["parameters"] = request.parameters
+    params = {k: v for k, v in (request.parameters or {}).items() if k not in rest_codec.REST_ONLY}
+    if params:
+        # v1 has no parameters of its own; the binary extension's framing means nothing there.
+        body["parameters"] = params
     return _dumps(body)
 
 

@@ -43,6 +43,7 @@ logger = logging.getLogger("gateway.server.grpc")
 
 PROTOCOL = "grpc-v2"
 _MODEL_NAME_FIELD = pb.ModelInferRequest.MODEL_NAME_FIELD_NUMBER
+_ID_FIELD = pb.ModelInferRequest.ID_FIELD_NUMBER
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 
 Context: TypeAlias = "grpc.aio.ServicerContext[bytes, bytes]"
@@ -303,10 +304,12 @@ class _Servicer:
             request: InferRequest | Passthrough
             if self.dataplane.passthrough(name, PROTOCOL, True, InferenceVerb.PREDICT):
                 request = Passthrough(PROTOCOL, name, data)
+                request_id = grpc_codec.string_field(data, _ID_FIELD)
             else:
                 request = InferRequest.from_grpc_bytes(data)
-                if request.id and "x-request-id" not in headers:
-                    ctx.request_id = request.id
+                request_id = request.id or ""
+            if request_id and "x-request-id" not in headers:
+                ctx.request_id = request_id
             if self.dataplane.repository.get_model(name) is not None:
                 # Only known names become labels: made-up names would each add a series.
                 model_name = name

@@ -90,9 +90,12 @@ async def run_model(
 def encode_result(result: Any) -> web.Response:
     """A model's answer as a response: v2 (binary extension when asked), bytes, text or JSON."""
     if isinstance(result, PassthroughResponse):
-        # The upstream's answer to the very body the client sent: already in its form.
-        headers = {} if result.json_length is None else {INFERENCE_HEADER: str(result.json_length)}
-        return web.Response(body=result.body, content_type=result.content_type, headers=headers)
+        # The upstream's answer to the very body the client sent: already in its form, and
+        # in its Content-Type as sent (aiohttp's content_type= refuses "; charset=utf-8").
+        headers = {"Content-Type": result.content_type}
+        if result.json_length is not None:
+            headers[INFERENCE_HEADER] = str(result.json_length)
+        return web.Response(body=result.body, headers=headers)
     if isinstance(result, InferResponse):
         body, json_length = encode_response(result)
         if json_length is None:

@@ -124,3 +124,14 @@ async def _wait_ready(server: ModelServer) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("server did not become ready")
+
+
+def test_headers_named_in_connection_are_not_forwarded() -> None:
+    from gateway.hops.headers import outbound
+
+    settings = HopSettings(
+        role="predictor", host="h:1", model_name="m", forward_headers=frozenset({"x-tenant"})
+    )
+    headers = {"Connection": "keep-alive, X-Tenant", "x-tenant": "a", "x-request-id": "r"}
+    assert outbound(headers, settings) == {"x-request-id": "r"}
+    assert outbound({"x-tenant": "a"}, settings) == {"x-tenant": "a"}

@@ -1,0 +1,137 @@
+"""``gateway demo``: start the four-process topology, send it requests over every protocol,
+print where the time went, and stop everything.
+
+Exit codes: 0 when every request was answered right, 1 when some were not (or the demo
+could not start), 128 + the signal number when interrupted (130 for Ctrl-C); the children
+are stopped in every case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from gateway.demo import load, report
+from gateway.demo.topology import MODEL, DemoError, Topology
+
+__all__ = ["add_parser", "run"]
+
+# Traces each process keeps beyond the requests measured: the warm-up ones, and spare room.
+_TRACE_HEADROOM = 64
+# A process keeps at most this many traces: the report then covers the last ones.
+_MAX_TRACE_BUFFER = 5000
+
+
+class _Signals:
+    """While installed, SIGTERM and SIGHUP stop the demo as Ctrl-C does; `last` is the
+    signal that did, for the exit code."""
+
+    def __init__(self) -> None:
+        self.last = signal.SIGINT
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        for sig in _STOP_SIGNALS:
+            self._previous[sig] = signal.getsignal(sig)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._as_ctrl_c)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for sig, handler in self._previous.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(sig, handler)
+
+    def _as_ctrl_c(self, signum: int, frame: FrameType | None) -> None:
+        self.last = signal.Signals(signum)
+        # Whatever handles Ctrl-C now: asyncio.run's cancels the load and lets it close its
+        # connections; outside it, Python's raises KeyboardInterrupt.
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def run(args: argparse.Namespace) -> int:
+    with _Signals() as signals:
+        return _run(args, signals)
+
+
+def _run(args: argparse.Namespace, signals: _Signals) -> int:
+    log_dir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+    kinds = load.schedule(args.requests)
+    buffer = min(len(kinds) + _TRACE_HEADROOM, _MAX_TRACE_BUFFER)
+    topology = Topology(log_dir, trace_buffer=buffer)
+    try:
+        print(f"gateway demo: starting 4 processes (logs in {log_dir})", file=sys.stderr)
+        topology.start()
+        result = asyncio.run(_load(topology, kinds, args))
+        traces = report.collect(topology.children, since_ns=result.started_ns)
+        report.print_report(result, traces, topology.children, log_dir)
+        if args.keep:
+            _serve_until_interrupted()
+        return 0 if result.error_count == 0 else 1
+    except KeyboardInterrupt:
+        print("\ngateway demo: interrupted; stopping its processes", file=sys.stderr)
+        return 128 + signals.last
+    except DemoError as exc:
+        print(f"gateway demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        # A second Ctrl-C must not cut the clean-up short and leave children behind
+        # (the handlers come back when `run` leaves its `_Signals`).
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        topology.stop()
+
+
+def _serve_until_interrupted() -> None:
+    print("\nthe processes keep serving; Ctrl-C stops them", file=sys.stderr, flush=True)
+    try:
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        pass  # how a kept demo is meant to end: not an interruption
+
+
+async def _load(topology: Topology, kinds: list[str], args: argparse.Namespace) -> load.LoadResult:
+    a = topology.children["A"]
+    client = load.Client(a.url, f"127.0.0.1:{a.grpc_port}", MODEL, args.batch)
+    try:
+        return await load.run_load(client, kinds, args.concurrency)
+    finally:
+        await client.aclose()
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
+
+
+def add_parser(commands: Any) -> None:
+    """Add the ``demo`` command to the CLI's subcommands."""
+    demo = commands.add_parser(
+        "demo",
+        help="run a four-process gateway chain locally, load it and show its latency",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument("--requests", type=_positive, default=200, help="predictions to send")
+    demo.add_argument("--concurrency", type=_positive, default=4, help="requests in flight")
+    demo.add_argument("--batch", type=_positive, default=4, help="flowers per request")
+    demo.add_argument(
+        "--keep", action="store_true", help="after the report, keep serving until Ctrl-C"
+    )
+    demo.set_defaults(run=run)

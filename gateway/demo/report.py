@@ -1,0 +1,165 @@
+"""The demo's report: per-stage and per-hop latency out of every process's ``/traces.json``
+(merged by trace id, so one request is one tree across the four processes), the client's
+own view per protocol, one request drawn as a waterfall, and where to look next.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from gateway.demo.load import KINDS, LoadResult
+from gateway.demo.topology import Child, DemoError
+from gateway.server.traces_view import page
+from gateway.trace_cli import TraceSourceError, fetch
+from gateway.waterfall import SpanRecord, TraceRecord, duration_ms, merge, rows, text
+
+__all__ = ["StageTimes", "collect", "print_report", "stage_times"]
+
+# How many merged traces the HTML file draws: enough to scroll through, small enough to open.
+HTML_TRACES = 50
+
+
+@dataclass
+class StageTimes:
+    """Per row ("A.preprocess", "A->B wire", ...): its depth in the tree and its
+    milliseconds in each trace that had it, rows in the order they first appeared."""
+
+    traces: int = 0
+    depth: dict[str, int] = field(default_factory=dict)
+    values: dict[str, list[float]] = field(default_factory=dict)
+
+
+def collect(children: Mapping[str, Child], since_ns: int = 0) -> list[TraceRecord]:
+    """Every child's recent traces, merged by trace id; only those started at `since_ns`
+    or later (the warm-up requests came before)."""
+    try:
+        merged = merge([fetch(child.url) for child in children.values()])
+    except TraceSourceError as exc:
+        raise DemoError(f"cannot collect the traces: {exc}") from exc
+    return [trace for trace in merged if trace["start_ns"] >= since_ns]
+
+
+def stage_times(traces: list[TraceRecord], labels: Mapping[str, str]) -> StageTimes:
+    """Where the time of `traces` went, per service (named by `labels`) and stage; each hop
+    also gets a "wire" row: its CLIENT span less the upstream's SERVER span, i.e. the
+    network plus both ends' encoding and decoding."""
+    times = StageTimes(traces=len(traces))
+    for trace in traces:
+        children: dict[str, list[SpanRecord]] = {}
+        for span in trace["spans"]:
+            children.setdefault(span["parent_id"] or "", []).append(span)
+        spent: dict[str, float] = {}
+        for row in rows(trace):
+            span = row.span
+            prefix = labels.get(span["service"], span["service"])
+            _add(times, spent, f"{prefix}.{_stage(span)}", row.depth, duration_ms(span))
+            upstream = [s for s in children.get(span["span_id"], []) if s["kind"] == "SERVER"]
+            if span["kind"] == "CLIENT" and upstream:
+                target = labels.get(upstream[0]["service"], upstream[0]["service"])
+                wire = duration_ms(span) - sum(duration_ms(s) for s in upstream)
+                _add(times, spent, f"{prefix}->{target} wire", row.depth + 1, wire)
+        for key, milliseconds in spent.items():
+            times.values[key].append(milliseconds)
+    return times
+
+
+def _add(times: StageTimes, spent: dict[str, float], key: str, depth: int, ms: float) -> None:
+    times.depth.setdefault(key, depth)
+    times.values.setdefault(key, [])
+    # Retries make several spans of one stage in a trace: the stage took their sum.
+    spent[key] = spent.get(key, 0.0) + ms
+
+
+def _stage(span: SpanRecord) -> str:
+    if span["kind"] == "SERVER":
+        return "server"
+    return span["name"].replace(" ", ".")  # "hop predictor" -> "hop.predictor"
+
+
+def _is_explanation(trace: TraceRecord) -> bool:
+    return any(span["name"] == "explain" for span in trace["spans"])
+
+
+def print_report(
+    result: LoadResult,
+    traces: list[TraceRecord],
+    children: Mapping[str, Child],
+    log_dir: Path,
+    out: IO[str] = sys.stdout,
+) -> None:
+    labels = {child.service.service_name: label for label, child in children.items()}
+    predictions = [trace for trace in traces if not _is_explanation(trace)]
+    explanations = [trace for trace in traces if _is_explanation(trace)]
+    for title, chosen in (("Predictions", predictions), ("Explanations", explanations)):
+        _stage_table(title, stage_times(chosen, labels), out)
+    _client_table(result, out)
+    if predictions:
+        # The median request, not the fastest or an outlier: what a typical one looks like.
+        typical = sorted(predictions, key=lambda t: t["end_ns"] - t["start_ns"])
+        trace = typical[len(typical) // 2]
+        print("\nA typical request, all four processes' spans merged:", file=out)
+        encoding = (getattr(out, "encoding", None) or "").lower()
+        bar = "█" if encoding.startswith("utf") else "#"
+        columns = shutil.get_terminal_size((120, 24)).columns
+        print("\n".join(text(trace, columns, bar)), file=out)
+    html_path = log_dir / "traces.html"
+    html_path.write_text(page(traces[-HTML_TRACES:], "gateway demo: the whole chain"))
+    _next_steps(children, html_path, log_dir, out)
+
+
+def _stage_table(title: str, times: StageTimes, out: IO[str]) -> None:
+    if not times.traces:
+        return
+    print(f"\n{title}: latency per stage and hop over {times.traces} traces", file=out)
+    print(f"  {'stage':<34} {'n':>5} {'p50 ms':>9} {'p99 ms':>9}", file=out)
+    for key, values in times.values.items():
+        name = "  " * times.depth[key] + key
+        p50, p99 = np.percentile(values, [50, 99])
+        print(f"  {name:<34} {len(values):>5} {p50:>9.2f} {p99:>9.2f}", file=out)
+
+
+def _client_table(result: LoadResult, out: IO[str]) -> None:
+    print("\nClient view, end to end per protocol", file=out)
+    print(f"  {'request':<34} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}", file=out)
+    for kind in KINDS:
+        seconds = result.latencies[kind]
+        if seconds or result.errors[kind]:
+            p50, p99 = np.percentile(seconds, [50, 99]) * 1000 if seconds else (0.0, 0.0)
+            print(
+                f"  {kind:<34} {len(seconds):>5} {p50:>9.2f} {p99:>9.2f} {result.errors[kind]:>7}",
+                file=out,
+            )
+    rate = result.requests / result.seconds if result.seconds else 0.0
+    print(
+        f"\n{result.requests} requests in {result.seconds:.2f} s: {rate:.1f} requests/s, "
+        f"errors: {result.error_count}",
+        file=out,
+    )
+    if result.first_error:
+        print(f"first error: {result.first_error}", file=out)
+
+
+def _next_steps(children: Mapping[str, Child], html: Path, log_dir: Path, out: IO[str]) -> None:
+    urls = " ".join(f"--url {child.url}" for child in children.values())
+    lines = [
+        "",
+        "Where to look next:",
+        f"  every request as a waterfall across all four processes: file://{html}",
+        "  each process's own view, while it runs (`gateway demo --keep` keeps them up):",
+        *(
+            f"    {label:<10} {child.url}/traces   {child.url}/metrics"
+            for label, child in children.items()
+        ),
+        f"  the chain in a terminal: gateway trace {urls} --last 3",
+        f"  process logs: {log_dir}/",
+        "  with Docker: docker compose up (the same four services, plus Jaeger for traces)",
+        "  to a collector: OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 gateway demo",
+    ]
+    print("\n".join(lines), file=out)

@@ -1,0 +1,184 @@
+"""``gateway demo`` as a user runs it: a real process that starts four more, loads them,
+prints the latency table and stops them all; and stops them all on Ctrl-C too."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_STARTED = re.compile(r"started (\S+) .*: pid (\d+), REST 127\.0\.0\.1:(\d+)")
+# Every row the prediction and explanation tables must have.
+HOP_ROWS = [
+    "A.server",
+    "A.preprocess",
+    "A.predict",
+    "A.hop.predictor",
+    "A->B wire",
+    "B.server",
+    "B.predict",
+    "B.hop.predictor",
+    "B->predictor wire",
+    "predictor.server",
+    "predictor.predict",
+    "A.postprocess",
+]
+EXPLAIN_ROWS = [
+    "A.explain",
+    "A.hop.explainer",
+    "A->explainer wire",
+    "explainer.server",
+    "explainer.explain",
+]
+
+
+@dataclass
+class Demo:
+    process: subprocess.Popen[str]
+    stderr: list[str] = field(default_factory=list)
+    stdout_lines: list[str] = field(default_factory=list)
+    readers: list[threading.Thread] = field(default_factory=list)
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self.stdout_lines)
+
+    def finish(self, timeout: float) -> int:
+        """Wait for the demo to exit and for its output to be read to the end."""
+        code = self.process.wait(timeout)
+        for reader in self.readers:
+            reader.join(10)
+        return code
+
+    def children(self) -> dict[str, int]:
+        """Service label -> pid, from the demo's "started ..." lines."""
+        found = (_STARTED.search(line) for line in list(self.stderr))
+        return {m.group(1): int(m.group(2)) for m in found if m}
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in list(self.stderr)):
+            assert self.process.poll() is None, self.output()
+            assert time.monotonic() < deadline, self.output()
+            time.sleep(0.05)
+
+    def output(self) -> str:
+        return f"stdout:\n{self.stdout}\nstderr:\n{''.join(self.stderr)}"
+
+
+@contextmanager
+def demo(*args: str) -> Iterator[Demo]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    running = Demo(process)
+
+    def read(stream: IO[str] | None, lines: list[str]) -> None:
+        assert stream is not None
+        with stream:
+            for line in stream:
+                lines.append(line)
+
+    for stream, lines in ((process.stdout, running.stdout_lines), (process.stderr, running.stderr)):
+        reader = threading.Thread(target=read, args=(stream, lines), daemon=True)
+        reader.start()
+        running.readers.append(reader)
+    try:
+        yield running
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for pid in running.children().values():  # never leave a child behind a failed test
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        running.finish(10)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie counts as gone: it has exited, only its status is left)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def _children_of(pid: int) -> set[int]:
+    """The pids whose parent is `pid`, from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def _row(out: str, name: str) -> list[str]:
+    match = re.search(rf"^ +{re.escape(name)} +(\d+) +([\d.]+) +([\d.]+)", out, re.MULTILINE)
+    assert match, f"no row {name!r} in:\n{out}"
+    return list(match.groups())
+
+
+def test_demo_runs_to_completion_and_reports_every_hop() -> None:
+    with demo("--requests", "30") as running:
+        assert running.finish(120) == 0, running.output()
+        out = running.stdout
+        for name in HOP_ROWS:
+            count, p50, p99 = _row(out, name)
+            assert int(count) == 30  # each prediction, not the warm-up ones
+            assert 0 <= float(p50) <= float(p99)
+        for name in EXPLAIN_ROWS:
+            assert int(_row(out, name)[0]) >= 1
+        for kind in ("rest-json", "rest-binary", "grpc", "explain"):
+            assert re.search(rf"^ +{kind} +\d+ +[\d.]+ +[\d.]+ +0$", out, re.MULTILINE), out
+        assert re.search(r"^31 requests in [\d.]+ s: [\d.]+ requests/s, errors: 0$", out, re.M)
+        assert "A typical request" in out
+        assert "/traces" in out
+        assert "gateway trace --url" in out
+        html = re.search(r"file://(\S+)", out)
+        assert html, out
+        assert Path(html.group(1)).read_text().count('<section class="waterfall"') == 31
+        children = running.children()
+        assert set(children) == {"predictor", "explainer", "B", "A"}
+        assert not [pid for pid in children.values() if _alive(pid)]
+
+
+@pytest.mark.parametrize("moment", ["started predictor", "requests ["])
+def test_ctrl_c_stops_every_child_and_exits_130(moment: str) -> None:
+    with demo("--requests", "100000") as running:
+        running.wait_for(moment)
+        children = running.children()
+        if moment == "requests [":
+            assert len(children) == 4
+            # The demo reports every process it started, and started no others.
+            assert set(children.values()) == _children_of(running.process.pid)
+        spawned = _children_of(running.process.pid)  # those not yet reported too
+        running.process.send_signal(signal.SIGINT)
+        assert running.finish(30) == 130, running.output()
+        spawned |= set(running.children().values())  # and any started as the signal came
+        assert spawned
+        assert not [pid for pid in spawned if _alive(pid)], running.output()
+        assert "interrupted" in "".join(running.stderr)
