@@ -7,10 +7,12 @@ The servers only decode their wire format into calls here and encode what comes 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from gateway import __version__
-from gateway.errors import InferenceError, ModelNotFound, ModelNotReady
+from gateway.errors import InferenceError, ModelNotFound, ModelNotReady, Overloaded
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
 from gateway.model import BaseKServeModel, InferenceModel, InferenceVerb, Model
@@ -28,6 +30,7 @@ class DataPlane:
         *,
         server_name: str = "inference-hop-gateway",
         server_version: str = __version__,
+        max_concurrency: int | None = None,
     ) -> None:
         self.repository = repository
         self.server_name = server_name
@@ -35,6 +38,8 @@ class DataPlane:
         # Set while models load at start-up and once a stop has begun: not ready either way.
         self.starting = True
         self.draining = False
+        self.max_concurrency = max_concurrency
+        self.in_flight = 0
 
     # Health and metadata
 
@@ -99,6 +104,20 @@ class DataPlane:
         return model
 
     # Inference
+
+    @contextlib.contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Count one inference request in; refuse it at once when the limit is reached."""
+        limit = self.max_concurrency
+        if limit is not None and self.in_flight >= limit:
+            raise Overloaded(
+                f"{self.in_flight} requests in flight, the limit is {limit}", retry_after=1
+            )
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
 
     def passthrough(self, name: str, protocol: str, binary: bool, verb: InferenceVerb) -> bool:
         """Whether a request body on `protocol` can go to the predictor without decoding:

@@ -7,7 +7,8 @@ through `http_status` / `grpc_code`, so they cannot disagree::
     GatewayError ................................ 500  INTERNAL
     ├── InferenceError .......................... 500  INTERNAL
     ├── InvalidInput (also a ValueError) ........ 400  INVALID_ARGUMENT
-    │   └── PayloadTooLarge ..................... 413  RESOURCE_EXHAUSTED
+    │   ├── PayloadTooLarge ..................... 413  RESOURCE_EXHAUSTED
+    │   └── RequestTimeout ...................... 408  DEADLINE_EXCEEDED   (body too slow)
     ├── UnsupportedProtocol ..................... 501  UNIMPLEMENTED
     ├── ModelNotFound ........................... 404  NOT_FOUND
     ├── ModelNotReady ........................... 503  UNAVAILABLE
@@ -41,6 +42,7 @@ __all__ = [
     "ModelNotReady",
     "Overloaded",
     "PayloadTooLarge",
+    "RequestTimeout",
     "ServerNotLive",
     "ServerNotReady",
     "UnsupportedProtocol",
@@ -86,6 +88,10 @@ class InvalidInput(GatewayError, ValueError):
 
 class PayloadTooLarge(InvalidInput):
     """The request body, or a tensor in it, is larger than the configured limit."""
+
+
+class RequestTimeout(InvalidInput):
+    """The client did not send its request body within the time allowed."""
 
 
 class UnsupportedProtocol(GatewayError):
@@ -165,6 +171,7 @@ STATUS: dict[type[GatewayError], tuple[int, grpc.StatusCode]] = {
     InferenceError: (500, Code.INTERNAL),
     InvalidInput: (400, Code.INVALID_ARGUMENT),
     PayloadTooLarge: (413, Code.RESOURCE_EXHAUSTED),
+    RequestTimeout: (408, Code.DEADLINE_EXCEEDED),
     UnsupportedProtocol: (501, Code.UNIMPLEMENTED),
     ModelNotFound: (404, Code.NOT_FOUND),
     ModelNotReady: (503, Code.UNAVAILABLE),

@@ -129,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--max_request_bytes", default=256 * MIB, type=int, help="largest REST body"
     )
     gateway.add_argument(
+        "--max_concurrency",
+        default=None,
+        type=int,
+        help="inference requests in flight per process; more are refused with 503 at once",
+    )
+    gateway.add_argument(
+        "--request_body_timeout", default=60, type=float, help="seconds to receive a body"
+    )
+    gateway.add_argument(
         "--trace_buffer",
         default=0,
         type=_non_negative,

@@ -95,7 +95,9 @@ class ModelServer:
         self.predictor_config = predictor_config or _predictor_config_from(args)
         self.explainer_host: str | None = args.explainer_host
         self.hop_options: HopOptions = self._options.pop("hop_options", None) or _hop_options(args)
-        self.dataplane = DataPlane(self.registered_models)
+        self.dataplane = DataPlane(
+            self.registered_models, max_concurrency=self.settings.max_concurrency
+        )
         self._hops: dict[str, list[Hop]] = {}
         self._tracer: Any = None
         self._exception_handler: ExceptionHandler | None = None

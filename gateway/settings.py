@@ -29,5 +29,10 @@ class ServerSettings:
     grpc_max_receive_message_length: int = 256 * MIB
     # How many recent traces to keep in memory for /traces; 0 turns the view off.
     trace_buffer: int = 0
+    # Inference requests served at once (per process); beyond it new ones are refused at once
+    # with 503 / RESOURCE_EXHAUSTED instead of queueing without bound. None: no limit.
+    max_concurrency: int | None = None
+    # Seconds a client may take to send its request body (a slow body holds a connection).
+    request_body_timeout: float = 60
     # Workers share the gRPC port through SO_REUSEPORT; a lone server must own its port.
     grpc_reuse_port: bool = False

@@ -66,6 +66,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
+
+
 def add_parser(commands: Any) -> None:
     """Add the ``trace`` command to the CLI's subcommands."""
     trace = commands.add_parser(
@@ -80,7 +87,7 @@ def add_parser(commands: Any) -> None:
         required=True,
         help="a gateway's REST address, http://HOST:PORT (repeat for every gateway of a chain)",
     )
-    trace.add_argument("--last", type=int, default=5, help="how many recent traces to show")
+    trace.add_argument("--last", type=_positive, default=5, help="how many recent traces")
     trace.add_argument(
         "--width", type=int, default=0, help="line width in columns (default: the terminal's)"
     )

@@ -159,7 +159,8 @@ def _next_steps(children: Mapping[str, Child], html: Path, log_dir: Path, out: I
         ),
         f"  the chain in a terminal: gateway trace {urls} --last 3",
         f"  process logs: {log_dir}/",
-        "  with Docker: docker compose up (the same four services, plus Jaeger for traces)",
-        "  to a collector: OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 gateway demo",
+        "  with Docker: docker compose up --build (the same chain with an MLServer predictor;"
+        " traces in Jaeger, http://localhost:16686)",
+        "  to your own collector: OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 gateway demo",
     ]
     print("\n".join(lines), file=out)

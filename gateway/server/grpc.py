@@ -314,7 +314,7 @@ class _Servicer:
                 # Only known names become labels: made-up names would each add a series.
                 model_name = name
             response_headers: Headers = {}
-            with request_context.serving(ctx):
+            with self.dataplane.admitted(), request_context.serving(ctx):
                 result = await self.dataplane.infer(name, request, headers, response_headers)
             body = _encode(result)
             await context.send_initial_metadata(_metadata(ctx.request_id, response_headers))

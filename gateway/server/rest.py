@@ -9,6 +9,7 @@ the request metrics, and (given a tracer) a SERVER span per inference request.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
@@ -29,6 +30,7 @@ from gateway.request_context import RequestContext
 from gateway.server import openapi, rest_v1, rest_v2, traces_view
 from gateway.server.cloudevents import EventSettings
 from gateway.server.rest_common import (
+    BODY_TIMEOUT,
     CONTEXT,
     DATAPLANE,
     RESPONSE_HEADERS,
@@ -75,6 +77,7 @@ def create_app(
     app = web.Application(client_max_size=settings.max_request_bytes, middlewares=[_serve])
     app[DATAPLANE] = dataplane
     app[SETTINGS] = settings
+    app[BODY_TIMEOUT] = settings.request_body_timeout
     app[METRICS] = metrics
     app[TRACER] = tracer
     app[ROUTES] = {route.handler: route for route in table}
@@ -154,13 +157,18 @@ async def _measured(request: web.Request, handler: Handler) -> web.StreamRespons
     status = 499  # kept if the client goes away before the answer is ready
     metrics.in_flight.inc()
     try:
-        response = await _respond(request, handler)
+        response = await _respond(request, functools.partial(_admitted, handler))
         status = response.status
         return response
     finally:
         metrics.in_flight.dec()
         seconds = time.perf_counter() - started
         metrics.observe(_model_label(request), request[CONTEXT], str(status), seconds)
+
+
+async def _admitted(handler: Handler, request: web.Request) -> web.StreamResponse:
+    with request.app[DATAPLANE].admitted():
+        return await handler(request)
 
 
 async def _traced(

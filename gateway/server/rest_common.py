@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,13 +13,14 @@ from aiohttp.typedefs import Handler
 from gateway import request_context
 from gateway.codecs.rest import BINARY_CONTENT_TYPE, INFERENCE_HEADER, encode_response
 from gateway.dataplane import DataPlane
-from gateway.errors import InferenceError, InvalidInput
+from gateway.errors import InferenceError, InvalidInput, RequestTimeout
 from gateway.hops.base import PassthroughResponse
 from gateway.infer_response import InferResponse
 from gateway.model import InferenceVerb
 from gateway.request_context import RequestContext
 
 __all__ = [
+    "BODY_TIMEOUT",
     "CONTEXT",
     "DATAPLANE",
     "JSON",
@@ -28,6 +30,7 @@ __all__ = [
     "json_response",
     "loads",
     "model_headers",
+    "read_body",
     "run_model",
 ]
 
@@ -35,6 +38,7 @@ JSON = "application/json"
 _DUMPS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 DATAPLANE = web.AppKey("dataplane", DataPlane)
+BODY_TIMEOUT = web.AppKey("body_timeout", float)
 CONTEXT = web.RequestKey("context", RequestContext)
 # Headers the model set for the response (models created with return_response_headers=True).
 RESPONSE_HEADERS = web.RequestKey[dict[str, str]]("response_headers")
@@ -70,6 +74,16 @@ def loads(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"body is not valid JSON: {exc}") from None
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, or a 408 when the client takes too long to send it (a slow body
+    would otherwise hold a connection and a handler indefinitely)."""
+    timeout = request.app[BODY_TIMEOUT]
+    try:
+        return await asyncio.wait_for(request.read(), timeout)
+    except asyncio.TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
 
 
 def model_headers(request: web.Request) -> dict[str, str]:

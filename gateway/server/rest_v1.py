@@ -18,6 +18,7 @@ from gateway.server.rest_common import (
     json_response,
     loads,
     model_headers,
+    read_body,
     run_model,
 )
 
@@ -47,7 +48,7 @@ def _inference(verb: InferenceVerb) -> Callable[[web.Request], Awaitable[web.Res
     async def handler(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         headers = model_headers(request)
-        body = await request.read()
+        body = await read_body(request)
         if _plain_json(headers) and request.app[DATAPLANE].passthrough(name, PROTOCOL, False, verb):
             result = await run_model(
                 request, name, Passthrough(PROTOCOL, name, body), verb, headers

@@ -19,6 +19,7 @@ from gateway.server.rest_common import (
     json_response,
     loads,
     model_headers,
+    read_body,
     run_model,
 )
 
@@ -59,7 +60,7 @@ async def model_ready(request: web.Request) -> web.Response:
 def _inference(verb: InferenceVerb) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         name, version = _model(request)
-        body = await request.read()
+        body = await read_body(request)
         # Binary whenever the header says so, whatever the Content-Type (clients differ).
         length = json_length(request.headers.get(INFERENCE_HEADER), len(body))
         payload: InferRequest | Passthrough
@@ -81,7 +82,7 @@ explain = _inference(InferenceVerb.EXPLAIN)
 
 
 async def repository_index(request: web.Request) -> web.Response:
-    body = await request.read()
+    body = await read_body(request)
     options = loads(body) if body.strip() else {}
     ready_only = options.get("ready", False) if isinstance(options, dict) else None
     if not isinstance(ready_only, bool):
