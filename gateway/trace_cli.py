@@ -78,8 +78,9 @@ def add_parser(commands: Any) -> None:
     trace = commands.add_parser(
         "trace",
         help="show the recent traces of gateways started with --trace_buffer",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print the recent traces of gateways started with --trace_buffer as "
+        "waterfalls. Give every gateway of a chain (and its predictor) with --url: their "
+        "spans are merged by trace id into one tree per request.",
     )
     trace.add_argument(
         "--url",
@@ -87,9 +88,13 @@ def add_parser(commands: Any) -> None:
         required=True,
         help="a gateway's REST address, http://HOST:PORT (repeat for every gateway of a chain)",
     )
-    trace.add_argument("--last", type=_positive, default=5, help="how many recent traces")
+    trace.add_argument(
+        "--last", type=_positive, default=5, help="how many recent traces (default: %(default)s)"
+    )
     trace.add_argument(
         "--width", type=int, default=0, help="line width in columns (default: the terminal's)"
     )
-    trace.add_argument("--timeout", type=float, default=10.0, help="seconds per --url")
+    trace.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per --url (default: %(default)s)"
+    )
     trace.set_defaults(run=run)
