@@ -61,11 +61,7 @@ class InferRequest:
     @classmethod
     def from_grpc_bytes(cls, data: Buffer) -> InferRequest:
         """From a serialized `ModelInferRequest`, its raw contents left unparsed and uncopied."""
-        head, raws = grpc_codec.split_raw(data, grpc_codec.RAW_INPUT_FIELD)
-        try:
-            message = pb.ModelInferRequest.FromString(head)
-        except Exception as exc:  # protobuf's DecodeError differs between runtimes
-            raise InvalidInput(f"malformed ModelInferRequest: {exc}") from None
+        message, raws = grpc_codec.parse_raw(data, grpc_codec.RAW_INPUT_FIELD, pb.ModelInferRequest)
         return cls._from_message(message, raws)
 
     @classmethod

@@ -56,11 +56,9 @@ class InferResponse:
     @classmethod
     def from_grpc_bytes(cls, data: Buffer) -> InferResponse:
         """From a serialized `ModelInferResponse`, raw contents left unparsed and uncopied."""
-        head, raws = grpc_codec.split_raw(data, grpc_codec.RAW_OUTPUT_FIELD)
-        try:
-            message = pb.ModelInferResponse.FromString(head)
-        except Exception as exc:  # protobuf's DecodeError differs between runtimes
-            raise InvalidInput(f"malformed ModelInferResponse: {exc}") from None
+        message, raws = grpc_codec.parse_raw(
+            data, grpc_codec.RAW_OUTPUT_FIELD, pb.ModelInferResponse
+        )
         return cls._from_message(message, raws)
 
     @classmethod

@@ -89,6 +89,19 @@ def needs_raw(tensors: Iterable[Tensor]) -> bool:
     return any(t.datatype not in CONTENTS_FIELD for t in tensors)
 
 
+M = TypeVar("M")
+
+
+def parse_raw(data: Buffer, field: int, message_type: type[M]) -> tuple[M, list[memoryview]]:
+    """Parse a serialized message with its raw contents (`field`) sliced out, not copied."""
+    head, raws = split_raw(data, field)
+    try:
+        message = message_type.FromString(head)  # type: ignore[attr-defined]
+    except Exception as exc:  # protobuf's DecodeError differs between runtimes
+        raise InvalidInput(f"malformed {message_type.__name__}: {exc}") from None
+    return message, raws
+
+
 def join_raw(head: bytes, raws: Sequence[Buffer], field: int) -> bytes:
     """Append `raws` as repeated bytes `field` to a serialized message."""
     if not raws:

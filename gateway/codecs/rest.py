@@ -190,8 +190,14 @@ def encode_response(response: InferResponse) -> tuple[bytes, int | None]:
     return join_body(response_header(response, raws), raws)
 
 
-def response_header(response: InferResponse, raws: list[Buffer]) -> dict[str, Any]:
-    outputs = [tensor_entry(t, binary, raws) for t, binary in response.outputs_to_send()]
+def response_header(
+    response: InferResponse, raws: list[Buffer], binary: bool | None = None
+) -> dict[str, Any]:
+    """The response's JSON; `binary` forces every output in or out of binary."""
+    outputs = [
+        tensor_entry(t, chosen if binary is None else binary, raws)
+        for t, chosen in response.outputs_to_send()
+    ]
     header: dict[str, Any] = {"model_name": response.model_name}
     if response.model_version:
         header["model_version"] = response.model_version

@@ -32,7 +32,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.hops.base import Headers, Hop, Passthrough, PassthroughResponse
-from gateway.hops.rest import (
+from gateway.hops.common import (
     READY_TIMEOUT,
     call_timeout,
     decoded,

@@ -13,23 +13,15 @@ travels untouched. aiohttp's errors become ours in `upstream_error`, one table. 
       ClientPayloadError, ClientResponseError                               have run
     status >= 400                                  UpstreamStatusError    502/503/504 only
     a body that does not decode                    UpstreamProtocolError  no
-
-The helpers below the class (deadline, Server-Timing, v1 <-> v2 dicts, Retry-After) are
-shared with `gateway.hops.grpc`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import re
 import ssl
 import warnings
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -38,11 +30,9 @@ import orjson
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from gateway import request_context
 from gateway.codecs import rest as rest_codec
 from gateway.codecs.v1 import tensors_to_v1, v1_to_tensors
 from gateway.errors import (
-    GatewayError,
     InferenceError,
     InvalidInput,
     UnsupportedProtocol,
@@ -53,31 +43,28 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.hops.base import Headers, Hop, Passthrough, PassthroughResponse
+from gateway.hops.common import (
+    READY_TIMEOUT,
+    call_timeout,
+    decoded,
+    dict_response,
+    merge_server_timing,
+    retry_after,
+    unsupported_payload,
+    v2_request,
+)
 from gateway.hops.settings import HopSettings
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
-from gateway.tensor import InferInput, InferOutput
+from gateway.tensor import InferOutput
 
-__all__ = [
-    "TIMEOUT_HEADER",
-    "RestHop",
-    "call_timeout",
-    "decoded",
-    "dict_response",
-    "merge_server_timing",
-    "retry_after",
-    "unsupported_payload",
-    "upstream_error",
-    "v2_request",
-]
+__all__ = ["TIMEOUT_HEADER", "RestHop", "upstream_error"]
 
 logger = logging.getLogger("gateway.hops")
 
 #: Seconds the upstream has left to answer, so a chain of gateways shrinks its deadline.
 TIMEOUT_HEADER = "x-request-timeout"
 JSON = "application/json"
-# A probe that hangs is a failed probe (Kubernetes gives up on one after 1 s by default).
-READY_TIMEOUT = 5.0
 # Below the idle timeout of common servers (uvicorn's is 5 s), so that the pool drops an idle
 # connection before the server does: a POST on a connection the server is closing can fail
 # like a crash mid-request, which must not be retried.
@@ -324,103 +311,6 @@ def upstream_error(exc: BaseException, role: str, timeout: float) -> UpstreamErr
             detail = exc.message if isinstance(exc, aiohttp.ClientResponseError) else str(exc)
             return error(f"{reason}: {detail}" if detail else reason, upstream=role)
     return UpstreamProtocolError(f"the call to the {role} failed: {exc!r}", upstream=role)
-
-
-# Shared with the gRPC hop.
-
-
-def call_timeout(settings: HopSettings, cap: float | None = None) -> float:
-    """Seconds a call may take: the hop's timeout (and `cap`), cut to what is left of the
-    inbound request's deadline. Once that has passed, raises UpstreamTimeout: no call."""
-    timeout = settings.timeout if cap is None else min(settings.timeout, cap)
-    context = request_context.current()
-    remaining = None if context is None else context.remaining()
-    if remaining is not None:
-        if remaining <= 0:
-            raise UpstreamTimeout(
-                f"the request's deadline passed before the call to the {settings.role}",
-                upstream=settings.role,
-            )
-        timeout = min(timeout, remaining)
-    return timeout
-
-
-# An entry runs to the next comma outside a quoted string (desc="a, b" is one entry).
-_TIMING_ENTRY = re.compile(r'(?:[^,"]|"(?:\\.|[^"\\])*")+')
-
-
-def merge_server_timing(values: Iterable[str], role: str) -> None:
-    """Add an upstream's Server-Timing entries to the current request's, each named after
-    `role` (``predict;dur=3`` from the predictor becomes ``predictor.predict;dur=3``)."""
-    context = request_context.current()
-    if context is None:
-        return
-    for value in values:
-        for entry in _TIMING_ENTRY.findall(value):
-            entry = entry.strip()
-            if entry:
-                context.upstream_timings.append(f"{role}.{entry}")
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` value (seconds or an HTTP date); None if unreadable."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - datetime.now(timezone.utc)).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def v2_request(payload: dict[str, Any], model_name: str) -> InferRequest:
-    """The v2 request for a dict: v1 ``instances`` as tensors, or a v2 JSON request."""
-    if "instances" in payload:
-        inputs = v1_to_tensors(payload["instances"], InferInput, "instances")
-        parameters = payload.get("parameters")
-        if parameters is not None and not isinstance(parameters, dict):
-            raise InvalidInput("'parameters' must be a JSON object")
-        return InferRequest(model_name, inputs, parameters=parameters)
-    if "inputs" in payload:
-        return InferRequest.from_inference_request(payload, model_name)
-    raise InvalidInput("a request needs v1 'instances' or v2 'inputs'")
-
-
-def dict_response(response: InferResponse, request: dict[str, Any]) -> dict[str, Any]:
-    """The answer to a dict `request` in its own form: v1 ``predictions``, or v2 JSON."""
-    if "instances" in request:
-        return {"predictions": tensors_to_v1(response.outputs, "predictions")}
-    header: dict[str, Any] = {"model_name": response.model_name}
-    if response.model_version:
-        header["model_version"] = response.model_version
-    if response.id:
-        header["id"] = response.id
-    if response.parameters:
-        header["parameters"] = response.parameters
-    header["outputs"] = [rest_codec.tensor_entry(t, False, []) for t in response.outputs]
-    return rest_codec.plain(header)
-
-
-def decoded(role: str, decode: Callable[[], T]) -> T:
-    """`decode()`, its failure being the upstream's answer's fault, not the client's."""
-    try:
-        return decode()
-    except (GatewayError, ValueError, TypeError) as exc:
-        raise UpstreamProtocolError(
-            f"the {role}'s answer cannot be read: {exc}", upstream=role
-        ) from exc
-
-
-def unsupported_payload(payload: Any) -> InferenceError:
-    return InferenceError(
-        f"a hop takes an InferRequest, a dict or a Passthrough, not a {type(payload).__name__}"
-    )
 
 
 # Helpers

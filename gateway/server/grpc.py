@@ -53,6 +53,9 @@ Behavior = Callable[[Any, Context], Awaitable[Any]]
 # What gRPC lets a server send as ASCII metadata: lowercase token keys, printable values.
 _KEY = re.compile(r"[0-9a-z_.\-]+")
 _VALUE = re.compile(r"[\x20-\x7e]*")
+# A message's `id` becomes the x-request-id (metadata here, a header upstream) only if it is
+# one: any text may come in the message, and metadata gRPC refuses would fail the call.
+_MAX_REQUEST_ID = 256
 # Codes that mean this server failed (the others are the client's doing), as OpenTelemetry's
 # conventions for gRPC server spans have it.
 _SERVER_ERRORS = frozenset(
@@ -308,7 +311,7 @@ class _Servicer:
             else:
                 request = InferRequest.from_grpc_bytes(data)
                 request_id = request.id or ""
-            if request_id and "x-request-id" not in headers:
+            if "x-request-id" not in headers and _usable_request_id(request_id):
                 ctx.request_id = request_id
             if self.dataplane.repository.get_model(name) is not None:
                 # Only known names become labels: made-up names would each add a series.
@@ -379,6 +382,10 @@ def _timing(ctx: RequestContext) -> tuple[tuple[str, str], ...]:
     if timing is None or not _VALUE.fullmatch(timing):
         return ()
     return (("server-timing", timing),)
+
+
+def _usable_request_id(request_id: str) -> bool:
+    return 0 < len(request_id) <= _MAX_REQUEST_ID and _VALUE.fullmatch(request_id) is not None
 
 
 def _metadata(request_id: str, response_headers: Headers) -> tuple[tuple[str, str], ...]:

@@ -147,7 +147,22 @@ async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     else:  # health probes, metadata and /metrics are not traced: probes would flood traces
         response = await _respond(request, handler)
     _add_headers(response, request[RESPONSE_HEADERS], context)
+    if response.status == 408 and not request.content.is_eof():
+        await _send_and_close(request, response)
     return response
+
+
+async def _send_and_close(request: web.Request, response: web.StreamResponse) -> None:
+    """Send `response` now, then close the connection.
+
+    Left to itself, aiohttp would keep the connection after the answer to read and discard
+    the rest of the body for up to 10 s ("lingering"): for a body that trickles in too slowly,
+    that is the hold on a connection its sender wants. aiohttp then finds the response sent.
+    """
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
 
 
 async def _measured(request: web.Request, handler: Handler) -> web.StreamResponse:

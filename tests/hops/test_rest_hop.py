@@ -28,7 +28,8 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.hops.base import Passthrough, PassthroughResponse
-from gateway.hops.rest import TIMEOUT_HEADER, RestHop, retry_after, upstream_error
+from gateway.hops.common import retry_after
+from gateway.hops.rest import TIMEOUT_HEADER, RestHop, upstream_error
 from gateway.hops.settings import HopSettings
 from tests.hops.upstreams import (
     assert_echoed,

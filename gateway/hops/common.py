@@ -1,0 +1,128 @@
+"""What the REST and gRPC transports share: the call's timeout under the inbound deadline,
+merging an upstream's Server-Timing, Retry-After, and answering a dict in its own form."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+from gateway import request_context
+from gateway.codecs import rest as rest_codec
+from gateway.codecs.v1 import tensors_to_v1, v1_to_tensors
+from gateway.errors import (
+    GatewayError,
+    InferenceError,
+    InvalidInput,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+from gateway.hops.settings import HopSettings
+from gateway.infer_request import InferRequest
+from gateway.infer_response import InferResponse
+from gateway.tensor import InferInput
+
+__all__ = [
+    "READY_TIMEOUT",
+    "call_timeout",
+    "decoded",
+    "dict_response",
+    "merge_server_timing",
+    "retry_after",
+    "unsupported_payload",
+    "v2_request",
+]
+
+T = TypeVar("T")
+
+# A probe that hangs is a failed probe (Kubernetes gives up on one after 1 s by default).
+READY_TIMEOUT = 5.0
+
+
+def call_timeout(settings: HopSettings, cap: float | None = None) -> float:
+    """Seconds a call may take: the hop's timeout (and `cap`), cut to what is left of the
+    inbound request's deadline. Once that has passed, raises UpstreamTimeout: no call."""
+    timeout = settings.timeout if cap is None else min(settings.timeout, cap)
+    context = request_context.current()
+    remaining = None if context is None else context.remaining()
+    if remaining is not None:
+        if remaining <= 0:
+            raise UpstreamTimeout(
+                f"the request's deadline passed before the call to the {settings.role}",
+                upstream=settings.role,
+            )
+        timeout = min(timeout, remaining)
+    return timeout
+
+
+# An entry runs to the next comma outside a quoted string (desc="a, b" is one entry).
+_TIMING_ENTRY = re.compile(r'(?:[^,"]|"(?:\\.|[^"\\])*")+')
+
+
+def merge_server_timing(values: Iterable[str], role: str) -> None:
+    """Add an upstream's Server-Timing entries to the current request's, each named after
+    `role` (``predict;dur=3`` from the predictor becomes ``predictor.predict;dur=3``)."""
+    context = request_context.current()
+    if context is None:
+        return
+    for value in values:
+        for entry in _TIMING_ENTRY.findall(value):
+            entry = entry.strip()
+            if entry:
+                context.upstream_timings.append(f"{role}.{entry}")
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` value (seconds or an HTTP date); None if unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def v2_request(payload: dict[str, Any], model_name: str) -> InferRequest:
+    """The v2 request for a dict: v1 ``instances`` as tensors, or a v2 JSON request."""
+    if "instances" in payload:
+        inputs = v1_to_tensors(payload["instances"], InferInput, "instances")
+        parameters = payload.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise InvalidInput("'parameters' must be a JSON object")
+        return InferRequest(model_name, inputs, parameters=parameters)
+    if "inputs" in payload:
+        return InferRequest.from_inference_request(payload, model_name)
+    raise InvalidInput("a request needs v1 'instances' or v2 'inputs'")
+
+
+def dict_response(response: InferResponse, request: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a dict `request` in its own form: v1 ``predictions``, or v2 JSON."""
+    if "instances" in request:
+        return {"predictions": tensors_to_v1(response.outputs, "predictions")}
+    return rest_codec.plain(rest_codec.response_header(response, [], binary=False))
+
+
+def decoded(role: str, decode: Callable[[], T]) -> T:
+    """`decode()`, its failure being the upstream's answer's fault, not the client's."""
+    try:
+        return decode()
+    except (GatewayError, ValueError, TypeError) as exc:
+        raise UpstreamProtocolError(
+            f"the {role}'s answer cannot be read: {exc}", upstream=role
+        ) from exc
+
+
+def unsupported_payload(payload: Any) -> InferenceError:
+    return InferenceError(
+        f"a hop takes an InferRequest, a dict or a Passthrough, not a {type(payload).__name__}"
+    )
