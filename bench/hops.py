@@ -463,7 +463,7 @@ def _measure(
         note = check() or ""
     except Exception as exc:
         _progress(f"{label}: wrong answer: {exc}")
-        return Cell(route, case.key, predictor, None, f"wrong answer: {str(exc)[:160]}")
+        return Cell(route, case.key, predictor, None, f"wrong answer: {_one_line(exc)}")
     _progress(f"{label} ...")
     try:
         result = harness.measure(load)
@@ -472,8 +472,26 @@ def _measure(
         return Cell(route, case.key, predictor, None, "the load process failed")
     error = None
     if result.errors:
-        error = f"{result.errors} failed requests, first: {result.first_error}"
+        first = " ".join((result.first_error or "").split())[:100]
+        error = f"{result.errors} failed requests, first: {first}"
     return Cell(route, case.key, predictor, result, error, note)
+
+
+def _one_line(exc: Exception, limit: int = 100) -> str:
+    """What went wrong, short and on one line (a table cell)."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if callable(code) and callable(details):  # a grpc.RpcError: its str() spans lines
+        text = f"gRPC {code().name}: {details()}"
+    else:
+        text = str(exc)
+    text = " ".join(text.replace("|", "/").split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short_error(error: str | None) -> str:
+    """The status in an error text ("HTTP 500", "gRPC INTERNAL"), else its start."""
+    match = re.search(r"(HTTP \d+|gRPC [A-Z_]+)", error or "")
+    return match.group(1) if match else (error or "")[:30]
 
 
 def _spans_dropped(server: Server) -> int:
@@ -637,7 +655,7 @@ def targets_table(
                     p99_text = verdicts.judge(f"{label}: p99 vs KServe", p99, P99_TARGET)
                     kserve_cpu = _info(_ratio(theirs, mine, "cpu"))
                 else:
-                    p99_text = f"KServe: {theirs.error}"[:60]
+                    p99_text = f"KServe fails: {_short_error(theirs.error)}"
             rows.append(
                 [case.name, predictor, path, cpu_text, traced_text, rps_text, p99_text, kserve_cpu]
             )

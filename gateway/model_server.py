@@ -267,6 +267,7 @@ class ModelServer:
             handle_signals=False,
             access_log_class=access_log.access_logger_class(self.settings.access_log_format),
             access_log_format=access_log.aiohttp_format(self.settings.access_log_format),
+            logger=access_log.server_logger(),
             keepalive_timeout=self.settings.timeout_keep_alive,
             shutdown_timeout=self.settings.grace_period,
         )

@@ -45,6 +45,8 @@ class EchoModel(Model):
                 model_name=self.name,
                 infer_outputs=echo_outputs(payload),
             )
+        if not isinstance(payload, dict):
+            raise InvalidInput("expected a JSON object")
         return {"explanations": payload.get("instances")}
 
 

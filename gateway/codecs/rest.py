@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
+from gateway.codecs import json_depth
 from gateway.errors import InvalidInput
 from gateway.tensor import RequestedOutput, Tensor
 
@@ -56,9 +57,28 @@ def split_body(body: Buffer, length: int | None) -> tuple[dict[str, Any], memory
         header = orjson.loads(view[:length])
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"body is not valid JSON: {exc}") from None
+    json_depth.check(body if length == len(view) else view[:length])
     if not isinstance(header, dict):
         raise InvalidInput("body must be a JSON object")
     return header, view[length:]
+
+
+def check_binary_sizes(body: Buffer, length: int, key: str = "outputs") -> None:
+    """Check that the binary tensors listed under `key` fill a binary body's tail exactly,
+    reading only its JSON part: what a body passed through unread gets checked for."""
+    header, tail = split_body(body, length)
+    entries = header.get(key)
+    declared = 0
+    for entry in entries if isinstance(entries, list) else ():
+        params = entry.get("parameters") if isinstance(entry, dict) else None
+        size = params.get(BINARY_DATA_SIZE) if isinstance(params, dict) else None
+        if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+            declared += size
+    if declared != len(tail):
+        raise InvalidInput(
+            f"its tensors have {declared} bytes of binary data, but {len(tail)} bytes follow "
+            "the JSON"
+        )
 
 
 def read_tensors(cls: type[T], header: dict[str, Any], key: str, tail: memoryview) -> list[T]:

@@ -122,7 +122,17 @@ def decoded(role: str, decode: Callable[[], T]) -> T:
         ) from exc
 
 
-def unsupported_payload(payload: Any) -> InferenceError:
+# What the v1 server hands a model besides a dict: other JSON values, or a body that is not
+# JSON. Forwarded unchanged, they are the client's request: the client's error.
+_JSON_NAMES = {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
+_NOT_AN_OBJECT = "the predictor takes a JSON object (with v1 'instances' or v2 'inputs')"
+
+
+def unsupported_payload(payload: Any) -> GatewayError:
+    if isinstance(payload, bytes | bytearray):
+        return InvalidInput(f"{_NOT_AN_OBJECT}; this body is not JSON")
+    if payload is None or type(payload) in _JSON_NAMES:
+        return InvalidInput(f"{_NOT_AN_OBJECT}, not {_JSON_NAMES.get(type(payload), 'null')}")
     return InferenceError(
         f"a hop takes an InferRequest, a dict or a Passthrough, not a {type(payload).__name__}"
     )

@@ -16,6 +16,7 @@ protobuf. grpc's errors become ours in `upstream_error`, one function::
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,6 +26,7 @@ from gateway._proto import SERVICE_NAME, pb
 from gateway.codecs import grpc as grpc_codec
 from gateway.errors import (
     HTTP_FOR_GRPC,
+    InvalidInput,
     UnsupportedProtocol,
     UpstreamError,
     UpstreamStatusError,
@@ -48,6 +50,10 @@ from gateway.infer_response import InferResponse
 from gateway.settings import MIB
 
 __all__ = ["GrpcHop", "upstream_error"]
+
+# What gRPC sends as ASCII metadata: lower-case token keys, printable ASCII values.
+_KEY = re.compile(r"[0-9a-z_.\-]+")
+_VALUE = re.compile(r"[\x20-\x7e]*")
 
 logger = logging.getLogger("gateway.hops")
 
@@ -176,8 +182,7 @@ class GrpcHop(Hop):
     async def _model_infer(self, data: bytes, headers: Headers) -> bytes:
         """One ModelInfer call within the call's time budget, its errors mapped to ours."""
         timeout = call_timeout(self.settings)
-        metadata = tuple((key.lower(), value) for key, value in headers.items())
-        call = self._rpc("ModelInfer")(data, timeout=timeout, metadata=metadata)
+        call = self._rpc("ModelInfer")(data, timeout=timeout, metadata=_metadata(headers))
         try:
             answer: bytes = await call
         except grpc.aio.AioRpcError as exc:
@@ -231,6 +236,18 @@ def upstream_error(exc: grpc.aio.AioRpcError, role: str, timeout: float) -> Upst
             next(iter(_values([exc.trailing_metadata()], "retry-after")), None)
         ),
     )
+
+
+def _metadata(headers: Headers) -> tuple[tuple[str, str], ...]:
+    """`headers` as gRPC metadata. gRPC refuses what it cannot carry (text that is not
+    printable ASCII, say, which HTTP allows) by failing the call: refused here instead."""
+    metadata = []
+    for key, value in headers.items():
+        key = key.lower()
+        if key.endswith("-bin") or not _KEY.fullmatch(key) or not _VALUE.fullmatch(value):
+            raise InvalidInput(f"header {key!r} cannot be passed on as gRPC metadata")
+        metadata.append((key, value))
+    return tuple(metadata)
 
 
 def _values(metadata: Iterable[Any], key: str) -> list[str]:

@@ -13,6 +13,7 @@ travels untouched. aiohttp's errors become ours in `upstream_error`, one table. 
       ClientPayloadError, ClientResponseError                               have run
     status >= 400                                  UpstreamStatusError    502/503/504 only
     a body that does not decode                    UpstreamProtocolError  no
+      (passed through: binary sizes that do not add up)
 """
 
 from __future__ import annotations
@@ -193,6 +194,10 @@ class RestHop(Hop):
             url = self._v2_url(verb, payload.model_version)
         answer = await self._post(url, payload.body, headers, payload.json_length)
         length = decoded(self.name, lambda: _json_length(answer))
+        if length is not None and verb == "infer":
+            # Passed on unread, but not unchecked: a client must not get a 200 whose tensor
+            # data is cut short (the decoding path refuses the same answer with a 502).
+            decoded(self.name, lambda: rest_codec.check_binary_sizes(answer.body, length))
         content_type = answer.headers.get("Content-Type", JSON)
         return PassthroughResponse(answer.body, length, content_type)
 

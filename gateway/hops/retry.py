@@ -8,14 +8,20 @@ The policy is tenacity strategies composed once per hop::
 
 tenacity computes the wait before asking the stop, so `stop_before_deadline` sees the wait
 that Retry-After may have lengthened, and gives up rather than sleep past the deadline.
+A budget (the hop's timeout) is the deadline of a call that has none sooner: every attempt's
+timeout is cut to what is left of it, so attempts and waits together fit in it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
+import math
 import random as _random
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -35,6 +41,7 @@ from gateway.errors import (
 from gateway.hops.base import Headers, Hop, HopWrapper
 from gateway.hops.settings import RetryPolicy
 from gateway.metrics import Metrics
+from gateway.request_context import RequestContext
 
 __all__ = [
     "Retrying",
@@ -183,9 +190,31 @@ class Retrying(HopWrapper):
                 return await call(payload, headers)
             # A copy per call: tenacity keeps its iteration state on the object, and
             # concurrent requests share this hop. The strategies themselves are shared.
-            return await self._retrying.copy()(call, payload, headers)
+            with self._within_budget():
+                return await self._retrying.copy()(call, payload, headers)
         finally:
             attempt.reset(token)
+
+    @contextlib.contextmanager
+    def _within_budget(self) -> Iterator[None]:
+        """The budget as the call's deadline, when it ends first: each attempt's timeout is
+        then cut to what is left of it (`gateway.hops.rest.call_timeout`), so that an attempt
+        begun late cannot take a whole timeout of its own past the budget."""
+        budget = self.policy.budget
+        context = request_context.current()
+        deadline = math.inf if budget is None else time.monotonic() + budget
+        current = math.inf if context is None or context.deadline is None else context.deadline
+        if current <= deadline:
+            yield
+            return
+        # The same request (its timings lists are shared), with the earlier deadline.
+        narrowed = (
+            RequestContext(request_id="", protocol="", deadline=deadline)
+            if context is None
+            else dataclasses.replace(context, deadline=deadline)
+        )
+        with request_context.serving(narrowed):
+            yield
 
     def _before_sleep(self, retry_state: RetryCallState) -> None:
         outcome = retry_state.outcome

@@ -7,6 +7,7 @@ import re
 import time as _time
 
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_log import AccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
@@ -82,3 +83,28 @@ class FastAccessLogger(AbstractAccessLogger):
 def access_logger_class(fmt: str | None) -> type[AbstractAccessLogger]:
     """Our fast logger for the default line; aiohttp's when the operator chose a format."""
     return FastAccessLogger if not fmt else AccessLogger
+
+
+class _ParseErrorFilter(logging.Filter):
+    """aiohttp logs each request it cannot parse with a traceback whose text quotes the
+    offending bytes, so a malformed ``Authorization`` header would be written to the log.
+    Such a record keeps its level and says who sent what kind of error, without the bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "-"
+            record.msg = "malformed HTTP request from %s: %s %s"
+            record.args = (remote, exc.code, type(exc).__name__)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def server_logger() -> logging.Logger:
+    """The logger for the REST server's own errors (aiohttp's ``logger=``), whose records
+    never quote what a client sent."""
+    logger = logging.getLogger("gateway.server.http")
+    if not any(isinstance(f, _ParseErrorFilter) for f in logger.filters):
+        logger.addFilter(_ParseErrorFilter())
+    return logger

@@ -19,6 +19,7 @@ from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
+from gateway.codecs import json_depth
 from gateway.errors import InferenceError, InvalidInput
 from gateway.infer_response import InferResponse
 
@@ -73,6 +74,7 @@ class _Format(JSONFormat):
             data: dict[str, Any] = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"CloudEvent data is not valid JSON: {exc}") from None
+        json_depth.check(body, "CloudEvent data")
         return data
 
     def write_data(self, data: Any, datacontenttype: str | None) -> bytes:
@@ -102,6 +104,8 @@ def decode(headers: Mapping[str, str], body: bytes) -> tuple[Any, Incoming] | No
         binary = False
     else:
         return None
+    if not binary:  # the library parses it with the json module, which reads any depth
+        json_depth.check(body, "CloudEvent")
     message = ce_http.HTTPMessage(headers=dict(headers), body=body)
     try:
         if binary:
@@ -110,8 +114,9 @@ def decode(headers: Mapping[str, str], body: bytes) -> tuple[Any, Incoming] | No
             event = ce_http.from_structured(message, _FORMAT)
     except InvalidInput:
         raise
-    # The library's structured reader raises AttributeError for JSON that is not an object.
-    except (BaseCloudEventException, ValueError, TypeError, AttributeError) as exc:
+    # The library's structured reader raises AttributeError for JSON that is not an object,
+    # and (it parses with the json module) RecursionError for JSON nested too deep.
+    except (BaseCloudEventException, ValueError, TypeError, AttributeError, RecursionError) as exc:
         raise InvalidInput(f"invalid CloudEvent: {exc}") from None
     return event.get_data(), Incoming(binary, dict(event.get_attributes()))
 

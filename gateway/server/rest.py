@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
 from opentelemetry.trace import Status, StatusCode, Tracer
 
@@ -47,6 +47,8 @@ __all__ = ["create_app", "routes"]
 logger = logging.getLogger("gateway.server.rest")
 
 REQUEST_ID = "x-request-id"
+# nginx's status for a request whose client left before the answer (metrics count it so).
+CLIENT_CLOSED = 499
 SETTINGS = web.AppKey("settings", ServerSettings)
 METRICS = web.AppKey("metrics", Metrics)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
@@ -55,6 +57,8 @@ ROUTES = web.AppKey("routes", dict[Handler, Route])
 TRACER = web.AppKey[Tracer | None]("tracer")
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# What a header value may not hold: control characters other than HTAB (CR and LF among them).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # Headers the server owns: a model's response headers never replace these.
 _RESERVED = frozenset(
     {"content-type", "content-length", "transfer-encoding", "connection", "keep-alive",
@@ -86,7 +90,7 @@ def create_app(
     if recent_spans is not None:
         app[traces_view.RECENT_SPANS] = recent_spans
     for route in table:
-        app.router.add_route(route.method, route.path, route.handler)
+        app.router.add_route(route.method, route.path, route.handler, expect_handler=_expect)
     return app
 
 
@@ -124,15 +128,32 @@ def inbound_deadline(headers: Mapping[str, str]) -> float | None:
     return time.monotonic() + min(seconds) if seconds else None
 
 
+async def _expect(request: web.Request) -> None:
+    """``Expect: 100-continue``: invite only a body that will be read; one over the limit
+    gets its 413 (from the middleware) before it is sent. Other expectations are ignored, as
+    RFC 9110 allows, rather than answered with aiohttp's plain-text 417."""
+    expect = request.headers.get("Expect", "").lower()
+    if expect != "100-continue" or request.version != HttpVersion11:
+        return
+    length = request.content_length
+    if length is not None and length > request.app[SETTINGS].max_request_bytes:
+        return
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # as aiohttp's own handler: the response has not begun
+
+
 @web.middleware
 async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.app[ROUTES].get(request.match_info.handler)
+    request_id = request.headers.get(REQUEST_ID) or os.urandom(16).hex()
     try:
         deadline = inbound_deadline(request.headers)
     except InvalidInput as exc:
-        return _gateway_error(request, exc)
+        refusal = _gateway_error(request, exc)
+        refusal.headers[REQUEST_ID] = request_id
+        return refusal
     context = RequestContext(
-        request_id=request.headers.get(REQUEST_ID) or os.urandom(16).hex(),
+        request_id=request_id,
         protocol=route.protocol if route is not None else "",
         deadline=deadline,
         tracer=request.app[TRACER],
@@ -147,9 +168,19 @@ async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     else:  # health probes, metadata and /metrics are not traced: probes would flood traces
         response = await _respond(request, handler)
     _add_headers(response, request[RESPONSE_HEADERS], context)
-    if response.status == 408 and not request.content.is_eof():
+    if _body_abandoned(request, response):
         await _send_and_close(request, response)
     return response
+
+
+def _body_abandoned(request: web.Request, response: web.StreamResponse) -> bool:
+    """Whether the answer gives up on a body still arriving: too slow, or undecodable."""
+    body = request.content
+    return (
+        request.transport is not None  # else the client is gone: nothing to send or close
+        and not body.is_eof()
+        and (response.status == 408 or body.exception() is not None)
+    )
 
 
 async def _send_and_close(request: web.Request, response: web.StreamResponse) -> None:
@@ -157,7 +188,8 @@ async def _send_and_close(request: web.Request, response: web.StreamResponse) ->
 
     Left to itself, aiohttp would keep the connection after the answer to read and discard
     the rest of the body for up to 10 s ("lingering"): for a body that trickles in too slowly,
-    that is the hold on a connection its sender wants. aiohttp then finds the response sent.
+    that is the hold on a connection its sender wants, and a body that cannot be decoded
+    would only fail again (logged as an unhandled error). aiohttp then finds the response sent.
     """
     response.force_close()
     await response.prepare(request)
@@ -169,7 +201,7 @@ async def _measured(request: web.Request, handler: Handler) -> web.StreamRespons
     """`_respond`, counted in the request metrics."""
     metrics = request.app[METRICS]
     started = time.perf_counter()
-    status = 499  # kept if the client goes away before the answer is ready
+    status = CLIENT_CLOSED  # kept if the client goes away before the answer is ready
     metrics.in_flight.inc()
     try:
         response = await _respond(request, functools.partial(_admitted, handler))
@@ -222,11 +254,22 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
         return _http_error(request, exc)
     except GatewayError as exc:
         return _gateway_error(request, exc)
+    except ConnectionError as exc:
+        if request.transport is not None:
+            return _unexpected(request, exc)
+        # The client went away (mid-body, say): not this server's failure, and no one to
+        # answer. Logged quietly: a client can do this as often as it likes.
+        logger.debug("%s %s: the client closed the connection", request.method, _log_path(request))
+        return _error(CLIENT_CLOSED, "the client closed the connection")
     except Exception as exc:
-        # A bug or an unexpected library error: its text may hold internals, so the client
-        # gets a short message and the log gets the traceback.
-        logger.exception("%s %s failed", request.method, request.path)
-        return _error(500, f"internal error: {type(exc).__name__}")
+        return _unexpected(request, exc)
+
+
+def _unexpected(request: web.Request, exc: Exception) -> web.Response:
+    # A bug or an unexpected library error: its text may hold internals, so the client
+    # gets a short message and the log gets the traceback.
+    logger.exception("%s %s failed", request.method, _log_path(request))
+    return _error(500, f"internal error: {type(exc).__name__}")
 
 
 def _check_length(request: web.Request) -> None:
@@ -239,11 +282,16 @@ def _check_length(request: web.Request) -> None:
 def _gateway_error(request: web.Request, exc: GatewayError) -> web.Response:
     status = http_status(exc)
     log = logger.warning if status >= 500 else logger.debug
-    log("%s %s: %s %s", request.method, request.path, status, exc)
+    log("%s %s: %s %s", request.method, _log_path(request), status, exc)
     response = _error(status, str(exc))
     if exc.retry_after is not None:
         response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
     return response
+
+
+def _log_path(request: web.Request) -> str:
+    # As sent (percent-encoded): the decoded path may hold line breaks that forge log lines.
+    return request.rel_url.raw_path
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
@@ -272,7 +320,7 @@ def _add_headers(
     response: web.StreamResponse, model_headers: dict[str, str], context: RequestContext
 ) -> None:
     for key, value in model_headers.items():
-        if key.lower() in _RESERVED or not _valid_header(key, value):
+        if not _valid_header(key, value) or key.lower() in _RESERVED:
             logger.debug("response header %r is reserved or not valid HTTP; dropped", key)
         else:
             response.headers[key] = value
@@ -283,13 +331,13 @@ def _add_headers(
 
 
 def _valid_header(key: object, value: object) -> bool:
-    # aiohttp would only refuse these while writing the response, too late for an answer.
+    # aiohttp would refuse CR, LF and NUL only while writing the response, too late for an
+    # answer (the connection drops); other controls, strict clients refuse (RFC 9110 5.5).
     return (
         isinstance(key, str)
         and isinstance(value, str)
         and _TOKEN.fullmatch(key) is not None
-        and "\r" not in value
-        and "\n" not in value
+        and _CONTROL.search(value) is None
     )
 
 

@@ -8,9 +8,11 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from gateway import request_context
+from gateway.codecs import json_depth
 from gateway.codecs.rest import BINARY_CONTENT_TYPE, INFERENCE_HEADER, encode_response
 from gateway.dataplane import DataPlane
 from gateway.errors import InferenceError, InvalidInput, RequestTimeout
@@ -71,9 +73,11 @@ def json_response(obj: Any, status: int = 200) -> web.Response:
 def loads(body: bytes) -> Any:
     """Parse a JSON body; a malformed one is the client's error."""
     try:
-        return orjson.loads(body)
+        document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"body is not valid JSON: {exc}") from None
+    json_depth.check(body)
+    return document
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -84,6 +88,12 @@ async def read_body(request: web.Request) -> bytes:
         return await asyncio.wait_for(request.read(), timeout)
     except asyncio.TimeoutError:
         raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
+    except web.RequestPayloadError as exc:
+        # A body that is not what its Content-Encoding or chunked framing says.
+        cause = exc.__cause__
+        reason = cause.message if isinstance(cause, HttpProcessingError) else str(exc)
+        reason = (reason.strip().splitlines() or ["malformed"])[0].rstrip(":")
+        raise InvalidInput(f"the request body cannot be read: {reason}") from None
 
 
 def model_headers(request: web.Request) -> dict[str, str]:

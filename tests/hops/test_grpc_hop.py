@@ -288,14 +288,17 @@ async def test_deadline_shrinks_the_timeout_and_travels_on(
     upstream: tuple[str, Recording],
 ) -> None:
     address, recorder = upstream
+    started = time.monotonic()
     async with GrpcHop(settings(address, model_name="recorder", timeout=600)) as hop:
         with deadline_in(2.5):
             await hop.infer(small(), {})
     # gRPC carries the deadline itself (grpc-timeout); our server puts it in its context.
+    # Both ends share this process's clock, so the deadlines compare directly (a check of
+    # what remains *now* would depend on how loaded the machine is).
     assert recorder.context is not None
-    remaining = recorder.context.remaining()
-    assert remaining is not None
-    assert 0 < remaining <= 2.5
+    deadline = recorder.context.deadline
+    assert deadline is not None
+    assert started < deadline <= started + 2.5 + 0.05
 
 
 async def test_deadline_cuts_a_slow_call_short(upstream: tuple[str, Recording]) -> None:
