@@ -25,6 +25,7 @@ wrongly, or failed requests). ``python -m bench.hops --role floor|otlp-sink|kser
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -284,7 +285,9 @@ LISTENING = harness.LISTENING
 NO_OTEL = {"OTEL_TRACES_EXPORTER": "none", "OTEL_SDK_DISABLED": "true"}
 
 
-def predictor_server(python: str, cpus: frozenset[int], nice: int) -> AbstractContextManager[Server]:
+def predictor_server(
+    python: str, cpus: frozenset[int], nice: int
+) -> AbstractContextManager[Server]:
     argv = [python, "-m", "bench.models", "--sdk", "gateway", "--http_port", "0"]
     argv += ["--grpc_port", "0", "--listen_address", harness.LOCALHOST]
     return harness.spawn("predictor", argv, cpus=cpus, env=NO_OTEL, nice=nice)
@@ -375,7 +378,8 @@ def run_direct(
     cells = []
     for case in cases:
         load = _load(args, case, case.target(predictor), predictor.pid, (), load_cpus)
-        cells.append(_measure(DIRECT, case, case.protocol, load, lambda: case.check(predictor)))
+        check = functools.partial(case.check, predictor)
+        cells.append(_measure(DIRECT, case, case.protocol, load, check))
     return cells
 
 
@@ -402,7 +406,7 @@ def run_variant(
             return [
                 Cell(variant.route, c.key, predictor_of(c), None, "did not start") for c in carried
             ]
-        watch = (upstreams.predictor.pid,)
+        watch: tuple[int, ...] = (upstreams.predictor.pid,)
         if variant.route == TRACED and upstreams.sink is not None:
             watch += (upstreams.sink.pid,)
         exported = _sink_bytes(upstreams.sink) if variant.route == TRACED else None
@@ -410,13 +414,10 @@ def run_variant(
             target = case.target(server)
             load = _load(args, case, target, server.pid, watch, load_cpus)
             dropped = _spans_dropped(server)
-            cell = _measure(
-                variant.route,
-                case,
-                predictor_of(case),
-                load,
-                lambda: case.check(server, variant.predictor, json_ok=variant.route == KSERVE),
+            check = functools.partial(
+                case.check, server, variant.predictor, json_ok=variant.route == KSERVE
             )
+            cell = _measure(variant.route, case, predictor_of(case), load, check)
             dropped = _spans_dropped(server) - dropped
             if variant.route == TRACED and dropped:
                 cell = _with_note(cell, f"{dropped} spans dropped")
@@ -480,10 +481,9 @@ def _measure(
 def _one_line(exc: Exception, limit: int = 100) -> str:
     """What went wrong, short and on one line (a table cell)."""
     code, details = getattr(exc, "code", None), getattr(exc, "details", None)
-    if callable(code) and callable(details):  # a grpc.RpcError: its str() spans lines
-        text = f"gRPC {code().name}: {details()}"
-    else:
-        text = str(exc)
+    # A grpc.RpcError's str() spans several lines: its code and details say it all.
+    grpc_error = callable(code) and callable(details)
+    text = f"gRPC {code().name}: {details()}" if grpc_error else str(exc)  # type: ignore[misc]
     text = " ".join(text.replace("|", "/").split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -665,7 +665,8 @@ def targets_table(
 def _ratio(a: Cell | None, b: Cell | None, what: str) -> float | None:
     if a is None or b is None or not a.ok or not b.ok:
         return None
-    assert a.result is not None and b.result is not None
+    assert a.result is not None
+    assert b.result is not None
     if what == "cpu":
         x, y = a.result.cpu_per_request, b.result.cpu_per_request
     elif what == "rps":
@@ -942,11 +943,11 @@ async def _floor(rest_upstream: str, grpc_upstream: str) -> None:
     channel = grpc.aio.insecure_channel(grpc_upstream, options=list(harness.GRPC_OPTIONS))
     handlers: dict[str, Any] = {}
 
-    class Forward(grpc.GenericRpcHandler):
+    class Forward(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         def service(self, details: Any) -> Any:
             handler = handlers.get(details.method)
             if handler is None:  # one callable per method: bytes in, bytes out
-                call = channel.unary_unary(details.method)
+                call = channel.unary_unary(details.method, None, None)
 
                 async def relay(request: bytes, context: Any) -> bytes:
                     answer: bytes = await call(request)
@@ -965,7 +966,7 @@ async def _floor(rest_upstream: str, grpc_upstream: str) -> None:
     await server.stop(1)
     await runner.cleanup()
     await session.close()
-    await channel.close()
+    await channel.close(None)
 
 
 def _run_loop(main: Any) -> None:
@@ -989,14 +990,14 @@ def _sink_main(argv: Sequence[str]) -> int:
     class Sink(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             self.rfile.read(length)
             stats["posts"] += 1
             stats["bytes"] += length
             self._answer(b"", "application/x-protobuf")
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._answer(json.dumps(stats).encode(), "application/json")
 
         def _answer(self, body: bytes, content_type: str) -> None:
@@ -1006,7 +1007,7 @@ def _sink_main(argv: Sequence[str]) -> int:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer((harness.LOCALHOST, 0), Sink)

@@ -35,7 +35,7 @@ _COMMON = {
     # The server is one fixture shared by every example, on purpose: it must keep serving.
     "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 }
-settings.register_profile("security", max_examples=30, **_COMMON)
+settings.register_profile("security", max_examples=25, **_COMMON)
 settings.register_profile("fuzz", max_examples=2000, **_COMMON)
 
 

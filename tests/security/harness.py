@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import grpc
 from aiohttp import web
 from hypothesis import settings
+from opentelemetry.trace import Tracer
 
 from gateway import InferRequest, InferResponse
 from gateway._proto import SERVICE_NAME
@@ -38,6 +39,7 @@ from gateway.server import access_log
 from gateway.server.grpc import start_grpc_server
 from gateway.server.rest import create_app
 from gateway.settings import ServerSettings
+from gateway.tracing import RecentSpans
 from tests.models import EchoModel
 
 T = TypeVar("T")
@@ -72,7 +74,7 @@ CLIENT_CODES = frozenset(
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.NOT_FOUND,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.UNIMPLEMENTED,  # a method that does not exist
     }
 )
 
@@ -177,6 +179,8 @@ class Gateway:
         models: Sequence[Model] | None = None,
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
         upstream: Gateway | None = None,
+        tracer: Tracer | None = None,
+        recent_spans: RecentSpans | None = None,
     ) -> None:
         """`upstream`, a started gateway serving the `RELAYS` models: this one forwards those
         models to it, each in its protocol."""
@@ -187,6 +191,8 @@ class Gateway:
                 port = upstream.grpc_port if protocol == "grpc-v2" else upstream.rest_port
                 self.models.append(ForwardingModel(name, f"{HOST}:{port}", protocol))
         self.keepalive_timeout = keepalive_timeout
+        self.tracer = tracer
+        self.recent_spans = recent_spans
         self.metrics = Metrics()
         self.rest_port = 0
         self.grpc_port = 0
@@ -232,7 +238,13 @@ class Gateway:
         dataplane.starting = False
         # Set up as ModelServer._start_rest does it.
         runner = web.AppRunner(
-            create_app(dataplane, self.settings, self.metrics),
+            create_app(
+                dataplane,
+                self.settings,
+                self.metrics,
+                tracer=self.tracer,
+                recent_spans=self.recent_spans,
+            ),
             handle_signals=False,
             access_log_class=access_log.access_logger_class(self.settings.access_log_format),
             access_log_format=access_log.aiohttp_format(self.settings.access_log_format),
@@ -244,7 +256,7 @@ class Gateway:
         self._runner = runner
         self.rest_port = runner.addresses[0][1]
         self._grpc, self.grpc_port = await start_grpc_server(
-            dataplane, self.settings, self.metrics, 0
+            dataplane, self.settings, self.metrics, 0, tracer=self.tracer
         )
 
     async def _stop(self) -> None:
@@ -420,11 +432,11 @@ class LogCapture(logging.Handler):
         self.records: list[logging.LogRecord] = []
         self.lines: list[str] = []
         self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-        self._lock_records = threading.Lock()
+        self._records_lock = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
         text = self.format(record)
-        with self._lock_records:
+        with self._records_lock:
             self.records.append(record)
             self.lines.append(text)
 
@@ -446,11 +458,11 @@ class LogCapture(logging.Handler):
                 logger.setLevel(level)
 
     def text(self) -> str:
-        with self._lock_records:
+        with self._records_lock:
             return "\n".join(self.lines)
 
     def named(self, name: str) -> list[logging.LogRecord]:
-        with self._lock_records:
+        with self._records_lock:
             return [r for r in self.records if r.name == name or r.name.startswith(name + ".")]
 
     def wait_for(self, name: str, count: int = 1) -> list[logging.LogRecord]:
@@ -464,7 +476,7 @@ class LogCapture(logging.Handler):
 
     def assert_no_forged_lines(self) -> None:
         """No message holds a line break (tracebacks aside): client text cannot forge lines."""
-        with self._lock_records:
+        with self._records_lock:
             for record in self.records:
                 message = record.getMessage()
                 assert "\n" not in message, (record.name, message)

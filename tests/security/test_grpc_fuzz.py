@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from gateway._proto import pb
 from gateway.server.grpc import SERVICE
-from tests.security.harness import Gateway, LogCapture, check_code, fuzzing
+from tests.security.harness import RELAYS, Gateway, LogCapture, check_code, fuzzing
 from tests.security.strategies import DATATYPES, datatypes, header_text, shapes
 
 CONTENTS = {
@@ -215,4 +215,23 @@ def test_response_metadata_a_model_sets(
     for key, value in received:
         if key in sent and key not in ("x-request-id", "server-timing"):
             assert value == sent[key]
+    gateway.assert_grpc_serving()
+
+
+@fuzzing(3)
+@given(
+    infer_requests(),
+    st.sampled_from(sorted(RELAYS)),
+    st.dictionaries(st.sampled_from(["x-request-id", "traceparent", "baggage"]), metadata_values),
+)
+def test_model_infer_through_a_hop(
+    gateway: Gateway, message: pb.ModelInferRequest, model: str, metadata: dict[str, str]
+) -> None:
+    """The same messages, forwarded to a predictor in each protocol (passed through untouched
+    to gRPC, converted to REST v2 and v1)."""
+    message.model_name = model
+    code, details, _ = gateway.grpc_call(
+        "ModelInfer", message.SerializeToString(), list(metadata.items())
+    )
+    check_code(code, details)
     gateway.assert_grpc_serving()

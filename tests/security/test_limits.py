@@ -241,7 +241,7 @@ def test_a_slow_body_gets_408_within_the_timeout_and_loses_its_connection(
     assert f"within {BODY_TIMEOUT:g} s" in answer.json()["error"]
     assert answer.closed
     assert BODY_TIMEOUT <= answered < BODY_TIMEOUT + SLACK
-    assert closed_after < 1.0
+    assert closed_after < 2.0  # aiohttp alone would linger over the body for 10 s
     gateway.assert_rest_serving()
 
 
@@ -254,17 +254,23 @@ def test_a_client_that_leaves_mid_body_is_no_server_error(
                 request_bytes("POST", INFER, b"", {"Content-Length": "1000"}, content_length=False)
             )
             sock.sendall(b'{"inputs": [')
-            time.sleep(0.02)
+            time.sleep(0.1)  # the handler is reading the body
             # Reset rather than close: the server sees the connection lost at once.
             sock.setsockopt(
                 socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
             )
     gateway.assert_rest_serving()
+    deadline = time.monotonic() + SLACK
+    while 'code="499",model_name="echo"' not in (metrics := _metrics(gateway)):
+        assert time.monotonic() < deadline, metrics  # nginx's "client closed request"
+        time.sleep(0.01)
+    assert 'code="500",model_name="echo"' not in metrics
     # Not logged as a failure of the server (with a traceback) each time.
     assert not [r for r in logs.records if r.levelno >= logging.ERROR], logs.text()
-    metrics = gateway.metrics.exposition()[0].decode()
-    assert 'code="499",model_name="echo"' in metrics  # nginx's "client closed request"
-    assert 'code="500",model_name="echo"' not in metrics
+
+
+def _metrics(gateway: Gateway) -> str:
+    return gateway.metrics.exposition()[0].decode()
 
 
 # Slow and large headers
