@@ -210,7 +210,10 @@ async def test_sigterm_under_load_finishes_in_flight_requests_and_exits_zero(rig
     assert ready in (None, 503)
     assert {o.kind for o in new_rest[:-1]} <= {"503"}, new_rest
     assert new_rest[-1].kind.startswith("conn:ClientConnector"), new_rest
-    assert new_grpc.kind == "UNAVAILABLE", new_grpc
+    # Refused, not served: grpc core answers a call that races its listener's closing with
+    # CANCELLED rather than UNAVAILABLE (rarely; not something the gateway sees or sets).
+    assert new_grpc.kind in ("UNAVAILABLE", "CANCELLED"), new_grpc
+    assert new_grpc.elapsed < 1.0, new_grpc
     assert pending_after_checks == len(in_flight), "the checks ran while requests were in flight"
     assert all(outcome.ok for outcome in finished), finished
     assert code == 0, gateway.output()[-2000:]
