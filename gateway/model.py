@@ -16,7 +16,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from gateway import request_context
+from gateway import logs, request_context
 from gateway.errors import InferenceError, InvalidInput
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
@@ -206,7 +206,8 @@ class Model(InferenceModel):
         context = request_context.current()
         if context is None:
             return
-        logger.info(
+        logs.info(
+            logger,
             "requestId: %s, preprocess_ms: %.3f, explain_ms: %.3f, predict_ms: %.3f, "
             "postprocess_ms: %.3f",
             headers.get("x-request-id", context.request_id),

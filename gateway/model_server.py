@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import tracing
+from gateway import logs, tracing
 from gateway.dataplane import DataPlane
 from gateway.flags import parser
 from gateway.hops import factory
@@ -375,6 +375,4 @@ def _configure_logging(config_file: str | None) -> None:
         with open(config_file) as handle:
             logging.config.dictConfig(json.load(handle))
     elif not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        logs.configure(logging.INFO)

@@ -8,6 +8,7 @@ each hop frames its own body. A value with CR or LF is refused: it could forge h
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from gateway import request_context
@@ -36,25 +37,32 @@ HOP_BY_HOP = frozenset(
 ALWAYS = frozenset({"x-request-id", "traceparent", "tracestate", "baggage"})
 
 
+@functools.lru_cache(maxsize=64)
+def forwarded(settings: HopSettings) -> frozenset[str]:
+    """The lowercase names of the inbound headers `settings` lets through."""
+    allowed = ALWAYS | settings.forward_headers
+    if settings.forward_authorization:
+        allowed |= {"authorization"}
+    return allowed - HOP_BY_HOP
+
+
 def outbound(headers: Headers, settings: HopSettings) -> Headers:
     """The headers to send upstream for a request that arrived with `headers`."""
-    allowed = ALWAYS | settings.forward_headers
-    # Headers the client named in Connection are hop-by-hop too (RFC 9110, 7.6.1).
-    named = {
-        h.strip().lower()
-        for k, v in headers.items()
-        if k.lower() == "connection"
-        for h in v.split(",")
-    }
+    allowed = forwarded(settings)
     out: Headers = {}
+    connection: str | None = None
     for name, value in headers.items():
         key = name.lower()
-        if key in HOP_BY_HOP or key in named:
-            continue
-        if key in allowed or (key == "authorization" and settings.forward_authorization):
+        if key == "connection":
+            connection = value
+        elif key in allowed and key not in HOP_BY_HOP:
             if "\r" in value or "\n" in value:
                 raise InvalidInput(f"header {key!r} contains a line break")
             out[key] = value
+    if connection is not None:
+        # Headers the client named in Connection are hop-by-hop too (RFC 9110, 7.6.1).
+        for named in connection.split(","):
+            out.pop(named.strip().lower(), None)
     context = request_context.current()
     if context is not None:
         out.setdefault("x-request-id", context.request_id)

@@ -12,6 +12,8 @@ from aiohttp.web_log import AccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from gateway import logs
+
 # gunicorn / asgi-logger atom -> aiohttp atom. Request bodies are never logged.
 _ATOMS = {
     "h": "%a",
@@ -66,7 +68,8 @@ class FastAccessLogger(AbstractAccessLogger):
             self._second = now
             self._stamp = _time.strftime("[%d/%b/%Y:%H:%M:%S +0000]", _time.gmtime(now))
         major, minor = request.version
-        self.logger.info(
+        logs.info(
+            self.logger,
             '%s %s "%s %s HTTP/%d.%d" %d %d %.6f',
             request.remote,
             self._stamp,

@@ -85,6 +85,8 @@ async def read_body(request: web.Request) -> bytes:
     would otherwise hold a connection and a handler indefinitely)."""
     timeout = request.app[BODY_TIMEOUT]
     try:
+        if request.content.is_eof():  # all here (small bodies come with the headers)
+            return await request.read()
         return await asyncio.wait_for(request.read(), timeout)
     except asyncio.TimeoutError:
         raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None

@@ -1,0 +1,115 @@
+"""Log output: lines written in batches per loop iteration, in order, none stranded."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from gateway import logs
+
+
+class CountingStream(io.StringIO):
+    """A stream that counts its writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.fixture
+def stream() -> Iterator[CountingStream]:
+    out = CountingStream()
+    handler = logs.BatchedStreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("tests.logs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield out
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+
+
+def _lines(stream: io.StringIO) -> list[str]:
+    return stream.getvalue().splitlines()
+
+
+async def test_lines_of_one_loop_iteration_are_one_write(stream: CountingStream) -> None:
+    logger = logging.getLogger("tests.logs")
+    for i in range(5):
+        logs.info(logger, "line %d", i)
+    assert stream.writes == 0  # held until the loop comes round
+    await asyncio.sleep(0)
+    assert stream.writes == 1
+    assert _lines(stream) == [f"INFO line {i}" for i in range(5)]
+
+
+async def test_a_warning_is_written_at_once_after_what_is_pending(
+    stream: CountingStream,
+) -> None:
+    logger = logging.getLogger("tests.logs")
+    logger.info("first")
+    logger.warning("then this")
+    assert _lines(stream) == ["INFO first", "WARNING then this"]
+
+
+def test_lines_off_the_loop_are_written_at_once(stream: CountingStream) -> None:
+    logger = logging.getLogger("tests.logs")
+    logger.info("no loop here")
+    assert _lines(stream) == ["INFO no loop here"]
+    thread = threading.Thread(target=logger.info, args=("from a thread",))
+    thread.start()
+    thread.join()
+    assert _lines(stream)[-1] == "INFO from a thread"
+
+
+def test_a_line_left_by_a_loop_that_stopped_is_not_stranded(stream: CountingStream) -> None:
+    logger = logging.getLogger("tests.logs")
+
+    loop = asyncio.new_event_loop()
+
+    def log_and_leave() -> None:
+        logger.info("last words")  # its flush is scheduled on a loop that then stops
+        loop.stop()
+
+    loop.call_soon(log_and_leave)
+    loop.run_forever()
+    loop.close()
+    assert _lines(stream) == []
+
+    async def next_loop() -> None:
+        logger.info("next")  # the next loop's first line writes the stranded one
+
+    asyncio.run(next_loop())
+    assert _lines(stream) == ["INFO last words", "INFO next"]
+
+
+def test_the_formatter_formats_as_logging_does() -> None:
+    record = logging.makeLogRecord(
+        {"name": "x", "levelno": logging.INFO, "levelname": "INFO", "msg": "m %s", "args": (1,)}
+    )
+    ours, stdlib = logs.Formatter(), logging.Formatter(logs.FORMAT)
+    assert ours.format(record) == stdlib.format(record)
+    record.created += 1.5  # another second: the cached date moves on
+    record.msecs = 500.0
+    assert ours.format(record) == stdlib.format(record)
+    dated = logs.Formatter(datefmt="%Y")
+    assert dated.format(record) == logging.Formatter(logs.FORMAT, "%Y").format(record)
+
+
+def test_info_skips_a_disabled_level(stream: CountingStream) -> None:
+    logger = logging.getLogger("tests.logs")
+    logger.setLevel(logging.WARNING)
+    logs.info(logger, "dropped")
+    assert _lines(stream) == []
