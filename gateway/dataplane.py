@@ -7,8 +7,6 @@ The servers only decode their wire format into calls here and encode what comes 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 from gateway import __version__
@@ -105,19 +103,10 @@ class DataPlane:
 
     # Inference
 
-    @contextlib.contextmanager
-    def admitted(self) -> Iterator[None]:
-        """Count one inference request in; refuse it at once when the limit is reached."""
-        limit = self.max_concurrency
-        if limit is not None and self.in_flight >= limit:
-            raise Overloaded(
-                f"{self.in_flight} requests in flight, the limit is {limit}", retry_after=1
-            )
-        self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
+    def admitted(self) -> _Admission:
+        """Count one inference request in for the block; refuse it at once when the limit
+        is reached."""
+        return _Admission(self)
 
     def passthrough(self, name: str, protocol: str, binary: bool, verb: InferenceVerb) -> bool:
         """Whether a request body on `protocol` can go to the predictor without decoding:
@@ -197,3 +186,24 @@ def _client_choices(request: Any) -> tuple[str | None, bool, Any] | None:
     if not isinstance(request, InferRequest):
         return None
     return request.id, request.use_binary_outputs, request.request_outputs
+
+
+class _Admission:
+    """`DataPlane.admitted` (a class, not a generator: it runs per request)."""
+
+    __slots__ = ("_dataplane",)
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self._dataplane = dataplane
+
+    def __enter__(self) -> None:
+        dataplane = self._dataplane
+        limit = dataplane.max_concurrency
+        if limit is not None and dataplane.in_flight >= limit:
+            raise Overloaded(
+                f"{dataplane.in_flight} requests in flight, the limit is {limit}", retry_after=1
+            )
+        dataplane.in_flight += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._dataplane.in_flight -= 1
