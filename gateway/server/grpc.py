@@ -320,8 +320,12 @@ class _Servicer:
             with self.dataplane.admitted(), request_context.serving(ctx):
                 result = await self.dataplane.infer(name, request, headers, response_headers)
             body = _encode(result)
-            await context.send_initial_metadata(_metadata(ctx.request_id, response_headers))
-            context.set_trailing_metadata(_timing(ctx))
+            model_metadata = _metadata(response_headers)
+            if model_metadata:
+                await context.send_initial_metadata(model_metadata)
+            # In the trailers, as on errors: initial metadata of its own would cost the call
+            # a second batch through the completion queue (about a tenth of its CPU).
+            context.set_trailing_metadata((("x-request-id", ctx.request_id), *_timing(ctx)))
             return body
         except Exception as exc:
             code = _status_code(exc)
@@ -388,9 +392,9 @@ def _usable_request_id(request_id: str) -> bool:
     return 0 < len(request_id) <= _MAX_REQUEST_ID and _VALUE.fullmatch(request_id) is not None
 
 
-def _metadata(request_id: str, response_headers: Headers) -> tuple[tuple[str, str], ...]:
-    """x-request-id, then the model's response headers that gRPC can carry as metadata."""
-    metadata = [("x-request-id", request_id)]
+def _metadata(response_headers: Headers) -> tuple[tuple[str, str], ...]:
+    """The model's response headers that gRPC can carry as metadata."""
+    metadata: list[tuple[str, str]] = []
     for key, value in response_headers.items():
         key = key.lower()
         if (

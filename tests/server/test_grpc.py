@@ -437,7 +437,9 @@ async def test_request_id_from_metadata_then_request_then_generated(served: Serv
     infer = served.rpc("ModelInfer")
     call = infer(raw_request("recorder"), metadata=(("x-request-id", "abc"),))
     await call
-    assert as_dict(await call.initial_metadata())["x-request-id"] == "abc"
+    # In the trailers (as on errors): no initial metadata batch of its own.
+    assert as_dict(await call.trailing_metadata())["x-request-id"] == "abc"
+    assert "x-request-id" not in as_dict(await call.initial_metadata())
     assert served.recorder.context is not None
     assert served.recorder.context.request_id == "abc"
     assert served.recorder.context.protocol == "grpc-v2"
@@ -446,11 +448,11 @@ async def test_request_id_from_metadata_then_request_then_generated(served: Serv
     request.id = "from-body"
     call = infer(request)
     await call
-    assert as_dict(await call.initial_metadata())["x-request-id"] == "from-body"
+    assert as_dict(await call.trailing_metadata())["x-request-id"] == "from-body"
 
     call = infer(raw_request("recorder"))
     await call
-    generated = as_dict(await call.initial_metadata())["x-request-id"]
+    generated = as_dict(await call.trailing_metadata())["x-request-id"]
     assert re.fullmatch("[0-9a-f]{32}", str(generated))
     assert served.recorder.context.request_id == generated
 
