@@ -3,7 +3,8 @@ would otherwise be two `write` system calls, two timestamp formattings and two s
 
 - `BatchedStreamHandler` joins the lines the event loop writes in one iteration into one
   `write`; a WARNING or worse, a line from another thread, a `flush()` and logging's
-  shutdown write at once (after what is pending, so the order holds).
+  shutdown write at once (after what is pending, so the order holds). A process killed
+  outright loses at most the lines of the loop iteration it was in.
 - `Formatter` formats the date part of ``%(asctime)s`` once a second.
 - `info` logs a line without looking up its caller (for lines whose format prints none).
 """

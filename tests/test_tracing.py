@@ -543,3 +543,17 @@ async def test_model_server_traces_when_the_environment_asks(
         finally:
             await model_server.shutdown()
     assert {V2_INFER, "predict"} <= set(exported_names(received))
+
+
+def test_the_sampler_comes_from_otel_traces_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What bench/README.md advises for production: sample a share of the traces."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    spans = tracing.recent_spans(10)
+    assert spans is not None
+    provider = tracing.tracer_provider(tracing.TracingSettings(service_name="s"), [spans])
+    assert provider is not None
+    try:
+        assert "TraceIdRatioBased{0.25}" in provider.sampler.get_description()
+    finally:
+        provider.shutdown()

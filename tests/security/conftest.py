@@ -4,6 +4,7 @@ CI runs a fixed budget of cases (the ``security`` profile, loaded by default). A
 run uses the ``fuzz`` profile, chosen by an environment variable::
 
     HYPOTHESIS_PROFILE=fuzz python -m pytest tests/security -p no:cacheprovider
+    HYPOTHESIS_PROFILE=fuzz GATEWAY_FUZZ_EXAMPLES=300 python -m pytest tests/security ...
 
 The profile's ``max_examples`` is the budget of the heaviest property tests; lighter ones run
 a multiple of it (see `harness.fuzzing`). Under CI (``CI=true``) hypothesis loads its own
@@ -13,6 +14,7 @@ run.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -36,7 +38,10 @@ _COMMON = {
     "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 }
 settings.register_profile("security", max_examples=25, **_COMMON)
-settings.register_profile("fuzz", max_examples=2000, **_COMMON)
+# GATEWAY_FUZZ_EXAMPLES sizes a fuzz run to the time at hand.
+settings.register_profile(
+    "fuzz", max_examples=int(os.environ.get("GATEWAY_FUZZ_EXAMPLES", "2000")), **_COMMON
+)
 
 
 @pytest.fixture(scope="session")
