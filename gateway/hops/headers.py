@@ -55,14 +55,15 @@ def outbound(headers: Headers, settings: HopSettings) -> Headers:
         key = name.lower()
         if key == "connection":
             connection = value
-        elif key in allowed and key not in HOP_BY_HOP:
-            if "\r" in value or "\n" in value:
-                raise InvalidInput(f"header {key!r} contains a line break")
+        elif key in allowed:
             out[key] = value
     if connection is not None:
         # Headers the client named in Connection are hop-by-hop too (RFC 9110, 7.6.1).
         for named in connection.split(","):
             out.pop(named.strip().lower(), None)
+    for key, value in out.items():
+        if "\r" in value or "\n" in value:
+            raise InvalidInput(f"header {key!r} contains a line break")
     context = request_context.current()
     if context is not None:
         out.setdefault("x-request-id", context.request_id)

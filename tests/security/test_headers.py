@@ -48,6 +48,7 @@ values = st.text(max_size=12) | st.sampled_from(
 @example({"Authorization": "Bearer t", "Cookie": "c=1"}, frozenset(), False)
 @example({"X-Tenant": "a\r\nx-injected: 1"}, frozenset({"x-tenant"}), False)
 @example({"Connection": "x-tenant", "X-Tenant": "a"}, frozenset({"x-tenant"}), False)
+@example({"Connection": "cookie", "Cookie": "a\r\nx-injected: 1"}, frozenset({"cookie"}), False)
 @example({"Proxy-Authorization": "Basic p"}, frozenset({"proxy-authorization"}), True)
 def test_outbound_passes_exactly_the_allowed_headers(
     headers: dict[str, str], forward: frozenset[str], forward_authorization: bool
