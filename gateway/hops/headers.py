@@ -50,19 +50,21 @@ def outbound(headers: Headers, settings: HopSettings) -> Headers:
     """The headers to send upstream for a request that arrived with `headers`."""
     allowed = forwarded(settings)
     out: Headers = {}
-    connection: str | None = None
+    connection: list[str] = []  # every spelling of the name: a dict may hold several
+    broken: list[str] = []
     for name, value in headers.items():
         key = name.lower()
         if key == "connection":
-            connection = value
+            connection.extend(value.split(","))
         elif key in allowed:
             out[key] = value
-    if connection is not None:
-        # Headers the client named in Connection are hop-by-hop too (RFC 9110, 7.6.1).
-        for named in connection.split(","):
-            out.pop(named.strip().lower(), None)
-    for key, value in out.items():
-        if "\r" in value or "\n" in value:
+            if "\r" in value or "\n" in value:
+                broken.append(key)
+    # Headers the client named in Connection are hop-by-hop too (RFC 9110, 7.6.1).
+    for named in connection:
+        out.pop(named.strip().lower(), None)
+    for key in broken:
+        if key in out:  # even if a later value of the same name replaced this one
             raise InvalidInput(f"header {key!r} contains a line break")
     context = request_context.current()
     if context is not None:

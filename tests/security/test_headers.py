@@ -49,6 +49,10 @@ values = st.text(max_size=12) | st.sampled_from(
 @example({"X-Tenant": "a\r\nx-injected: 1"}, frozenset({"x-tenant"}), False)
 @example({"Connection": "x-tenant", "X-Tenant": "a"}, frozenset({"x-tenant"}), False)
 @example({"Connection": "cookie", "Cookie": "a\r\nx-injected: 1"}, frozenset({"cookie"}), False)
+@example({"BAGGAGE": "a\r\nx-injected: 1", "baggage": ""}, frozenset(), False)
+@example(
+    {"Connection": "cookie", "connection": "x-tenant", "Cookie": "c"}, frozenset({"cookie"}), False
+)
 @example({"Proxy-Authorization": "Basic p"}, frozenset({"proxy-authorization"}), True)
 def test_outbound_passes_exactly_the_allowed_headers(
     headers: dict[str, str], forward: frozenset[str], forward_authorization: bool
