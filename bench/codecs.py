@@ -48,6 +48,7 @@ import orjson  # noqa: E402
 from google.protobuf import __version__ as protobuf_version  # noqa: E402
 from google.protobuf.internal import api_implementation  # noqa: E402
 
+from bench import harness  # noqa: E402
 from gateway import InferInput, InferRequest  # noqa: E402
 from gateway._proto import pb  # noqa: E402
 from gateway.codecs import rest as rest_codec  # noqa: E402
@@ -368,20 +369,7 @@ def table(rows: Sequence[Row]) -> str:
         ]
         for row in rows
     ]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    right = {2, 3, 4, 5, 6}
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [
-            cell.rjust(width) if i in right else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    # A colon on the right of a rule right-aligns the column when the markdown is rendered.
-    dashes = ["-" * (w + 1) + ":" if i in right else "-" * (w + 2) for i, w in enumerate(widths)]
-    rule = "|" + "|".join(dashes) + "|"
-    return "\n".join([line(header), rule, *(line(cells) for cells in body)])
+    return harness.markdown_table(header, body, right=frozenset({2, 3, 4, 5, 6}))
 
 
 def legend(timing: Timing) -> str:

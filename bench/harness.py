@@ -18,6 +18,7 @@ Linux only (``/proc``, ``sched_setaffinity``).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -35,9 +36,12 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
+# KServe, the peer of the server and hop benchmarks, in a virtual environment of its own.
+KSERVE_VERSION = "0.21.0"
+KSERVE_VENV = ROOT / "bench" / ".venv-kserve"
 LOCALHOST = "127.0.0.1"
 # What our ModelServer logs once both servers listen (port 0 becomes the bound port).
 LISTENING = re.compile(r"listening: REST on (\d+), gRPC on (\w+)")
@@ -570,6 +574,62 @@ class Result:
     def steal_util(self) -> float:
         """CPU the hypervisor took from this virtual machine, as a share of one CPU."""
         return self.machine_steal / self.seconds
+
+
+def add_kserve_options(parser: argparse.ArgumentParser) -> None:
+    """``--kserve-spec`` and ``--kserve-venv``, for `kserve_python`."""
+    parser.add_argument(
+        "--kserve-spec",
+        default=f"kserve=={KSERVE_VERSION}",
+        help="what pip installs for KServe (a requirement or a wheel file)",
+    )
+    parser.add_argument(
+        "--kserve-venv", type=Path, default=KSERVE_VENV, help="KServe's virtual environment"
+    )
+
+
+def kserve_python(args: argparse.Namespace) -> Path | str:
+    """KServe's interpreter (installing it on first use), or why there is none."""
+    probe = (
+        "import importlib.metadata as m, kserve; "
+        f"assert m.version('kserve') == {KSERVE_VERSION!r}, m.version('kserve')"
+    )
+    try:
+        return venv_python(args.kserve_venv, [args.kserve_spec], probe)
+    except Exception as exc:
+        return f"KServe not measured: installing {args.kserve_spec} failed ({exc})"
+
+
+class Measured(Protocol):
+    """A benchmark cell: a result, or why there is none."""
+
+    @property
+    def result(self) -> Result | None: ...
+
+    @property
+    def error(self) -> str | None: ...
+
+
+CellT = TypeVar("CellT", bound=Measured)
+
+
+def median_cells(rounds: Sequence[Sequence[CellT]]) -> list[CellT]:
+    """Each cell from its median round by CPU per request of the process measured; a cell
+    that failed in any round is reported as failed."""
+    chosen = []
+    for same_cell in zip(*rounds, strict=True):
+        failed = [cell for cell in same_cell if cell.error or cell.result is None]
+        if failed:
+            chosen.append(failed[0])
+            continue
+        ranked = sorted(same_cell, key=_cpu_per_request)
+        chosen.append(ranked[(len(ranked) - 1) // 2])
+    return chosen
+
+
+def _cpu_per_request(cell: Measured) -> float:
+    value = cell.result.cpu_per_request if cell.result else None
+    return value if value is not None else 0.0
 
 
 def measure(load: Load, python: str = sys.executable) -> Result:

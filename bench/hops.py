@@ -49,8 +49,6 @@ from bench import harness  # noqa: E402
 from bench.harness import Load, Result, Server  # noqa: E402
 
 MODEL_NAME = "echo"  # bench.models.MODEL_NAME (not imported: KServe's venv runs this file too)
-KSERVE_VERSION = "0.21.0"
-KSERVE_VENV = HERE / ".venv-kserve"
 INFERENCE_HEADER = "Inference-Header-Content-Length"
 
 # Routes: how the load reaches the predictor.
@@ -509,25 +507,6 @@ def _sink_bytes(sink: Server | None) -> int | None:
         return None
 
 
-def median_cells(rounds: Sequence[Sequence[Cell]]) -> list[Cell]:
-    """Each cell from its median round by CPU per request of the process measured; a cell
-    that failed in any round is reported as failed."""
-    chosen = []
-    for same_cell in zip(*rounds, strict=True):
-        failed = [cell for cell in same_cell if not cell.ok]
-        if failed:
-            chosen.append(failed[0])
-            continue
-        ranked = sorted(same_cell, key=_cpu_per_request)
-        chosen.append(ranked[(len(ranked) - 1) // 2])
-    return chosen
-
-
-def _cpu_per_request(cell: Cell) -> float:
-    value = cell.result.cpu_per_request if cell.result else None
-    return value if value is not None else 0.0
-
-
 # Tables
 
 
@@ -686,18 +665,6 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def kserve_python(args: argparse.Namespace) -> Path | str:
-    """KServe's interpreter (installing it on first use), or why there is none."""
-    probe = (
-        "import importlib.metadata as m, kserve; "
-        f"assert m.version('kserve') == {KSERVE_VERSION!r}, m.version('kserve')"
-    )
-    try:
-        return harness.venv_python(args.kserve_venv, [args.kserve_spec], probe)
-    except Exception as exc:
-        return f"KServe not measured: installing {args.kserve_spec} failed ({exc})"
-
-
 # The benchmark
 
 
@@ -755,14 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="an extra flag for our gateway (repeatable), e.g. "
         "--gateway-arg=--enable_latency_logging=false",
     )
-    parser.add_argument(
-        "--kserve-spec",
-        default=f"kserve=={KSERVE_VERSION}",
-        help="what pip installs for KServe (a requirement or a wheel file)",
-    )
-    parser.add_argument(
-        "--kserve-venv", type=Path, default=KSERVE_VENV, help="KServe's virtual environment"
-    )
+    harness.add_kserve_options(parser)
     parser.add_argument(
         "--nice", type=int, default=0, help="niceness of every process (negative: root only)"
     )
@@ -802,7 +762,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
     kserve_path: Path | None = None
     if KSERVE in routes:
-        found = kserve_python(args)
+        found = harness.kserve_python(args)
         if isinstance(found, Path):
             kserve_path = found
             variants += [Variant(KSERVE, p, kserve(found, p, nice)) for p in args.predictors]
@@ -849,7 +809,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for variant in variants:
                 cells += run_variant(variant, cases, upstreams, args, (hop_cpus, load_cpus))
             rounds.append(cells)
-    cells = median_cells(rounds)
+    cells = harness.median_cells(rounds)
 
     print(results_table(cells, cases))
     print(LEGEND)

@@ -42,8 +42,6 @@ from bench import harness  # noqa: E402
 from bench.harness import Load, Result, Server  # noqa: E402
 from bench.models import MODEL_NAME  # noqa: E402
 
-KSERVE_VERSION = "0.21.0"
-KSERVE_VENV = HERE / ".venv-kserve"
 OURS, KSERVE = "gateway", "kserve"
 
 CPU_TARGET = 0.5  # our server CPU per request, at most this share of KServe's ...
@@ -216,37 +214,6 @@ def run_server(
     return cells
 
 
-def median_cells(rounds: Sequence[Sequence[Cell]]) -> list[Cell]:
-    """Each (server, payload) cell from its median round by CPU per request; a cell that
-    failed in any round is reported as failed."""
-    chosen = []
-    for same_cell in zip(*rounds, strict=True):
-        failed = [cell for cell in same_cell if cell.error or cell.result is None]
-        if failed:
-            chosen.append(failed[0])
-            continue
-        ranked = sorted(same_cell, key=_cpu_per_request)
-        chosen.append(ranked[(len(ranked) - 1) // 2])
-    return chosen
-
-
-def _cpu_per_request(cell: Cell) -> float:
-    value = cell.result.cpu_per_request if cell.result else None
-    return value if value is not None else 0.0
-
-
-def kserve_python(args: argparse.Namespace) -> Path | str:
-    """KServe's interpreter (installing it on first use), or why there is none."""
-    probe = (
-        "import importlib.metadata as m, kserve; "
-        f"assert m.version('kserve') == {KSERVE_VERSION!r}, m.version('kserve')"
-    )
-    try:
-        return harness.venv_python(args.kserve_venv, [args.kserve_spec], probe)
-    except Exception as exc:
-        return f"KServe not measured: installing {args.kserve_spec} failed ({exc})"
-
-
 def results_table(cells: Sequence[Cell]) -> str:
     header = [
         "server",
@@ -359,14 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="our server only, 0.5 s cells (a smoke test)"
     )
-    parser.add_argument(
-        "--kserve-spec",
-        default=f"kserve=={KSERVE_VERSION}",
-        help="what pip installs for KServe (a requirement or a wheel file)",
-    )
-    parser.add_argument(
-        "--kserve-venv", type=Path, default=KSERVE_VENV, help="KServe's virtual environment"
-    )
+    harness.add_kserve_options(parser)
     parser.add_argument(
         "--nice",
         type=int,
@@ -406,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     notes = []
     if not args.skip_kserve:
-        python = kserve_python(args)
+        python = harness.kserve_python(args)
         if isinstance(python, Path):
             servers.append((KSERVE, kserve_server(python, env, args.nice), str(python)))
         else:
@@ -434,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rounds.append([])
         for name, start, _ in servers:
             rounds[-1] += run_server(name, start, cases, args, cpus)
-    cells = median_cells(rounds)
+    cells = harness.median_cells(rounds)
 
     print(results_table(cells))
     print(LEGEND)

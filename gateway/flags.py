@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 
 from gateway.settings import MIB
 
@@ -23,11 +24,17 @@ def strtobool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"not a boolean: {value!r}")
 
 
-def _non_negative(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {number}")
-    return number
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse `type`: an integer of at least `minimum`."""
+
+    def parse(value: str) -> int:
+        number = int(value)
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {number}")
+        return number
+
+    parse.__name__ = "int"  # argparse names the type in its "invalid int value" error
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument(
         "--trace_buffer",
         default=0,
-        type=_non_negative,
+        type=at_least(0),
         help="keep this process's last N traces in memory, shown at /traces (0: off)",
     )
     return parser

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import orjson
 
+from gateway.flags import at_least
 from gateway.waterfall import TraceRecord, merge, text
 
 __all__ = ["TraceSourceError", "add_parser", "fetch", "run"]
@@ -66,13 +67,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
-    return number
-
-
 def add_parser(commands: Any) -> None:
     """Add the ``trace`` command to the CLI's subcommands."""
     trace = commands.add_parser(
@@ -89,7 +83,7 @@ def add_parser(commands: Any) -> None:
         help="a gateway's REST address, http://HOST:PORT (repeat for every gateway of a chain)",
     )
     trace.add_argument(
-        "--last", type=_positive, default=5, help="how many recent traces (default: %(default)s)"
+        "--last", type=at_least(1), default=5, help="how many recent traces (default: %(default)s)"
     )
     trace.add_argument(
         "--width", type=int, default=0, help="line width in columns (default: the terminal's)"

@@ -19,6 +19,7 @@ from typing import Any
 
 from gateway.demo import load, report
 from gateway.demo.topology import MODEL, DemoError, Topology
+from gateway.flags import at_least
 
 __all__ = ["add_parser", "run"]
 
@@ -113,13 +114,6 @@ async def _load(topology: Topology, kinds: list[str], args: argparse.Namespace) 
         await client.aclose()
 
 
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
-    return number
-
-
 def add_parser(commands: Any) -> None:
     """Add the ``demo`` command to the CLI's subcommands."""
     demo = commands.add_parser(
@@ -131,13 +125,19 @@ def add_parser(commands: Any) -> None:
         "answered right, 1 not, 130 on Ctrl-C.",
     )
     demo.add_argument(
-        "--requests", type=_positive, default=200, help="predictions to send (default: %(default)s)"
+        "--requests",
+        type=at_least(1),
+        default=200,
+        help="predictions to send (default: %(default)s)",
     )
     demo.add_argument(
-        "--concurrency", type=_positive, default=4, help="requests in flight (default: %(default)s)"
+        "--concurrency",
+        type=at_least(1),
+        default=4,
+        help="requests in flight (default: %(default)s)",
     )
     demo.add_argument(
-        "--batch", type=_positive, default=4, help="flowers per request (default: %(default)s)"
+        "--batch", type=at_least(1), default=4, help="flowers per request (default: %(default)s)"
     )
     demo.add_argument(
         "--keep", action="store_true", help="after the report, keep serving until Ctrl-C"

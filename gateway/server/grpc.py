@@ -14,11 +14,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NoReturn, TypeAlias
+from typing import Any, NoReturn
 
 import grpc
 from opentelemetry.trace import Status, StatusCode, Tracer
@@ -34,7 +33,8 @@ from gateway.infer_response import InferResponse
 from gateway.metrics import Metrics
 from gateway.model import InferenceVerb
 from gateway.request_context import RequestContext
-from gateway.server.server_timing import server_timing
+from gateway.server import grpc_metadata
+from gateway.server.grpc_metadata import Context, Headers
 from gateway.settings import ServerSettings
 
 __all__ = ["PROTOCOL", "create_grpc_server", "start_grpc_server"]
@@ -46,16 +46,8 @@ _MODEL_NAME_FIELD = pb.ModelInferRequest.MODEL_NAME_FIELD_NUMBER
 _ID_FIELD = pb.ModelInferRequest.ID_FIELD_NUMBER
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 
-Context: TypeAlias = "grpc.aio.ServicerContext[bytes, bytes]"
-Headers = dict[str, str]
 Behavior = Callable[[Any, Context], Awaitable[Any]]
 
-# What gRPC lets a server send as ASCII metadata: lowercase token keys, printable values.
-_KEY = re.compile(r"[0-9a-z_.\-]+")
-_VALUE = re.compile(r"[\x20-\x7e]*")
-# A message's `id` becomes the x-request-id (metadata here, a header upstream) only if it is
-# one: any text may come in the message, and metadata gRPC refuses would fail the call.
-_MAX_REQUEST_ID = 256
 # Codes that mean this server failed (the others are the client's doing), as OpenTelemetry's
 # conventions for gRPC server spans have it.
 _SERVER_ERRORS = frozenset(
@@ -67,23 +59,6 @@ _SERVER_ERRORS = frozenset(
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DATA_LOSS,
     }
-)
-# Never taken from a model's response headers: HTTP/2 forbids connection-specific headers
-# (gRPC would pass some on), gRPC sets the others itself, and x-request-id is ours.
-_RESERVED = frozenset(
-    [
-        "content-type",
-        "content-length",
-        "te",
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "user-agent",
-        "proxy-connection",
-        "x-request-id",
-    ]
 )
 
 
@@ -171,7 +146,7 @@ def _traced(full_name: str, behavior: Behavior, tracer: Tracer) -> Behavior:
             "rpc.method": method,
             "client.address": _peer_address(context.peer()),
         }
-        with tracing.server_span(tracer, name, _headers(context), attributes) as span:
+        with tracing.server_span(tracer, name, grpc_metadata.headers(context), attributes) as span:
             code = grpc.StatusCode.OK
             try:
                 return await behavior(request, context)
@@ -292,11 +267,11 @@ class _Servicer:
 
     async def ModelInfer(self, data: bytes, context: Context) -> bytes:
         started = time.perf_counter()
-        headers = _headers(context)
+        headers = grpc_metadata.headers(context)
         ctx = RequestContext(
             request_id=headers.get("x-request-id") or os.urandom(16).hex(),
             protocol=PROTOCOL,
-            deadline=_deadline(context),
+            deadline=grpc_metadata.deadline(context),
             tracer=self.tracer,
         )
         model_name = ""
@@ -311,7 +286,7 @@ class _Servicer:
             else:
                 request = InferRequest.from_grpc_bytes(data)
                 request_id = request.id or ""
-            if "x-request-id" not in headers and _usable_request_id(request_id):
+            if "x-request-id" not in headers and grpc_metadata.usable_request_id(request_id):
                 ctx.request_id = request_id
             if self.dataplane.repository.get_model(name) is not None:
                 # Only known names become labels: made-up names would each add a series.
@@ -320,16 +295,18 @@ class _Servicer:
             with self.dataplane.admitted(), request_context.serving(ctx):
                 result = await self.dataplane.infer(name, request, headers, response_headers)
             body = _encode(result)
-            model_metadata = _metadata(response_headers)
+            model_metadata = grpc_metadata.response_metadata(response_headers)
             if model_metadata:
                 await context.send_initial_metadata(model_metadata)
             # In the trailers, as on errors: initial metadata of its own would cost the call
             # a second batch through the completion queue (about a tenth of its CPU).
-            context.set_trailing_metadata((("x-request-id", ctx.request_id), *_timing(ctx)))
+            context.set_trailing_metadata(
+                (("x-request-id", ctx.request_id), *grpc_metadata.timing(ctx))
+            )
             return body
         except Exception as exc:
             code = _status_code(exc)
-            await _abort(context, "ModelInfer", exc, ctx.request_id, _timing(ctx))
+            await _abort(context, "ModelInfer", exc, ctx.request_id, grpc_metadata.timing(ctx))
         except BaseException:
             # Cancelled by gRPC: the client went away, or its deadline passed.
             remaining = ctx.remaining()
@@ -361,51 +338,3 @@ def _tensor_metadata(tensor: dict[str, Any]) -> Any:
     return pb.ModelMetadataResponse.TensorMetadata(
         name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"]
     )
-
-
-def _headers(context: Context) -> Headers:
-    """The client's metadata as headers for the model; binary (-bin) values are left out."""
-    headers: Headers = {}
-    for key, value in context.invocation_metadata() or ():
-        if isinstance(value, str):  # binary (-bin) metadata arrives as bytes
-            headers[key.lower()] = value
-    return headers
-
-
-def _deadline(context: Context) -> float | None:
-    # gRPC reports no deadline as None (older releases: a huge number).
-    remaining: float | None = context.time_remaining()
-    if remaining is None or not math.isfinite(remaining) or remaining > 1e9:
-        return None
-    return time.monotonic() + remaining
-
-
-def _timing(ctx: RequestContext) -> tuple[tuple[str, str], ...]:
-    """The ``server-timing`` trailer: the Server-Timing a REST client would get."""
-    timing = server_timing(ctx)
-    if timing is None or not _VALUE.fullmatch(timing):
-        return ()
-    return (("server-timing", timing),)
-
-
-def _usable_request_id(request_id: str) -> bool:
-    return 0 < len(request_id) <= _MAX_REQUEST_ID and _VALUE.fullmatch(request_id) is not None
-
-
-def _metadata(response_headers: Headers) -> tuple[tuple[str, str], ...]:
-    """The model's response headers that gRPC can carry as metadata."""
-    metadata: list[tuple[str, str]] = []
-    for key, value in response_headers.items():
-        key = key.lower()
-        if (
-            key not in _RESERVED
-            and not key.startswith("grpc-")
-            and not key.endswith("-bin")
-            and _KEY.fullmatch(key)
-            and isinstance(value, str)
-            and _VALUE.fullmatch(value)
-        ):
-            metadata.append((key, value))
-        else:
-            logger.debug("response header %r is not valid gRPC metadata; dropped", key)
-    return tuple(metadata)
