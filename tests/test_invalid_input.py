@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -271,17 +270,6 @@ def test_json_length_within_the_body() -> None:
 
 
 # --- declared sizes are never allocated before they are checked ------------------------------
-
-
-@pytest.fixture
-def allocation_peak() -> Iterator[Callable[[], int]]:
-    """The peak of traced allocations (numpy's included) since the test began."""
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    try:
-        yield lambda: tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 HUGE = [1 << 32]  # within the element limit: refused only by comparing with what arrived

@@ -39,6 +39,7 @@ from gateway.server.grpc import start_grpc_server
 from gateway.server.rest import create_app
 from gateway.settings import ServerSettings
 from gateway.tracing import RecentSpans, TracingSettings
+from tests.hops.upstreams import serve_model_infer
 from tests.models import EchoModel
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -397,19 +398,10 @@ async def test_traceparent_reaches_a_grpc_upstream_as_metadata(
         response: bytes = pb.ModelInferResponse(model_name="m").SerializeToString()
         return response
 
-    handler = grpc.unary_unary_rpc_method_handler(upstream)
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE_NAME, {"ModelInfer": handler}),)
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    settings = HopSettings("predictor", f"127.0.0.1:{port}", "m", "grpc-v2")
-    try:
+    async with serve_model_infer(upstream) as address:
+        settings = HopSettings("predictor", address, "m", "grpc-v2")
         async with build_hop(settings, metrics=Metrics(), tracer=tracer) as hop:
             await hop.infer(InferRequest.from_bytes(orjson.dumps(BODY), None, "m"), {})
-    finally:
-        await server.stop(None)
     (attempt,) = exporter.get_finished_spans()
     assert seen[0]["traceparent"] == traceparent(attempt)
 

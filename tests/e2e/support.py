@@ -21,7 +21,7 @@ from gateway._proto import SERVICE_NAME
 from gateway.flags import parser
 from gateway.model import Model
 from gateway.model_server import ModelServer
-from tests.hops.upstreams import serve_app
+from tests.hops.upstreams import serve_app, serve_model_infer
 from tests.server.procs import ServerProcess, run_server
 
 PREDICTOR_APP = "tests.apps.kserve_style"
@@ -230,17 +230,8 @@ async def grpc_upstream(behaviour: GrpcBehaviour) -> AsyncIterator[tuple[str, Se
         seen.remaining.append(context.time_remaining())
         return await behaviour(data, context, seen.hits)
 
-    server = grpc.aio.server()
-    handler = grpc.unary_unary_rpc_method_handler(model_infer)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE_NAME, {"ModelInfer": handler}),)
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}", seen
-    finally:
-        await server.stop(None)
+    async with serve_model_infer(model_infer) as address:
+        yield address, seen
 
 
 def grpc_infer(channel: grpc.aio.Channel) -> Any:

@@ -35,6 +35,7 @@ from tests.hops.upstreams import (
     free_port,
     make_authority,
     serve_grpc,
+    serve_model_infer,
     serving,
 )
 from tests.models import EchoModel, SlowModel
@@ -266,22 +267,12 @@ async def test_unreadable_answer_is_a_protocol_error() -> None:
     def garbage(request: bytes, context: Any) -> bytes:
         return b"\xff\xff\xff"  # not a ModelInferResponse
 
-    server = grpc.aio.server()
-    handler = grpc.unary_unary_rpc_method_handler(garbage)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE_NAME, {"ModelInfer": handler}),)
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with GrpcHop(settings(f"127.0.0.1:{port}")) as hop:
-            with pytest.raises(UpstreamProtocolError, match="cannot be read"):
-                await hop.infer(small(), {})
-            # A pass-through body is not read here: it goes back as it came.
-            answer = await hop.infer(Passthrough("grpc-v2", "echo", b""), {})
-            assert answer.body == b"\xff\xff\xff"
-    finally:
-        await server.stop(None)
+    async with serve_model_infer(garbage) as address, GrpcHop(settings(address)) as hop:
+        with pytest.raises(UpstreamProtocolError, match="cannot be read"):
+            await hop.infer(small(), {})
+        # A pass-through body is not read here: it goes back as it came.
+        answer = await hop.infer(Passthrough("grpc-v2", "echo", b""), {})
+        assert answer.body == b"\xff\xff\xff"
 
 
 # Deadline

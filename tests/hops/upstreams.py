@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway import InferInput, InferRequest, request_context
+from gateway._proto import SERVICE_NAME
 from gateway.dataplane import DataPlane
 from gateway.metrics import Metrics
 from gateway.model import Model
@@ -89,6 +90,23 @@ async def serve_grpc(
     await server.start()
     try:
         yield f"127.0.0.1:{bound}"
+    finally:
+        await server.stop(None)
+
+
+@asynccontextmanager
+async def serve_model_infer(model_infer: Callable[[bytes, Any], Any]) -> AsyncIterator[str]:
+    """A bare gRPC server whose only method is ModelInfer, answered by `model_infer` (bytes
+    in, bytes out); yields its ``host:port``."""
+    server = grpc.aio.server()
+    handler = grpc.unary_unary_rpc_method_handler(model_infer)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE_NAME, {"ModelInfer": handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
     finally:
         await server.stop(None)
 

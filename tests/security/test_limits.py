@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -41,17 +41,6 @@ from tests.security.harness import (
 INFER = "/v2/models/echo/infer"
 # Slack for a loaded machine: only a hang, or a server waiting for the wrong thing, exceeds it.
 SLACK = 5.0
-
-
-@pytest.fixture
-def allocation_peak() -> Iterator[Callable[[], int]]:
-    """Peak bytes allocated (by every thread of this process, the servers' too) since start."""
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    try:
-        yield lambda: tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 # Bodies over the limit
