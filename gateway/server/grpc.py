@@ -194,24 +194,19 @@ async def _abort(
     context: Context,
     method: str,
     exc: Exception,
-    request_id: str | None = None,
-    timing: tuple[tuple[str, str], ...] = (),
+    trailers: tuple[tuple[str, str], ...] = (),
 ) -> NoReturn:
-    """End the call with the status `exc` maps to: the one place that does."""
+    """End the call with the status `exc` maps to (and `trailers`): the one place that does."""
     code = _status_code(exc)
-    trailers: list[tuple[str, str]] = []
-    if request_id is not None:
-        trailers.append(("x-request-id", request_id))
-    trailers.extend(timing)
     if isinstance(exc, GatewayError):
         logger.debug("%s failed: %s %s", method, code.name, exc)
         if exc.retry_after is not None:
-            trailers.append(("retry-after", str(math.ceil(exc.retry_after))))
-        await context.abort(code, str(exc), tuple(trailers))
+            trailers += (("retry-after", str(math.ceil(exc.retry_after))),)
+        await context.abort(code, str(exc), trailers)
     # Not ours: a bug or an unexpected library error. Its text may hold internals, so the
     # client gets a short message and the log gets the traceback.
     logger.exception("%s failed", method, exc_info=exc)
-    await context.abort(code, f"internal error: {type(exc).__name__}", tuple(trailers))
+    await context.abort(code, f"internal error: {type(exc).__name__}", trailers)
 
 
 class _Servicer:
@@ -298,15 +293,11 @@ class _Servicer:
             model_metadata = grpc_metadata.response_metadata(response_headers)
             if model_metadata:
                 await context.send_initial_metadata(model_metadata)
-            # In the trailers, as on errors: initial metadata of its own would cost the call
-            # a second batch through the completion queue (about a tenth of its CPU).
-            context.set_trailing_metadata(
-                (("x-request-id", ctx.request_id), *grpc_metadata.timing(ctx))
-            )
+            context.set_trailing_metadata(grpc_metadata.trailers(ctx))
             return body
         except Exception as exc:
             code = _status_code(exc)
-            await _abort(context, "ModelInfer", exc, ctx.request_id, grpc_metadata.timing(ctx))
+            await _abort(context, "ModelInfer", exc, grpc_metadata.trailers(ctx))
         except BaseException:
             # Cancelled by gRPC: the client went away, or its deadline passed.
             remaining = ctx.remaining()
