@@ -576,6 +576,21 @@ class Result:
         return self.machine_steal / self.seconds
 
 
+def add_run_options(parser: argparse.ArgumentParser, taking_turns: str) -> None:
+    """``--duration``, ``--warmup``, ``--concurrency`` and ``--rounds`` (`taking_turns`: what
+    runs once per round)."""
+    parser.add_argument("--duration", type=float, help="measured seconds per cell (default 5)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds per cell (default 1)")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help=f"start {taking_turns} this many times, taking turns; each cell reports its "
+        "median round (by CPU per request of the process measured)",
+    )
+
+
 def add_kserve_options(parser: argparse.ArgumentParser) -> None:
     """``--kserve-spec`` and ``--kserve-venv``, for `kserve_python`."""
     parser.add_argument(

@@ -680,16 +680,7 @@ def _choices(value: str, allowed: Sequence[str], what: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--duration", type=float, help="measured seconds per cell (default 5)")
-    parser.add_argument("--warmup", type=float, help="warm-up seconds per cell (default 1)")
-    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=1,
-        help="start every process this many times, taking turns; each cell reports its "
-        "median round (by CPU per request of the process measured)",
-    )
+    harness.add_run_options(parser, "every process")
     parser.add_argument(
         "--payloads",
         type=lambda v: _choices(v, PAYLOAD_KEYS, "payload"),

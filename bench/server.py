@@ -312,16 +312,7 @@ def _progress(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--duration", type=float, help="measured seconds per cell (default 5)")
-    parser.add_argument("--warmup", type=float, help="warm-up seconds per cell (default 1)")
-    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=1,
-        help="run every server this many times, taking turns; each cell reports its median "
-        "round (by server CPU per request)",
-    )
+    harness.add_run_options(parser, "every server")
     parser.add_argument("--skip-kserve", action="store_true", help="measure our server only")
     parser.add_argument(
         "--quick", action="store_true", help="our server only, 0.5 s cells (a smoke test)"
