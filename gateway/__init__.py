@@ -3,9 +3,6 @@
 Port a KServe transformer by changing ``kserve`` to ``gateway`` in its imports.
 """
 
-# First: modules imported below read it while this package is still initialising.
-__version__ = "0.1.0"
-
 from gateway import model_server
 from gateway.errors import (
     InferenceError,
@@ -29,6 +26,7 @@ from gateway.model import BaseKServeModel, InferenceModel, InferenceVerb, Model
 from gateway.model_repository import ModelRepository
 from gateway.model_server import ModelServer
 from gateway.predictor_config import PredictorConfig
+from gateway.version import __version__
 
 __all__ = [
     "BaseKServeModel",

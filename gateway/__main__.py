@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__, trace_cli
+from gateway import trace_cli
 from gateway.demo import cli as demo_cli
 from gateway.flags import parser as kserve_flags
 from gateway.model import Model
+from gateway.version import __version__
 
 
 class IdentityTransformer(Model):

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway import __version__
 from gateway.errors import InferenceError, ModelNotFound, ModelNotReady, Overloaded
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
 from gateway.model import BaseKServeModel, InferenceModel, InferenceVerb, Model
 from gateway.model_repository import ModelRepository
+from gateway.version import __version__
 
 Headers = dict[str, str]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import logging.config
@@ -163,9 +164,18 @@ class ModelServer:
                 raise RuntimeError(f"{type(model).__name__} is not a BaseKServeModel")
             self.register_model(model)
         if self.settings.workers > 1:
-            workers.run(self)
+            workers.run(self.settings, self._serve_worker)
         else:
             self.run_process()
+
+    def _serve_worker(self, shared: workers.Shared) -> None:
+        """Run this (forked) worker's servers on what it shares with the other workers."""
+        self._shared_socket = shared.rest_socket
+        self._metrics_dir = shared.metrics_dir
+        self.settings = dataclasses.replace(
+            self.settings, grpc_port=shared.grpc_port, grpc_reuse_port=True
+        )
+        self.run_process()
 
     def run_process(self) -> None:
         """Run this process's servers to completion on the configured event loop."""

@@ -31,7 +31,7 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
 
-from gateway import __version__
+from gateway.version import __version__
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",

@@ -8,7 +8,6 @@ forwards SIGTERM / SIGINT to the workers and exits when they all have.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import multiprocessing
 import os
@@ -16,18 +15,28 @@ import shutil
 import signal
 import socket
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from gateway.model_server import ModelServer
+from gateway.settings import ServerSettings
 
 logger = logging.getLogger("gateway.workers")
 
 
-def run(server: ModelServer) -> None:
-    """Fork `server.settings.workers` processes serving the same ports; wait for them."""
-    settings = server.settings
+@dataclass(frozen=True)
+class Shared:
+    """What the workers share: the REST socket they accept on, the gRPC port they each bind
+    (SO_REUSEPORT), and the directory their metrics are pooled in."""
+
+    rest_socket: socket.socket
+    grpc_port: int
+    metrics_dir: str
+
+
+def run(settings: ServerSettings, serve: Callable[[Shared], None]) -> None:
+    """Fork `settings.workers` processes, each running `serve` on what they share; wait for
+    them all."""
     metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
     rest_socket = _listening_socket(settings.listen_address, settings.http_port)
     grpc_port = settings.grpc_port
@@ -40,7 +49,7 @@ def run(server: ModelServer) -> None:
     processes = [
         context.Process(
             target=_worker,
-            args=(server, rest_socket, grpc_port, metrics_dir),
+            args=(serve, Shared(rest_socket, grpc_port, metrics_dir)),
             name=f"gateway-worker-{index}",
         )
         for index in range(settings.workers)
@@ -75,17 +84,10 @@ def run(server: ModelServer) -> None:
         raise SystemExit(f"workers failed: {', '.join(failed)}")
 
 
-def _worker(
-    server: ModelServer, rest_socket: socket.socket, grpc_port: int, metrics_dir: str
-) -> None:
+def _worker(serve: Callable[[Shared], None], shared: Shared) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
-    server._shared_socket = rest_socket
-    server._metrics_dir = metrics_dir
-    server.settings = dataclasses.replace(
-        server.settings, grpc_port=grpc_port, grpc_reuse_port=True
-    )
-    server.run_process()
+    serve(shared)
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
