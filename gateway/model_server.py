@@ -36,6 +36,7 @@ from gateway.predictor_config import PredictorConfig
 from gateway.server import access_log, allocator, workers
 from gateway.server.grpc import start_grpc_server
 from gateway.server.rest import create_app
+from gateway.server.workers import Shared
 from gateway.settings import ServerSettings
 
 __all__ = ["ModelServer", "parser"]
@@ -168,7 +169,7 @@ class ModelServer:
         else:
             self.run_process()
 
-    def _serve_worker(self, shared: workers.Shared) -> None:
+    def _serve_worker(self, shared: Shared) -> None:
         """Run this (forked) worker's servers on what it shares with the other workers."""
         self._shared_socket = shared.rest_socket
         self._metrics_dir = shared.metrics_dir
