@@ -51,7 +51,6 @@ from google.protobuf.internal import api_implementation  # noqa: E402
 from bench import harness  # noqa: E402
 from gateway import InferInput, InferRequest  # noqa: E402
 from gateway._proto import pb  # noqa: E402
-from gateway.codecs import rest as rest_codec  # noqa: E402
 
 Array = np.ndarray[Any, Any]
 Call = Callable[[], object]
@@ -215,19 +214,19 @@ def cases(array: Array) -> list[Case]:
     """Every path for one payload, its wire forms built once and checked to round-trip."""
     source = bytearray(array.tobytes())
     json_request, binary_request = request(array, False), request(array, True)
-    json_body, _ = rest_codec.encode_request(json_request, False)
-    binary_body, json_length = rest_codec.encode_request(binary_request, True)
+    json_body, _ = json_request.rest_body(False)
+    binary_body, json_length = binary_request.rest_body(True)
     grpc_wire = binary_request.to_grpc_bytes()
     _check_wire_forms(array, json_body, binary_body, json_length, grpc_wire)
 
     def json_encode() -> object:
-        return rest_codec.encode_request(json_request, False)
+        return json_request.rest_body(False)
 
     def json_decode() -> InferRequest:
         return InferRequest.from_bytes(json_body, None, MODEL)
 
     def binary_encode() -> object:
-        return rest_codec.encode_request(binary_request, True)
+        return binary_request.rest_body(True)
 
     def binary_decode() -> InferRequest:
         return InferRequest.from_bytes(binary_body, json_length, MODEL)
@@ -245,10 +244,10 @@ def cases(array: Array) -> list[Case]:
         Case("memcpy: bytes(bytearray)", lambda: bytes(source)),
         Case("ref: orjson.dumps(ndarray)", lambda: _orjson_numpy(array)),
         Case("ref: np.asarray(orjson.loads(json))", json_decode_floor),
-        Case("JSON encode (encode_request)", json_encode, orjson_target=True),
+        Case("JSON encode (rest_body)", json_encode, orjson_target=True),
         Case("JSON decode lazy (from_bytes)", json_decode),
         Case("JSON decode read (+as_numpy)", lambda: read(json_decode())),
-        Case("binary encode (encode_request)", binary_encode, memcpy_target=True),
+        Case("binary encode (rest_body)", binary_encode, memcpy_target=True),
         Case("binary decode lazy (from_bytes)", binary_decode, memcpy_target=True),
         Case("binary decode read (+as_numpy)", lambda: read(binary_decode()), memcpy_target=True),
         Case(

@@ -114,12 +114,7 @@ class DataPlane:
         model = self.repository.get_model(name)
         if verb is not InferenceVerb.PREDICT or not isinstance(model, Model):
             return False
-        hop = model.predictor_hop
-        return (
-            hop is not None
-            and model.forwards_unchanged()
-            and hop.accepts_passthrough(protocol, binary)
-        )
+        return model.passes_through(protocol, binary)
 
     async def infer(
         self,
@@ -140,8 +135,8 @@ class DataPlane:
         result = await model(request, **kwargs)
         if choices is not None and isinstance(result, InferResponse):
             request_id, binary, requested = choices
-            result._use_binary_outputs = binary
-            result._requested_outputs = requested
+            result.use_binary_outputs = binary
+            result.requested_outputs = requested
             if not result.id and request_id:
                 result.id = request_id
             if not result.model_name:
@@ -173,13 +168,7 @@ class DataPlane:
 
 
 async def _predictor_ready(model: BaseKServeModel) -> bool:
-    """With KServe's predictor health check on, a transformer is only as ready as its
-    predictor."""
-    config = getattr(model, "predictor_config", None)
-    hop = getattr(model, "predictor_hop", None)
-    if config is None or hop is None or not config.predictor_health_check:
-        return True
-    return bool(await hop.ready(model.name))
+    return not isinstance(model, Model) or await model.predictor_ready()
 
 
 def _client_choices(request: Any) -> tuple[str | None, bool, Any] | None:

@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hops.add_argument("--explainer_protocol", default="v1", choices=["v1", "v2"])
     hops.add_argument(
+        "--explainer_request_retries",
+        default=None,
+        type=at_least(0),
+        help="retries of a failed call to the explainer (default: --predictor_request_retries)",
+    )
+    hops.add_argument(
         "--forward_headers", default="", help="comma-separated inbound headers to pass on"
     )
     hops.add_argument(

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from gateway import messages
 from gateway._proto import pb
 from gateway.codecs import grpc as grpc_codec
 from gateway.codecs import rest as rest_codec
@@ -68,11 +69,13 @@ class InferRequest:
     def _from_message(cls, message: Any, raws: Sequence[Buffer]) -> InferRequest:
         request = cls(
             model_name=message.model_name,
-            infer_inputs=grpc_codec.read_tensors(InferInput, message.inputs, raws, "input"),
+            infer_inputs=messages.grpc_tensors(InferInput, message.inputs, raws, "input"),
             request_id=message.id or None,
             from_grpc=True,
             parameters=message.parameters if len(message.parameters) else None,
-            request_outputs=grpc_codec.read_requested_outputs(message.outputs),
+            request_outputs=messages.requested_outputs(
+                grpc_codec.read_requested_outputs(message.outputs) or None
+            ),
             model_version=message.model_version or None,
         )
         request._use_raw_outputs = bool(raws)
@@ -86,10 +89,10 @@ class InferRequest:
         header, tail = rest_codec.split_body(req_bytes, json_length)
         return cls(
             model_name=model_name,
-            infer_inputs=rest_codec.read_tensors(InferInput, header, "inputs", tail),
+            infer_inputs=messages.rest_tensors(InferInput, header, "inputs", tail),
             request_id=rest_codec.read_str(header, "id"),
             parameters=rest_codec.read_parameters(header, "request"),
-            request_outputs=rest_codec.read_requested_outputs(header),
+            request_outputs=messages.requested_outputs(rest_codec.read_requested_outputs(header)),
         )
 
     @classmethod
@@ -102,19 +105,31 @@ class InferRequest:
             header["outputs"] = _as_entries(header["outputs"])
         return cls(
             model_name=model_name,
-            infer_inputs=rest_codec.read_tensors(InferInput, header, "inputs", memoryview(b"")),
+            infer_inputs=messages.rest_tensors(InferInput, header, "inputs", memoryview(b"")),
             request_id=rest_codec.read_str(header, "id"),
             parameters=rest_codec.read_parameters(header, "request"),
-            request_outputs=rest_codec.read_requested_outputs(header),
+            request_outputs=messages.requested_outputs(rest_codec.read_requested_outputs(header)),
         )
 
     def to_rest(self) -> tuple[bytes | dict[str, Any], int | None]:
         """The REST body: a dict when all inputs are JSON, else bytes and the JSON length."""
         raws: list[Buffer] = []
-        header = rest_codec.request_header(self, None, raws)
-        if raws:
-            return rest_codec.join_body(header, raws)
-        return rest_codec.plain(header), None
+        return messages.rest_form(self._rest_header(None, raws), raws)
+
+    def rest_body(self, binary: bool | None = None) -> tuple[bytes, int | None]:
+        """The REST body as bytes, and its JSON length (None when nothing binary follows).
+
+        `binary` forces every tensor in or out of binary (inputs and the answer's outputs);
+        None keeps each input's own preference and the request's parameters as they are."""
+        raws: list[Buffer] = []
+        return rest_codec.join_body(self._rest_header(binary, raws), raws)
+
+    def _rest_header(self, binary: bool | None, raws: list[Buffer]) -> dict[str, Any]:
+        inputs = messages.rest_entries(
+            ((t, t.prefers_binary if binary is None else binary) for t in self.inputs), raws
+        )
+        requested = [(o.name, o.parameters) for o in self.request_outputs or ()]
+        return rest_codec.request_header(inputs, self.id, self.parameters, requested, binary)
 
     def to_grpc(self) -> pb.ModelInferRequest:
         """A `ModelInferRequest`; tensor data always travels as raw contents."""
@@ -132,9 +147,7 @@ class InferRequest:
             model_name=self.model_name, model_version=self.model_version or "", id=self.id or ""
         )
         grpc_codec.fill_parameters(message.parameters, self.parameters)
-        raws: list[Buffer] = []
-        for tensor in self.inputs:
-            grpc_codec.fill_tensor(message.inputs.add(), tensor, True, raws)
+        raws = messages.fill_grpc_tensors(message.inputs, self.inputs, raw=True)
         for output in self.request_outputs or ():
             requested = message.outputs.add(name=output.name)
             grpc_codec.fill_parameters(requested.parameters, output.parameters)

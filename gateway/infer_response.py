@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gateway import messages
 from gateway._proto import pb
 from gateway.codecs import grpc as grpc_codec
 from gateway.codecs import rest as rest_codec
@@ -66,7 +67,7 @@ class InferResponse:
         return cls(
             response_id=message.id,
             model_name=message.model_name,
-            infer_outputs=grpc_codec.read_tensors(InferOutput, message.outputs, raws, "output"),
+            infer_outputs=messages.grpc_tensors(InferOutput, message.outputs, raws, "output"),
             model_version=message.model_version or None,
             from_grpc=True,
             parameters=message.parameters if len(message.parameters) else None,
@@ -86,7 +87,7 @@ class InferResponse:
 
     @classmethod
     def _from_header(cls, header: dict[str, Any], tail: memoryview) -> InferResponse:
-        outputs = rest_codec.read_tensors(InferOutput, header, "outputs", tail)
+        outputs = messages.rest_tensors(InferOutput, header, "outputs", tail)
         return cls(
             response_id=rest_codec.read_str(header, "id") or "",
             model_name=rest_codec.read_str(header, "model_name") or "",
@@ -113,13 +114,48 @@ class InferResponse:
             chosen.append((output, self._use_binary_outputs if binary is None else binary))
         return chosen
 
+    @property
+    def use_binary_outputs(self) -> bool:
+        """Whether outputs go as binary data (REST) or raw contents (gRPC) unless a requested
+        output says otherwise: the choice of the request being answered."""
+        return self._use_binary_outputs
+
+    @use_binary_outputs.setter
+    def use_binary_outputs(self, binary: bool) -> None:
+        self._use_binary_outputs = bool(binary)
+
+    @property
+    def requested_outputs(self) -> list[RequestedOutput] | None:
+        """The outputs the request being answered asked for (None: all of them)."""
+        return self._requested_outputs
+
+    @requested_outputs.setter
+    def requested_outputs(self, requested: list[RequestedOutput] | None) -> None:
+        self._requested_outputs = requested
+
     def to_rest(self) -> tuple[bytes | dict[str, Any], int | None]:
         """The REST body: a dict when all outputs are JSON, else bytes and the JSON length."""
         raws: list[Buffer] = []
-        header = rest_codec.response_header(self, raws)
-        if raws:
-            return rest_codec.join_body(header, raws)
-        return rest_codec.plain(header), None
+        return messages.rest_form(self._rest_header(raws, None), raws)
+
+    def rest_body(self, binary: bool | None = None) -> tuple[bytes, int | None]:
+        """The REST body as bytes, and its JSON length (None when nothing binary follows);
+        each output binary or JSON as the client asked, unless `binary` forces one form."""
+        raws: list[Buffer] = []
+        return rest_codec.join_body(self._rest_header(raws, binary), raws)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The v2 JSON form as a dict, every output's data in the JSON."""
+        return rest_codec.plain(self._rest_header([], False))
+
+    def _rest_header(self, raws: list[Buffer], binary: bool | None) -> dict[str, Any]:
+        outputs = messages.rest_entries(
+            ((t, chosen if binary is None else binary) for t, chosen in self.outputs_to_send()),
+            raws,
+        )
+        return rest_codec.response_header(
+            outputs, self.model_name, self.model_version, self.id, self.parameters
+        )
 
     def to_grpc(self) -> pb.ModelInferResponse:
         """A `ModelInferResponse`: raw contents when the request came raw (or a type has no
@@ -139,10 +175,8 @@ class InferResponse:
         )
         grpc_codec.fill_parameters(message.parameters, self.parameters)
         outputs = [output for output, _ in self.outputs_to_send()]
-        raw = self._use_binary_outputs or grpc_codec.needs_raw(outputs)
-        raws: list[Buffer] = []
-        for tensor in outputs:
-            grpc_codec.fill_tensor(message.outputs.add(), tensor, raw, raws)
+        raw = self._use_binary_outputs or grpc_codec.needs_raw(o.datatype for o in outputs)
+        raws = messages.fill_grpc_tensors(message.outputs, outputs, raw)
         return message, raws
 
     def get_output_by_name(self, name: str) -> InferOutput | None:

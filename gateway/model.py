@@ -158,6 +158,24 @@ class Model(InferenceModel):
             and cls.postprocess is Model.postprocess
         )
 
+    def passes_through(self, protocol: str, binary: bool) -> bool:
+        """Whether a request body that came on `protocol` (binary: with the binary extension)
+        can go to the predictor undecoded: the model only forwards, and its hop takes that."""
+        hop = self.predictor_hop
+        return (
+            hop is not None
+            and self.forwards_unchanged()
+            and hop.accepts_passthrough(protocol, binary)
+        )
+
+    async def predictor_ready(self) -> bool:
+        """With KServe's predictor health check on, whether the predictor is ready (a
+        transformer is only as ready as its predictor); True when the check is off."""
+        config, hop = self.predictor_config, self.predictor_hop
+        if config is None or hop is None or not config.predictor_health_check:
+            return True
+        return bool(await hop.ready(self.name))
+
     def validate(self, payload: Any) -> Any:
         """Refuse payload shapes no protocol accepts, before they reach `predict`."""
         if isinstance(payload, dict):

@@ -26,9 +26,7 @@ from aiohttp import web
 from gateway import logs, tracing
 from gateway.dataplane import DataPlane
 from gateway.flags import parser
-from gateway.hops import factory
 from gateway.hops.base import Hop
-from gateway.hops.factory import HopOptions
 from gateway.metrics import Metrics
 from gateway.model import BaseKServeModel, Model
 from gateway.model_repository import ModelRepository
@@ -38,6 +36,7 @@ from gateway.server.grpc import start_grpc_server
 from gateway.server.rest import create_app
 from gateway.server.workers import Shared
 from gateway.settings import ServerSettings
+from gateway.wiring import Upstreams, connect, disconnect
 
 __all__ = ["ModelServer", "parser"]
 
@@ -96,7 +95,9 @@ class ModelServer:
         self.registered_models = registered_models or ModelRepository()
         self.predictor_config = predictor_config or _predictor_config_from(args)
         self.explainer_host: str | None = args.explainer_host
-        self.hop_options: HopOptions = self._options.pop("hop_options", None) or _hop_options(args)
+        self.upstreams: Upstreams = self._options.pop("upstreams", None) or Upstreams.from_flags(
+            args
+        )
         self.dataplane = DataPlane(
             self.registered_models, max_concurrency=self.settings.max_concurrency
         )
@@ -257,7 +258,7 @@ class ModelServer:
         for name, model in list(self.registered_models.get_models().items()):
             try:
                 if isinstance(model, Model):
-                    await factory.disconnect(model, self._hops.pop(name, []))
+                    await disconnect(model, self._hops.pop(name, []))
                 model.stop()
                 if model.engine:
                     model.stop_engine()
@@ -313,10 +314,10 @@ class ModelServer:
                 if model.engine:
                     await model.start_engine()
                 if isinstance(model, Model):
-                    self._hops[name] = factory.connect(
+                    self._hops[name] = connect(
                         model,
+                        self.upstreams,
                         self.predictor_config,
-                        self.hop_options,
                         metrics=self.metrics,
                         tracer=self._tracer,
                     )
@@ -334,24 +335,9 @@ _EXTRA_OPTIONS = frozenset(
         "ssl_keyfile",
         "configure_logging",
         "log_config_file",
-        "hop_options",
+        "upstreams",
     }
 )
-
-
-def _hop_options(args: Any) -> HopOptions:
-    headers = (h.strip().lower() for h in args.forward_headers.split(","))
-    return HopOptions(
-        rest_format=args.predictor_rest_format,
-        forward_headers=frozenset(h for h in headers if h),
-        forward_authorization=args.forward_authorization,
-        ca_file=args.predictor_ca_file,
-        max_connections=args.predictor_max_connections,
-        backoff_initial=args.retry_backoff_initial,
-        backoff_max=args.retry_backoff_max,
-        retry_on_timeout=args.retry_on_timeout,
-        explainer_protocol=args.explainer_protocol,
-    )
 
 
 def _predictor_config_from(args: Any) -> PredictorConfig | None:

@@ -127,6 +127,20 @@ class Tensor:
     def has_data(self) -> bool:
         return self._data is not None or self._raw_data is not None
 
+    @property
+    def is_raw(self) -> bool:
+        """Whether the data is the wire bytes it arrived as (binary extension or gRPC raw
+        contents), not yet decoded: `wire_bytes()` gives them back as they came."""
+        return self._raw_data is not None
+
+    @property
+    def prefers_binary(self) -> bool:
+        """How it goes on REST when the sender forces neither form: as `set_data_from_numpy`'s
+        `binary_data` said, else binary when it arrived binary."""
+        if self._binary is not None:
+            return self._binary
+        return self._raw_data is not None
+
     def as_numpy(self) -> Array:
         """The data as an array of `shape`.
 

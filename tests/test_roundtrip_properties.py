@@ -25,7 +25,7 @@ from tritonclient.grpc import service_pb2 as triton_pb
 
 from gateway import InferInput, InferOutput, InferRequest, InferResponse, InvalidInput
 from gateway._proto import pb
-from gateway.codecs.rest import REST_ONLY, encode_request
+from gateway.codecs.rest import REST_ONLY
 
 Array = np.ndarray[Any, Any]
 
@@ -157,13 +157,13 @@ def _json_roundtrip(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def req_rest_json(request: InferRequest) -> InferRequest:
-    body, length = encode_request(request, binary=False)
+    body, length = request.rest_body(binary=False)
     assert length is None
     return InferRequest.from_bytes(body, None, request.model_name)
 
 
 def req_rest_binary(request: InferRequest) -> InferRequest:
-    body, length = encode_request(request, binary=True)
+    body, length = request.rest_body(binary=True)
     return InferRequest.from_bytes(body, length, request.model_name)
 
 
@@ -351,7 +351,7 @@ def test_json_refuses_nan_and_infinity(datatype: str, value: float) -> None:
     array = np.array([1.0, value], dtype=dtype)
     request = InferRequest("m", make_inputs([("the_floats", datatype, array)], True))
     with pytest.raises(InvalidInput, match=r"tensor 'the_floats': holds NaN or infinity"):
-        encode_request(request, binary=False)
+        request.rest_body(binary=False)
     response = InferResponse("r", "m", make_outputs([("out_floats", datatype, array)]))
     with pytest.raises(InvalidInput, match=r"tensor 'out_floats': holds NaN or infinity"):
         response.to_rest()
@@ -370,7 +370,7 @@ def test_json_refuses_non_utf8_bytes(array: Array, bad: bytes) -> None:
     spec = [("blob", "BYTES", array)]
     request = InferRequest("m", make_inputs(spec, True))
     with pytest.raises(InvalidInput, match=r"tensor 'blob': BYTES element is not UTF-8"):
-        encode_request(request, binary=False)
+        request.rest_body(binary=False)
     response = InferResponse("r", "m", make_outputs(spec))
     with pytest.raises(InvalidInput, match=r"tensor 'blob': BYTES element is not UTF-8"):
         response.to_rest()

@@ -10,7 +10,9 @@ received message before protobuf parses what is left. One copy to send, none to 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
 
 from gateway._proto import pb
 from gateway.codecs import bytes_tensor
@@ -18,22 +20,35 @@ from gateway.codecs.datatypes import CONTENTS_FIELD, check_datatype
 from gateway.codecs.parameters import fill_grpc_parameters, to_http_parameters
 from gateway.codecs.rest import REST_ONLY
 from gateway.errors import InvalidInput
-from gateway.tensor import RequestedOutput, Tensor
 
 RAW_INPUT_FIELD = pb.ModelInferRequest.RAW_INPUT_CONTENTS_FIELD_NUMBER
 RAW_OUTPUT_FIELD = pb.ModelInferResponse.RAW_OUTPUT_CONTENTS_FIELD_NUMBER
 
+Array = np.ndarray[Any, Any]
 Buffer = bytes | bytearray | memoryview
-T = TypeVar("T", bound=Tensor)
+
+
+class TensorFields(NamedTuple):
+    """One `InferInputTensor` / `InferOutputTensor`, read: its raw contents, or the values of
+    its typed contents (checked against shape and datatype by whoever builds the tensor)."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None
+    raw: Buffer | None
+    values: list[Any] | None
 
 
 def read_tensors(
-    cls: type[T], messages: Sequence[Any], raws: Sequence[Buffer], kind: str
-) -> list[T]:
-    """Tensors from `InferInputTensor` / `InferOutputTensor` messages and raw contents."""
+    messages: Sequence[Any], raws: Sequence[Buffer], kind: str
+) -> Iterator[TensorFields]:
+    """The tensors of `InferInputTensor` / `InferOutputTensor` messages and raw contents.
+
+    A generator: the caller builds each tensor before the next is read, so the first fault
+    is the one reported."""
     if raws and len(raws) != len(messages):
         raise InvalidInput(f"{len(raws)} raw contents for {len(messages)} {kind}s")
-    tensors = []
     for index, message in enumerate(messages):
         name, datatype = message.name, message.datatype
         params = to_http_parameters(message.parameters) if len(message.parameters) else None
@@ -41,39 +56,38 @@ def read_tensors(
         if raws:
             if has_contents:
                 raise InvalidInput(f"tensor {name!r} has both contents and raw contents")
-            tensor = cls.from_raw(name, list(message.shape), datatype, raws[index], params)
+            yield TensorFields(name, list(message.shape), datatype, params, raws[index], None)
         else:
             field = CONTENTS_FIELD.get(check_datatype(datatype, name))
             if field is None:
                 raise InvalidInput(f"tensor {name!r}: {datatype} travels only as raw contents")
             values = list(getattr(message.contents, field))
-            tensor = cls(name, list(message.shape), datatype, data=values, parameters=params)
-            tensor.as_numpy()  # check it now, so bad data is refused on arrival
-        tensors.append(tensor)
-    return tensors
+            yield TensorFields(name, list(message.shape), datatype, params, None, values)
 
 
-def read_requested_outputs(messages: Sequence[Any]) -> list[RequestedOutput] | None:
-    outputs = [
-        RequestedOutput(m.name, to_http_parameters(m.parameters) if len(m.parameters) else None)
-        for m in messages
+def read_requested_outputs(messages: Sequence[Any]) -> list[tuple[str, dict[str, Any] | None]]:
+    """The outputs a request asks for: (name, parameters) each."""
+    return [
+        (m.name, to_http_parameters(m.parameters) if len(m.parameters) else None) for m in messages
     ]
-    return outputs or None
 
 
-def fill_tensor(message: Any, tensor: Tensor, raw: bool, raws: list[Buffer]) -> None:
-    """Describe `tensor` in `message`; its data goes to `raws`, or into typed contents."""
-    message.name = tensor.name
-    message.datatype = tensor.datatype
-    message.shape.extend(tensor.shape)
-    fill_parameters(message.parameters, tensor.parameters)
-    if raw:
-        raws.append(tensor.wire_bytes())
-        return
-    flat = tensor.as_numpy().ravel()
-    field = CONTENTS_FIELD[tensor.datatype]
-    if tensor.datatype == "BYTES":
-        values: Iterable[Any] = [bytes_tensor.element_bytes(v, tensor.name) for v in flat]
+def describe_tensor(
+    message: Any, name: str, datatype: str, shape: Sequence[int], parameters: dict[str, Any] | None
+) -> None:
+    """Name, datatype, shape and parameters of a tensor into its message."""
+    message.name = name
+    message.datatype = datatype
+    message.shape.extend(shape)
+    fill_parameters(message.parameters, parameters)
+
+
+def fill_contents(message: Any, datatype: str, name: str, array: Array) -> None:
+    """A tensor's values into its message's typed contents (`datatype` must have a field)."""
+    flat = array.ravel()
+    field = CONTENTS_FIELD[datatype]
+    if datatype == "BYTES":
+        values: Iterable[Any] = [bytes_tensor.element_bytes(v, name) for v in flat]
     else:
         values = flat.tolist()
     getattr(message.contents, field).extend(values)
@@ -84,9 +98,9 @@ def fill_parameters(target: Any, params: dict[str, Any] | None) -> None:
         fill_grpc_parameters(target, {k: v for k, v in params.items() if k not in REST_ONLY})
 
 
-def needs_raw(tensors: Iterable[Tensor]) -> bool:
-    """Whether some tensor has no typed-contents field (FP16, BF16), forcing raw for all."""
-    return any(t.datatype not in CONTENTS_FIELD for t in tensors)
+def needs_raw(datatypes: Iterable[str]) -> bool:
+    """Whether some datatype has no typed-contents field (FP16, BF16), forcing raw for all."""
+    return any(datatype not in CONTENTS_FIELD for datatype in datatypes)
 
 
 M = TypeVar("M")

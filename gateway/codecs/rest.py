@@ -3,22 +3,18 @@
 A binary body is ``JSON header || tensor bytes...``; the ``Inference-Header-Content-Length``
 HTTP header gives the JSON's length, and each binary tensor's ``binary_data_size`` parameter
 its share of the rest, in order. Decoding slices the body (no copy); encoding joins once.
+Plain values in and out: the data model (`gateway.messages`) builds tensors from them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 import orjson
 
 from gateway.codecs import json_depth
 from gateway.errors import InvalidInput
-from gateway.tensor import RequestedOutput, Tensor
-
-if TYPE_CHECKING:
-    from gateway.infer_request import InferRequest
-    from gateway.infer_response import InferResponse
 
 INFERENCE_HEADER = "Inference-Header-Content-Length"
 BINARY_CONTENT_TYPE = "application/octet-stream"
@@ -30,7 +26,6 @@ BINARY_DATA_OUTPUT = "binary_data_output"
 REST_ONLY = frozenset({BINARY_DATA_SIZE, BINARY_DATA, BINARY_DATA_OUTPUT})
 
 Buffer = bytes | bytearray | memoryview
-T = TypeVar("T", bound=Tensor)
 
 
 def json_length(header_value: str | None, body_length: int) -> int | None:
@@ -81,12 +76,28 @@ def check_binary_sizes(body: Buffer, length: int, key: str = "outputs") -> None:
         )
 
 
-def read_tensors(cls: type[T], header: dict[str, Any], key: str, tail: memoryview) -> list[T]:
-    """Build the tensors listed under `key`, taking binary ones from `tail` in order."""
+class TensorEntry(NamedTuple):
+    """One tensor of a REST body, its structure checked; shape, datatype and data are checked
+    by whoever builds the tensor from it."""
+
+    name: str
+    shape: Any
+    datatype: Any
+    parameters: dict[str, Any] | None
+    # Its share of the binary tail, when it came as binary data; else None.
+    raw: memoryview | None
+    # Its JSON ``data``, when it came in the JSON.
+    data: Any
+
+
+def read_entries(header: dict[str, Any], key: str, tail: memoryview) -> Iterator[TensorEntry]:
+    """The tensors listed under `key`, binary ones taking their bytes from `tail` in order.
+
+    A generator: the caller builds each tensor before the next is read, so the first fault
+    in the body is the one reported."""
     entries = header.get(key)
     if not isinstance(entries, list):
         raise InvalidInput(f"{key!r} must be a list of tensors")
-    tensors: list[T] = []
     offset = 0
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
@@ -94,9 +105,6 @@ def read_tensors(cls: type[T], header: dict[str, Any], key: str, tail: memoryvie
         name = entry.get("name")
         if not isinstance(name, str):
             raise InvalidInput(f"{key}[{index}] needs a string 'name'")
-        # Checked by the tensor itself.
-        shape: Any = entry.get("shape")
-        datatype: Any = entry.get("datatype")
         params = read_parameters(entry, f"tensor {name!r}")
         size = params.pop(BINARY_DATA_SIZE, None) if params else None
         if size is not None:
@@ -108,20 +116,24 @@ def read_tensors(cls: type[T], header: dict[str, Any], key: str, tail: memoryvie
                     f"({len(tail) - offset} bytes left)"
                 )
             raw = tail[offset : offset + size]
-            tensor = cls.from_raw(name, shape, datatype, raw, params or None)
             offset += size
+            yield TensorEntry(
+                name, entry.get("shape"), entry.get("datatype"), params or None, raw, None
+            )
         elif "data" in entry:
-            tensor = cls(name, shape, datatype, data=entry["data"], parameters=params)
-            tensor.as_numpy()  # check it now, so bad data is refused on arrival
+            yield TensorEntry(
+                name, entry.get("shape"), entry.get("datatype"), params, None, entry["data"]
+            )
         else:
             raise InvalidInput(f"tensor {name!r} has neither 'data' nor 'binary_data_size'")
-        tensors.append(tensor)
     if offset != len(tail):
         raise InvalidInput(f"{len(tail) - offset} bytes after the binary tensors belong to none")
-    return tensors
 
 
-def read_requested_outputs(header: dict[str, Any]) -> list[RequestedOutput] | None:
+def read_requested_outputs(
+    header: dict[str, Any],
+) -> list[tuple[str, dict[str, Any] | None]] | None:
+    """The outputs a request asks for: (name, parameters) each; None when it names none."""
     entries = header.get("outputs")
     if entries is None:
         return None
@@ -131,7 +143,7 @@ def read_requested_outputs(header: dict[str, Any]) -> list[RequestedOutput] | No
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise InvalidInput(f"outputs[{index}] must be an object with a string 'name'")
-        outputs.append(RequestedOutput(entry["name"], read_parameters(entry, entry["name"])))
+        outputs.append((entry["name"], read_parameters(entry, entry["name"])))
     return outputs
 
 
@@ -151,20 +163,23 @@ def read_str(obj: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def tensor_entry(tensor: Tensor, binary: bool, raws: list[Buffer]) -> dict[str, Any]:
-    """One tensor's JSON object; its bytes go to `raws` when `binary`."""
-    entry: dict[str, Any] = {
-        "name": tensor.name,
-        "datatype": tensor.datatype,
-        "shape": tensor.shape,
-    }
-    params = {k: v for k, v in (tensor.parameters or {}).items() if k != BINARY_DATA_SIZE}
-    if binary:
-        raw = tensor.wire_bytes()
-        raws.append(raw)
-        params[BINARY_DATA_SIZE] = len(raw)
+def tensor_entry(
+    name: str,
+    datatype: str,
+    shape: list[int],
+    parameters: dict[str, Any] | None,
+    *,
+    data: Any = None,
+    binary_size: int | None = None,
+) -> dict[str, Any]:
+    """One tensor's JSON object: with its `data`, or (`binary_size` given) pointing at that
+    many bytes of the binary tail."""
+    entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
+    params = {k: v for k, v in (parameters or {}).items() if k != BINARY_DATA_SIZE}
+    if binary_size is not None:
+        params[BINARY_DATA_SIZE] = binary_size
     else:
-        entry["data"] = tensor.json_data()
+        entry["data"] = data
     if params:
         entry["parameters"] = params
     return entry
@@ -178,53 +193,46 @@ def join_body(header: dict[str, Any], raws: Sequence[Buffer]) -> tuple[bytes, in
     return b"".join([head, *raws]), len(head)
 
 
-def encode_request(request: InferRequest, binary: bool | None) -> tuple[bytes, int | None]:
-    """A request body. `binary` forces every tensor in or out of binary (inputs and outputs);
-    None keeps each input's own preference and the request's parameters as they are."""
-    raws: list[Buffer] = []
-    return join_body(request_header(request, binary, raws), raws)
-
-
 def request_header(
-    request: InferRequest, binary: bool | None, raws: list[Buffer]
+    inputs: list[dict[str, Any]],
+    request_id: str | None,
+    parameters: dict[str, Any] | None,
+    requested: Sequence[tuple[str, dict[str, Any] | None]] | None,
+    binary: bool | None,
 ) -> dict[str, Any]:
-    inputs = [tensor_entry(t, _binary(t, binary), raws) for t in request.inputs]
+    """A request's JSON. `binary` forces the answer's outputs in or out of binary (the
+    ``binary_data_output`` / ``binary_data`` parameters); None leaves the parameters as they
+    are."""
     header: dict[str, Any] = {"inputs": inputs}
-    if request.id:
-        header["id"] = request.id
-    params = dict(request.parameters or {})
+    if request_id:
+        header["id"] = request_id
+    params = dict(parameters or {})
     if binary is not None:
         params.pop(BINARY_DATA_OUTPUT, None)
         if binary:
             params[BINARY_DATA_OUTPUT] = True
     if params:
         header["parameters"] = params
-    if request.request_outputs:
-        header["outputs"] = [_requested(o, binary) for o in request.request_outputs]
+    if requested:
+        header["outputs"] = [_requested(name, params, binary) for name, params in requested]
     return header
 
 
-def encode_response(response: InferResponse) -> tuple[bytes, int | None]:
-    """A response body, each output binary or JSON as the client asked."""
-    raws: list[Buffer] = []
-    return join_body(response_header(response, raws), raws)
-
-
 def response_header(
-    response: InferResponse, raws: list[Buffer], binary: bool | None = None
+    outputs: list[dict[str, Any]],
+    model_name: str,
+    model_version: str | None,
+    response_id: str | None,
+    parameters: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """The response's JSON; `binary` forces every output in or out of binary."""
-    outputs = [
-        tensor_entry(t, chosen if binary is None else binary, raws)
-        for t, chosen in response.outputs_to_send()
-    ]
-    header: dict[str, Any] = {"model_name": response.model_name}
-    if response.model_version:
-        header["model_version"] = response.model_version
-    if response.id:
-        header["id"] = response.id
-    if response.parameters:
-        header["parameters"] = response.parameters
+    """A response's JSON."""
+    header: dict[str, Any] = {"model_name": model_name}
+    if model_version:
+        header["model_version"] = model_version
+    if response_id:
+        header["id"] = response_id
+    if parameters:
+        header["parameters"] = parameters
     header["outputs"] = outputs
     return header
 
@@ -239,17 +247,9 @@ def plain(header: dict[str, Any]) -> dict[str, Any]:
     return header
 
 
-def _binary(tensor: Tensor, forced: bool | None) -> bool:
-    if forced is not None:
-        return forced
-    if tensor._binary is not None:
-        return tensor._binary
-    return tensor._raw_data is not None
-
-
-def _requested(output: RequestedOutput, binary: bool | None) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": output.name}
-    params = dict(output.parameters or {})
+def _requested(name: str, parameters: dict[str, Any] | None, binary: bool | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": name}
+    params = dict(parameters or {})
     if binary is not None:
         params.pop(BINARY_DATA, None)
         if binary:

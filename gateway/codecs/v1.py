@@ -16,57 +16,65 @@ numpy (and so a v1 predictor) reads them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from gateway.codecs.datatypes import from_numpy_dtype
 from gateway.errors import InvalidInput
-from gateway.tensor import Tensor
 
 V1_INPUT_NAME = "input-0"
 
+Array = np.ndarray[Any, Any]
 
-def tensors_to_v1(tensors: Sequence[Tensor], what: str) -> Any:
-    """The v1 value (``instances`` or ``predictions``) for `tensors`."""
-    if len(tensors) == 1:
-        return _plain(tensors[0])
-    if not tensors:
+
+class Column(NamedTuple):
+    """One tensor's side of the mapping: its name, datatype and values (shaped)."""
+
+    name: str
+    datatype: str
+    array: Array
+
+
+def to_v1(columns: Sequence[Column], what: str) -> Any:
+    """The v1 value (``instances`` or ``predictions``) for some tensors' columns."""
+    if len(columns) == 1:
+        return _plain(columns[0])
+    if not columns:
         return []
-    rows = {tensor.shape[0] if tensor.shape else None for tensor in tensors}
+    rows = {column.array.shape[0] if column.array.ndim else None for column in columns}
     if len(rows) != 1 or None in rows:
-        names = ", ".join(t.name for t in tensors)
+        names = ", ".join(column.name for column in columns)
         raise InvalidInput(
             f"{what}: tensors {names} do not share a first dimension, so they have no v1 form"
         )
-    columns = {tensor.name: _plain(tensor) for tensor in tensors}
+    values = {column.name: _plain(column) for column in columns}
     count = rows.pop() or 0
-    return [{name: values[row] for name, values in columns.items()} for row in range(count)]
+    return [{name: column[row] for name, column in values.items()} for row in range(count)]
 
 
-def v1_to_tensors(value: Any, cls: type[Tensor], what: str) -> list[Any]:
-    """Tensors of class `cls` for a v1 ``instances`` / ``predictions`` value."""
+def from_v1(value: Any, what: str) -> list[Column]:
+    """The tensors' columns for a v1 ``instances`` / ``predictions`` value."""
     if isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
         keys = list(value[0])
         if any(list(row) != keys for row in value):
             raise InvalidInput(f"{what}: rows do not all have the same keys")
-        return [_tensor(cls, key, [row[key] for row in value], what) for key in keys]
-    return [_tensor(cls, V1_INPUT_NAME, value, what)]
+        return [_column(key, [row[key] for row in value], what) for key in keys]
+    return [_column(V1_INPUT_NAME, value, what)]
 
 
-def _plain(tensor: Tensor) -> Any:
-    array = tensor.as_numpy()
-    if tensor.datatype == "BYTES":
+def _plain(column: Column) -> Any:
+    if column.datatype == "BYTES":
         try:
-            return np.vectorize(lambda b: b.decode(), otypes=[object])(array).tolist()
+            return np.vectorize(lambda b: b.decode(), otypes=[object])(column.array).tolist()
         except UnicodeDecodeError:
             raise InvalidInput(
-                f"tensor {tensor.name!r}: BYTES that are not UTF-8 have no v1 (JSON) form"
+                f"tensor {column.name!r}: BYTES that are not UTF-8 have no v1 (JSON) form"
             ) from None
-    return array.tolist()
+    return column.array.tolist()
 
 
-def _tensor(cls: type[Tensor], name: str, value: Any, what: str) -> Any:
+def _column(name: str, value: Any, what: str) -> Column:
     where = f"{what}: {name!r}"
     try:
         array = np.asarray(value)
@@ -80,9 +88,7 @@ def _tensor(cls: type[Tensor], name: str, value: Any, what: str) -> Any:
     datatype = from_numpy_dtype(array.dtype)
     if datatype is None or (array.dtype.kind == "O" and not _all_bytes(array)):
         raise InvalidInput(f"{where} holds values with no tensor datatype")
-    tensor = cls(name, list(array.shape), datatype)
-    tensor.set_data_from_numpy(array)
-    return tensor
+    return Column(name, datatype, array)
 
 
 def _uncoerced(array: np.ndarray[Any, Any], value: Any, where: str) -> np.ndarray[Any, Any]:

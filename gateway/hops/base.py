@@ -1,43 +1,18 @@
 """The one interface every hop implements, transports and wrappers alike.
 
 A hop answers in the form it was asked: a v1 dict gets a dict, an `InferRequest` gets an
-`InferResponse`, and a `Passthrough` (a body forwarded without decoding) gets a
-`PassthroughResponse`. So `postprocess` always sees what `preprocess` produced, whatever
+`InferResponse`, and a `gateway.passthrough.Passthrough` (a body forwarded without decoding)
+gets a `PassthroughResponse`. So `postprocess` always sees what `preprocess` produced, whatever
 protocol the upstream speaks.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 Headers = dict[str, str]
-
-
-@dataclass(frozen=True)
-class Passthrough:
-    """A request body forwarded exactly as it arrived, on the protocol it arrived on.
-
-    REST: the JSON (or binary-extension) body with its ``Inference-Header-Content-Length``;
-    gRPC: the serialized ``ModelInferRequest``.
-    """
-
-    protocol: str
-    model_name: str
-    body: bytes
-    json_length: int | None = None
-    model_version: str | None = None
-
-
-@dataclass(frozen=True)
-class PassthroughResponse:
-    """The upstream's answer to a `Passthrough`, as bytes for the client."""
-
-    body: bytes
-    json_length: int | None = None
-    content_type: str = "application/json"
 
 
 class Hop(ABC):
@@ -63,6 +38,14 @@ class Hop(ABC):
     def accepts_passthrough(self, protocol: str, binary: bool) -> bool:
         """Whether a body received on `protocol` can be forwarded here undecoded."""
         return False
+
+    async def attempt(self, verb: str, payload: Any, headers: Headers, number: int) -> Any:
+        """Attempt `number` (from 1) of an ``infer`` or ``explain`` (`verb`) that a retrying
+        wrapper may repeat. By default the call itself; a hop that tells attempts apart (the
+        tracing wrapper numbers its spans) overrides it."""
+        if verb == "explain":
+            return await self.explain(payload, headers)
+        return await self.infer(payload, headers)
 
     async def __aenter__(self) -> Hop:
         return self

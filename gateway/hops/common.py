@@ -1,5 +1,5 @@
 """What the REST and gRPC transports share: the call's timeout under the inbound deadline,
-merging an upstream's Server-Timing, Retry-After, and answering a dict in its own form."""
+merging an upstream's Server-Timing, Retry-After, and the errors of payloads and answers."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
+import orjson
+
 from gateway import request_context
-from gateway.codecs import rest as rest_codec
-from gateway.codecs.v1 import tensors_to_v1, v1_to_tensors
 from gateway.errors import (
     GatewayError,
     InferenceError,
@@ -21,19 +21,15 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.hops.settings import HopSettings
-from gateway.infer_request import InferRequest
-from gateway.infer_response import InferResponse
-from gateway.tensor import InferInput
 
 __all__ = [
     "READY_TIMEOUT",
     "call_timeout",
     "decoded",
-    "dict_response",
+    "json_body",
     "merge_server_timing",
     "retry_after",
     "unsupported_payload",
-    "v2_request",
 ]
 
 T = TypeVar("T")
@@ -92,24 +88,12 @@ def retry_after(value: str | None) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def v2_request(payload: dict[str, Any], model_name: str) -> InferRequest:
-    """The v2 request for a dict: v1 ``instances`` as tensors, or a v2 JSON request."""
-    if "instances" in payload:
-        inputs = v1_to_tensors(payload["instances"], InferInput, "instances")
-        parameters = payload.get("parameters")
-        if parameters is not None and not isinstance(parameters, dict):
-            raise InvalidInput("'parameters' must be a JSON object")
-        return InferRequest(model_name, inputs, parameters=parameters)
-    if "inputs" in payload:
-        return InferRequest.from_inference_request(payload, model_name)
-    raise InvalidInput("a request needs v1 'instances' or v2 'inputs'")
-
-
-def dict_response(response: InferResponse, request: dict[str, Any]) -> dict[str, Any]:
-    """The answer to a dict `request` in its own form: v1 ``predictions``, or v2 JSON."""
-    if "instances" in request:
-        return {"predictions": tensors_to_v1(response.outputs, "predictions")}
-    return rest_codec.plain(rest_codec.response_header(response, [], binary=False))
+def json_body(payload: Any) -> bytes:
+    """A JSON request body, numpy arrays included."""
+    try:
+        return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError as exc:  # orjson.JSONEncodeError
+        raise InferenceError(f"the request cannot be encoded as JSON: {exc}") from exc
 
 
 def decoded(role: str, decode: Callable[[], T]) -> T:
@@ -129,6 +113,13 @@ _NOT_AN_OBJECT = "the predictor takes a JSON object (with v1 'instances' or v2 '
 
 
 def unsupported_payload(payload: Any) -> GatewayError:
+    """The error for a payload no hop takes (a transport takes no dict either: `Shaping`
+    turns dicts into what it takes)."""
+    if isinstance(payload, dict):
+        return InferenceError(
+            "a transport takes an InferRequest or a Passthrough; a dict needs "
+            "gateway.hops.shaping.Shaping around it"
+        )
     if isinstance(payload, bytes | bytearray):
         return InvalidInput(f"{_NOT_AN_OBJECT}; this body is not JSON")
     if payload is None or type(payload) in _JSON_NAMES:

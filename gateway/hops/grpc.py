@@ -33,21 +33,19 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.hops.base import Headers, Hop, Passthrough, PassthroughResponse
+from gateway.hops.base import Headers, Hop
 from gateway.hops.common import (
     READY_TIMEOUT,
     call_timeout,
     decoded,
-    dict_response,
     merge_server_timing,
     retry_after,
     unsupported_payload,
-    v2_request,
 )
 from gateway.hops.settings import HopSettings
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
-from gateway.settings import MIB
+from gateway.passthrough import Passthrough, PassthroughResponse
 
 __all__ = ["GrpcHop", "upstream_error"]
 
@@ -61,9 +59,12 @@ Code = grpc.StatusCode
 PROTOCOL = "grpc-v2"
 MODEL_NAME_FIELD = pb.ModelInferRequest.MODEL_NAME_FIELD_NUMBER
 
+# As large as the servers' default limits: a hop should not refuse what its server accepted.
+MAX_MESSAGE_BYTES = 256 << 20
+
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.max_send_message_length", 256 * MIB),
-    ("grpc.max_receive_message_length", 256 * MIB),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     # Pings find a connection that died during a long call. Servers by default refuse pings
     # closer than 5 minutes apart when no data flows, but tolerate the two gRPC sends then.
     ("grpc.keepalive_time_ms", 60_000),
@@ -121,16 +122,12 @@ class GrpcHop(Hop):
                     f"({PROTOCOL})",
                 )
             body = payload.body
-            if payload.model_name != self.settings.model_name:
+            if self.settings.model_name and payload.model_name != self.settings.model_name:
                 # A singular field's last occurrence wins: appending renames without parsing.
                 name = self.settings.model_name.encode()
                 body = grpc_codec.join_raw(body, [name], MODEL_NAME_FIELD)
             answer = await self._model_infer(body, headers)
             return PassthroughResponse(answer, None, "application/grpc")
-        if isinstance(payload, dict):
-            request = v2_request(payload, self.settings.model_name)
-            response = await self._infer(request, headers)
-            return decoded(self.name, lambda: dict_response(response, payload))
         if isinstance(payload, InferRequest):
             return await self._infer(payload, headers)
         raise unsupported_payload(payload)
@@ -166,7 +163,7 @@ class GrpcHop(Hop):
         return protocol == PROTOCOL
 
     async def _infer(self, request: InferRequest, headers: Headers) -> InferResponse:
-        if request.model_name != self.settings.model_name:
+        if self.settings.model_name and request.model_name != self.settings.model_name:
             # The same tensors under the upstream's model name; the caller's request is kept.
             request = InferRequest(
                 self.settings.model_name,

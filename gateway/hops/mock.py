@@ -22,6 +22,8 @@ class Call:
     method: str
     payload: Any
     headers: Headers
+    # Which attempt of its call it was (a retrying wrapper around the mock counts from 1).
+    attempt: int = 1
 
 
 def echo(payload: Any, headers: Headers | None = None) -> Any:
@@ -30,9 +32,9 @@ def echo(payload: Any, headers: Headers | None = None) -> Any:
     if isinstance(payload, InferRequest):
         outputs = []
         for tensor in payload.inputs:
-            if tensor._raw_data is not None:
+            if tensor.is_raw:
                 output = InferOutput.from_raw(
-                    tensor.name, tensor.shape, tensor.datatype, tensor._raw_data
+                    tensor.name, tensor.shape, tensor.datatype, tensor.wire_bytes()
                 )
             else:
                 output = InferOutput(tensor.name, tensor.shape, tensor.datatype)
@@ -73,12 +75,15 @@ class MockHop(Hop):
         self.closed = False
 
     async def infer(self, payload: Any, headers: Headers) -> Any:
-        self.calls.append(Call("infer", payload, dict(headers)))
-        return await _answer(self.handler, payload, headers)
+        return await self.attempt("infer", payload, headers, 1)
 
     async def explain(self, payload: Any, headers: Headers) -> Any:
-        self.calls.append(Call("explain", payload, dict(headers)))
-        return await _answer(self.explain_handler, payload, headers)
+        return await self.attempt("explain", payload, headers, 1)
+
+    async def attempt(self, verb: str, payload: Any, headers: Headers, number: int) -> Any:
+        self.calls.append(Call(verb, payload, dict(headers), number))
+        handler = self.explain_handler if verb == "explain" else self.handler
+        return await _answer(handler, payload, headers)
 
     async def ready(self, model_name: str | None = None) -> bool:
         return self.is_ready

@@ -1,9 +1,10 @@
 """`RestHop`: KServe v1 and Open Inference Protocol v2 over HTTP, on one pooled session.
 
-A payload is sent in the form the upstream speaks and answered in the form it was asked (see
-`gateway.hops.base`); v1 and v2 meet through `gateway.codecs.v1`, and a `Passthrough` body
-travels untouched. aiohttp's errors become ours in `upstream_error`, one table. Retrying
-(`gateway.hops.retry`) repeats only what cannot have reached the upstream's model::
+It takes an `InferRequest`, sent in the form the upstream speaks (v1 and v2 meet through
+`gateway.codecs.v1`) and answered with an `InferResponse`, or a `Passthrough` body, which
+travels untouched (dicts are `gateway.hops.shaping`'s). aiohttp's errors become ours in
+`upstream_error`, one table. Retrying (`gateway.hops.retry`) repeats only what cannot have
+reached the upstream's model::
 
     aiohttp / asyncio                              ours                   safe to retry
     ClientConnectorError (refused, DNS, TLS)       UpstreamUnavailable    yes: nothing sent
@@ -32,9 +33,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from gateway.codecs import rest as rest_codec
-from gateway.codecs.v1 import tensors_to_v1, v1_to_tensors
 from gateway.errors import (
-    InferenceError,
     InvalidInput,
     UnsupportedProtocol,
     UpstreamError,
@@ -43,20 +42,21 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.hops.base import Headers, Hop, Passthrough, PassthroughResponse
+from gateway.hops.base import Headers, Hop
 from gateway.hops.common import (
     READY_TIMEOUT,
     call_timeout,
     decoded,
-    dict_response,
+    json_body,
     merge_server_timing,
     retry_after,
     unsupported_payload,
-    v2_request,
 )
 from gateway.hops.settings import HopSettings
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
+from gateway.messages import v1_tensors, v1_value
+from gateway.passthrough import Passthrough, PassthroughResponse
 from gateway.tensor import InferOutput
 
 __all__ = ["TIMEOUT_HEADER", "RestHop", "upstream_error"]
@@ -111,13 +111,6 @@ class RestHop(Hop):
     async def infer(self, payload: Any, headers: Headers) -> Any:
         if isinstance(payload, Passthrough):
             return await self._passthrough("infer", payload, headers)
-        if isinstance(payload, dict):
-            if self.protocol == "v1":
-                return self._json(
-                    await self._post(self._v1_url("predict"), _dumps(payload), headers)
-                )
-            response = await self._infer_v2(v2_request(payload, self.settings.model_name), headers)
-            return decoded(self.name, lambda: dict_response(response, payload))
         if not isinstance(payload, InferRequest):
             raise unsupported_payload(payload)
         if self.protocol == "v2":
@@ -129,14 +122,11 @@ class RestHop(Hop):
         """Explanations are free-form JSON: the parsed answer is returned as it is."""
         if isinstance(payload, Passthrough):
             return await self._passthrough("explain", payload, headers)
-        if self.protocol == "v1":
-            body = _v1_body(payload) if isinstance(payload, InferRequest) else _dumps(payload)
-            return self._json(await self._post(self._v1_url("explain"), body, headers))
-        if isinstance(payload, dict):
-            payload = v2_request(payload, self.settings.model_name)
         if not isinstance(payload, InferRequest):
             raise unsupported_payload(payload)
-        body, length = rest_codec.encode_request(payload, self._binary(payload))
+        if self.protocol == "v1":
+            return self._json(await self._post(self._v1_url("explain"), _v1_body(payload), headers))
+        body, length = payload.rest_body(self._binary(payload))
         url = self._v2_url("explain", payload.model_version)
         return self._json(await self._post(url, body, headers, length))
 
@@ -171,7 +161,7 @@ class RestHop(Hop):
     # Requests
 
     async def _infer_v2(self, request: InferRequest, headers: Headers) -> InferResponse:
-        body, length = rest_codec.encode_request(request, self._binary(request))
+        body, length = request.rest_body(self._binary(request))
         answer = await self._post(
             self._v2_url("infer", request.model_version), body, headers, length
         )
@@ -207,7 +197,7 @@ class RestHop(Hop):
     def _binary(self, request: InferRequest) -> bool:
         if self.settings.rest_format == "auto":
             # Bytes that arrived binary go on binary: no JSON detour for raw tensor data.
-            return any(tensor._raw_data is not None for tensor in request.inputs)
+            return any(tensor.is_raw for tensor in request.inputs)
         return self.settings.rest_format == "binary"
 
     def _v1_url(self, verb: str) -> URL:
@@ -340,26 +330,19 @@ def _json_length(answer: _Answer) -> int | None:
     return rest_codec.json_length(answer.headers.get(rest_codec.INFERENCE_HEADER), len(answer.body))
 
 
-def _dumps(payload: Any) -> bytes:
-    try:
-        return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-    except TypeError as exc:  # orjson.JSONEncodeError
-        raise InferenceError(f"the request cannot be encoded as JSON: {exc}") from exc
-
-
 def _v1_body(request: InferRequest) -> bytes:
-    body: dict[str, Any] = {"instances": tensors_to_v1(request.inputs, "instances")}
+    body: dict[str, Any] = {"instances": v1_value(request.inputs, "instances")}
     params = {k: v for k, v in (request.parameters or {}).items() if k not in rest_codec.REST_ONLY}
     if params:
         # v1 has no parameters of its own; the binary extension's framing means nothing there.
         body["parameters"] = params
-    return _dumps(body)
+    return json_body(body)
 
 
 def _v1_response(answer: Any, request: InferRequest) -> InferResponse:
     if not isinstance(answer, dict) or "predictions" not in answer:
         raise InvalidInput("a v1 answer needs 'predictions'")
-    outputs = v1_to_tensors(answer["predictions"], InferOutput, "predictions")
+    outputs = v1_tensors(answer["predictions"], InferOutput, "predictions")
     return InferResponse(request.id or "", request.model_name, outputs)
 
 

@@ -2,7 +2,7 @@
 
 The policy is tenacity strategies composed once per hop::
 
-    stop  = stop_after_attempt(retries + 1) | stop_before_deadline()
+    stop  = stop_after_attempt(retries + 1) | stop_before_deadline() | stop_before_delay(budget)
     wait  = wait_at_least_retry_after(wait_full_jitter(wait_exponential(initial, max)))
     retry = retry_if_exception(is_retryable)
 
@@ -10,6 +10,9 @@ tenacity computes the wait before asking the stop, so `stop_before_deadline` see
 that Retry-After may have lengthened, and gives up rather than sleep past the deadline.
 A budget (the hop's timeout) is the deadline of a call that has none sooner: every attempt's
 timeout is cut to what is left of it, so attempts and waits together fit in it.
+
+Each attempt goes to the inner hop's `Hop.attempt` with its number, so the hop inside (the
+tracing wrapper) can tell the attempts of one call apart.
 """
 
 from __future__ import annotations
@@ -22,12 +25,17 @@ import math
 import random as _random
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextvars import ContextVar
 from typing import Any
 
 import grpc
 from opentelemetry import trace
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+)
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_exponential
 
@@ -45,7 +53,6 @@ from gateway.request_context import RequestContext
 
 __all__ = [
     "Retrying",
-    "attempt",
     "is_retryable",
     "retry_reason",
     "stop_before_deadline",
@@ -55,14 +62,8 @@ __all__ = [
 
 logger = logging.getLogger("gateway.hops")
 
-#: The attempt (1-based) the hop call in this context is on; wrappers inside `Retrying`
-#: (the tracing one) read it. 1 outside any retry loop.
-attempt: ContextVar[int] = ContextVar("gateway_hop_attempt", default=1)
-
 # Statuses a proxy or server gives when the request did not get through to a model.
 _RETRY_STATUSES = frozenset({502, 503, 504})
-
-Call = Callable[[Any, Headers], Awaitable[Any]]
 
 
 def is_retryable(exc: BaseException, policy: RetryPolicy) -> bool:
@@ -96,17 +97,6 @@ class stop_before_deadline(stop_base):
         context = request_context.current()
         remaining = None if context is None else context.remaining()
         return remaining is not None and retry_state.upcoming_sleep >= remaining
-
-
-class stop_before_budget(stop_base):
-    """Stop when the coming wait would end after `budget` seconds since the first attempt."""
-
-    def __init__(self, budget: float) -> None:
-        self.budget = budget
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        elapsed = retry_state.seconds_since_start or 0.0
-        return elapsed + retry_state.upcoming_sleep >= self.budget
 
 
 class wait_full_jitter(wait_base):
@@ -165,35 +155,34 @@ class Retrying(HopWrapper):
             backoff = wait_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
             stop = stop_after_attempt(policy.retries + 1) | stop_before_deadline()
             if policy.budget is not None:
-                stop = stop | stop_before_budget(policy.budget)
+                stop = stop | stop_before_delay(policy.budget)
             self._retrying = AsyncRetrying(
                 sleep=sleep,
                 stop=stop,
                 wait=wait_at_least_retry_after(wait_full_jitter(backoff, random or _random.random)),
                 retry=retry_if_exception(lambda exc: is_retryable(exc, policy)),
-                before=_enter_attempt,
                 before_sleep=self._before_sleep,
                 # The caller sees the upstream's last error, not tenacity's RetryError.
                 reraise=True,
             )
 
     async def infer(self, payload: Any, headers: Headers) -> Any:
-        return await self._call(self.inner.infer, payload, headers)
+        return await self._call("infer", payload, headers)
 
     async def explain(self, payload: Any, headers: Headers) -> Any:
-        return await self._call(self.inner.explain, payload, headers)
+        return await self._call("explain", payload, headers)
 
-    async def _call(self, call: Call, payload: Any, headers: Headers) -> Any:
-        token = attempt.set(1)
-        try:
-            if self._retrying is None:
-                return await call(payload, headers)
-            # A copy per call: tenacity keeps its iteration state on the object, and
-            # concurrent requests share this hop. The strategies themselves are shared.
-            with self._within_budget():
-                return await self._retrying.copy()(call, payload, headers)
-        finally:
-            attempt.reset(token)
+    async def _call(self, verb: str, payload: Any, headers: Headers) -> Any:
+        if self._retrying is None:
+            return await self.inner.attempt(verb, payload, headers, 1)
+        # A copy per call: tenacity keeps its iteration state on the object, and concurrent
+        # requests share this hop. The strategies themselves are shared.
+        with self._within_budget():
+            async for attempt in self._retrying.copy():
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    return await self.inner.attempt(verb, payload, headers, number)
+        raise AssertionError("tenacity ended its attempts without an outcome")  # unreachable
 
     @contextlib.contextmanager
     def _within_budget(self) -> Iterator[None]:
@@ -233,8 +222,3 @@ class Retrying(HopWrapper):
             reason,
             wait,
         )
-
-
-def _enter_attempt(retry_state: RetryCallState) -> None:
-    # Runs in the caller's context right before the attempt, so the inner hop sees it.
-    attempt.set(retry_state.attempt_number)

@@ -1,11 +1,11 @@
-"""How to reach one upstream: a frozen value built once at start-up from the flags."""
+"""How to reach one upstream: a frozen value per hop, built once (from the flags, say) and
+taken as it is by the hop's transport and wrappers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.predictor_config import PROTOCOLS
-
+PROTOCOLS = ("v1", "v2", "grpc-v2")
 REST_FORMATS = ("auto", "json", "binary")
 
 
@@ -28,9 +28,13 @@ class RetryPolicy:
 class HopSettings:
     """One upstream: where it is, which protocol it speaks, and the limits of a call."""
 
+    # What the upstream is to us ("predictor", "explainer"): names the hop in spans, metrics,
+    # timings and error messages.
     role: str
     host: str
-    model_name: str
+    # The model's name at the upstream (its URLs, the messages sent there) and the hops'
+    # metrics label; "" sends each request under its own model name.
+    model_name: str = ""
     protocol: str = "v1"
     use_ssl: bool = False
     # Seconds for one call, capped by the inbound request's own deadline.
@@ -46,8 +50,6 @@ class HopSettings:
     max_connections: int = 100
     # TLS to the upstream is verified against the system's CAs, or this file's.
     ca_file: str | None = None
-    # Check the upstream's readiness as part of our own (KServe's predictor_health_check).
-    health_check: bool = False
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:

@@ -1,10 +1,10 @@
 """`Traced`: one CLIENT span, one ``hop_seconds`` observation and one timing per attempt.
 
 It sits inside `Retrying` (``Retrying(Traced(transport))``), so each attempt is a span of its
-own, numbered by the ``attempt`` context variable that `Retrying` sets. The span's context is
-injected into a copy of the headers, which the transports send as HTTP headers or gRPC
-metadata, so the upstream's SERVER span is the child of this attempt. ``ready`` is a health
-probe: it is neither traced nor timed.
+own, numbered as `Retrying` hands it over (`Hop.attempt`); a call not retried is attempt 1.
+The span's context is injected into a copy of the headers, which the transports send as HTTP
+headers or gRPC metadata, so the upstream's SERVER span is the child of this attempt.
+``ready`` is a health probe: it is neither traced nor timed.
 
 With tracing off (no tracer) the metric and the timing are still recorded; no span is made
 and the headers are passed on as they are.
@@ -13,8 +13,6 @@ and the headers are passed on as they are.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -24,18 +22,12 @@ from prometheus_client import Histogram
 
 from gateway import request_context, tracing
 from gateway.errors import UpstreamStatusError
-from gateway.hops.base import Headers, Hop, HopWrapper, Passthrough, PassthroughResponse
+from gateway.hops.base import Headers, Hop, HopWrapper
 from gateway.hops.settings import HopSettings
 from gateway.metrics import Metrics
-
-try:
-    from gateway.hops.retry import attempt
-except ImportError:  # pragma: no cover - retries not installed: every call is a first attempt
-    attempt = ContextVar("gateway_hop_attempt", default=1)
+from gateway.passthrough import Passthrough, PassthroughResponse
 
 __all__ = ["Traced"]
-
-Call = Callable[[Any, Headers], Awaitable[Any]]
 
 GRPC_SERVICE = "inference.GRPCInferenceService"
 
@@ -69,27 +61,26 @@ class Traced(HopWrapper):
         self._histograms: dict[str, Histogram] = {}
 
     async def infer(self, payload: Any, headers: Headers) -> Any:
-        return await self._attempt("infer", self.inner.infer, payload, headers)
+        return await self.attempt("infer", payload, headers, 1)
 
     async def explain(self, payload: Any, headers: Headers) -> Any:
-        return await self._attempt("explain", self.inner.explain, payload, headers)
+        return await self.attempt("explain", payload, headers, 1)
 
-    async def _attempt(self, verb: str, call: Call, payload: Any, headers: Headers) -> Any:
+    async def attempt(self, verb: str, payload: Any, headers: Headers, number: int) -> Any:
         started = time.perf_counter()
         outcome = "ok"
         try:
             if self.tracer is None:
-                return await call(payload, headers)
-            return await self._traced(verb, call, payload, headers)
+                return await self.inner.attempt(verb, payload, headers, number)
+            return await self._traced(verb, payload, headers, number)
         except BaseException as exc:
             outcome = type(exc).__name__
             raise
         finally:
             self._observe(outcome, time.perf_counter() - started)
 
-    async def _traced(self, verb: str, call: Call, payload: Any, headers: Headers) -> Any:
+    async def _traced(self, verb: str, payload: Any, headers: Headers, number: int) -> Any:
         assert self.tracer is not None
-        number = attempt.get()
         attributes = dict(self._attributes)
         attributes["gateway.hop.verb"] = verb
         attributes["gateway.hop.attempt"] = number
@@ -114,7 +105,7 @@ class Traced(HopWrapper):
             outbound = dict(headers)
             tracing.inject(outbound)
             try:
-                response = await call(payload, outbound)
+                response = await self.inner.attempt(verb, payload, outbound, number)
             except BaseException as exc:
                 self._failed(span, exc)
                 raise

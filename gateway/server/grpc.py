@@ -27,11 +27,11 @@ from gateway._proto import SERVICE_NAME, pb
 from gateway.codecs import grpc as grpc_codec
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, InferenceError, InvalidInput, grpc_code
-from gateway.hops.base import Passthrough, PassthroughResponse
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
 from gateway.metrics import Metrics
 from gateway.model import InferenceVerb
+from gateway.passthrough import Passthrough, PassthroughResponse
 from gateway.request_context import RequestContext
 from gateway.server import grpc_metadata
 from gateway.server.grpc_metadata import Context, Headers

@@ -13,12 +13,12 @@ from aiohttp.typedefs import Handler
 
 from gateway import request_context
 from gateway.codecs import json_depth
-from gateway.codecs.rest import BINARY_CONTENT_TYPE, INFERENCE_HEADER, encode_response
+from gateway.codecs.rest import BINARY_CONTENT_TYPE, INFERENCE_HEADER
 from gateway.dataplane import DataPlane
 from gateway.errors import InferenceError, InvalidInput, RequestTimeout
-from gateway.hops.base import PassthroughResponse
 from gateway.infer_response import InferResponse
 from gateway.model import InferenceVerb
+from gateway.passthrough import PassthroughResponse
 from gateway.request_context import RequestContext
 
 __all__ = [
@@ -123,7 +123,7 @@ def encode_result(result: Any) -> web.Response:
             headers[INFERENCE_HEADER] = str(result.json_length)
         return web.Response(body=result.body, headers=headers)
     if isinstance(result, InferResponse):
-        body, json_length = encode_response(result)
+        body, json_length = result.rest_body()
         if json_length is None:
             return web.Response(body=body, content_type=JSON)
         return web.Response(

@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.hops.base import Passthrough
 from gateway.model import InferenceVerb
+from gateway.passthrough import Passthrough
 from gateway.server import cloudevents
 from gateway.server.cloudevents import EventSettings, Incoming
 from gateway.server.rest_common import (

@@ -9,9 +9,9 @@ from aiohttp import web
 
 from gateway.codecs.rest import INFERENCE_HEADER, json_length
 from gateway.errors import InvalidInput
-from gateway.hops.base import Passthrough
 from gateway.infer_request import InferRequest
 from gateway.model import InferenceVerb
+from gateway.passthrough import Passthrough
 from gateway.server.rest_common import (
     DATAPLANE,
     Route,

@@ -24,9 +24,9 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.hops.base import Passthrough, PassthroughResponse
 from gateway.hops.grpc import CHANNEL_OPTIONS, GrpcHop
 from gateway.hops.settings import HopSettings
+from gateway.passthrough import Passthrough, PassthroughResponse
 from gateway.request_context import RequestContext
 from tests.hops.upstreams import (
     assert_echoed,
@@ -37,6 +37,7 @@ from tests.hops.upstreams import (
     serve_grpc,
     serve_model_infer,
     serving,
+    shaped,
 )
 from tests.models import EchoModel, SlowModel
 
@@ -128,12 +129,14 @@ async def test_the_hops_model_name_is_used(upstream: tuple[str, Recording]) -> N
 
 
 async def test_v1_dict(hop: GrpcHop) -> None:
+    hop = shaped(hop)
     assert await hop.infer({"instances": [[1, 2], [3, 4]]}, {}) == {"predictions": [[1, 2], [3, 4]]}
     rows = [{"a": 1.5, "b": "x"}, {"a": 2.5, "b": "y"}]
     assert await hop.infer({"instances": rows}, {}) == {"predictions": rows}
 
 
 async def test_v2_dict(hop: GrpcHop) -> None:
+    hop = shaped(hop)
     tensor = {"name": "x", "shape": [2], "datatype": "INT16", "data": [1, -2]}
     answer = await hop.infer({"id": "a", "inputs": [tensor]}, {})
     assert answer == {"model_name": "echo", "id": "a", "outputs": [tensor]}

@@ -22,12 +22,13 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from gateway import InferInput, InferRequest, InferResponse
-from gateway.codecs.rest import encode_request
 from gateway.errors import UpstreamStatusError
-from gateway.hops.base import Hop, Passthrough
+from gateway.hops.base import Hop
 from gateway.hops.grpc import GrpcHop
 from gateway.hops.rest import RestHop
 from gateway.hops.settings import HopSettings
+from gateway.hops.shaping import Shaping
+from gateway.passthrough import Passthrough
 from tests.hops.upstreams import free_port
 
 MODEL = "iris"
@@ -132,7 +133,7 @@ def features_request(raw: bool = False) -> InferRequest:
     tensor.set_data_from_numpy(FEATURES)
     request = InferRequest(MODEL, [tensor], request_id="req-1")
     if raw:  # as if it had arrived with the binary extension
-        body, length = encode_request(request, True)
+        body, length = request.rest_body(True)
         request = InferRequest.from_bytes(body, length, MODEL)
     return request
 
@@ -155,13 +156,13 @@ async def test_raw_tensors_go_as_json_over_rest(mlserver: MLServer) -> None:
 
 
 async def test_v1_instances(hop: Hop, mlserver: MLServer) -> None:
-    answer = await hop.infer({"instances": FEATURES.tolist()}, {})
+    answer = await Shaping(hop, MODEL).infer({"instances": FEATURES.tolist()}, {})
     expected = mlserver.model.predict(FEATURES).tolist()
     assert np.array(answer["predictions"]).ravel().tolist() == expected
 
 
 async def test_passthrough(mlserver: MLServer) -> None:
-    body, _ = encode_request(features_request(), False)
+    body, _ = features_request().rest_body(False)
     async with RestHop(settings(mlserver.http, "v2")) as rest:
         answer = await rest.infer(Passthrough("v2", MODEL, body), {})
     assert orjson.loads(answer.body)["model_name"] == MODEL

@@ -17,7 +17,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway import InferInput, InferRequest, InferResponse
-from gateway.codecs.rest import INFERENCE_HEADER, encode_request
+from gateway.codecs.rest import INFERENCE_HEADER
 from gateway.errors import (
     InferenceError,
     InvalidInput,
@@ -27,10 +27,10 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.hops.base import Passthrough, PassthroughResponse
 from gateway.hops.common import retry_after
 from gateway.hops.rest import TIMEOUT_HEADER, RestHop, upstream_error
 from gateway.hops.settings import HopSettings
+from gateway.passthrough import Passthrough, PassthroughResponse
 from tests.hops.upstreams import (
     assert_echoed,
     deadline_in,
@@ -41,6 +41,7 @@ from tests.hops.upstreams import (
     serve_rest,
     serve_socket,
     serving,
+    shaped,
 )
 from tests.models import EchoModel
 
@@ -123,7 +124,7 @@ async def test_auto_format_follows_how_the_tensors_arrived(
 ) -> None:
     upstream, address = recorder
     upstream.body = b'{"model_name": "echo", "outputs": []}'
-    body, length = encode_request(InferRequest("echo", [fp32("x", [1.0, 2.0])]), True)
+    body, length = InferRequest("echo", [fp32("x", [1.0, 2.0])]).rest_body(True)
     arrived_raw = InferRequest.from_bytes(body, length, "echo")
     arrived_json = InferRequest("echo", [fp32("x", [1.0, 2.0])])
     async with RestHop(settings(address)) as hop:
@@ -155,12 +156,14 @@ async def test_version_goes_in_the_path(recorder: tuple[Recorder, str]) -> None:
 
 
 async def test_v1_dict_through_a_v2_upstream(hop: RestHop) -> None:
+    hop = shaped(hop)
     assert await hop.infer({"instances": [[1, 2], [3, 4]]}, {}) == {"predictions": [[1, 2], [3, 4]]}
     rows = [{"age": 31, "name": "ann"}, {"age": 40, "name": "bob"}]
     assert await hop.infer({"instances": rows}, {}) == {"predictions": rows}
 
 
 async def test_v2_dict_through_a_v2_upstream(hop: RestHop) -> None:
+    hop = shaped(hop)
     tensor = {"name": "x", "shape": [2], "datatype": "INT32", "data": [1, 2]}
     answer = await hop.infer({"id": "a", "inputs": [tensor]}, {})
     assert answer == {"model_name": "echo", "id": "a", "outputs": [tensor]}
@@ -191,7 +194,7 @@ async def test_request_through_a_v1_upstream(echo: str) -> None:
 
 
 async def test_v1_dict_through_a_v1_upstream(echo: str) -> None:
-    async with RestHop(settings(echo, protocol="v1")) as hop:
+    async with shaped(RestHop(settings(echo, protocol="v1"))) as hop:
         payload = {"instances": [{"a": [1, 2]}], "parameters": {"k": 1}}
         assert await hop.infer(payload, {}) == {"predictions": [{"a": [1, 2]}]}
 
@@ -205,6 +208,7 @@ async def test_v1_answer_without_predictions(recorder: tuple[Recorder, str]) -> 
 
 
 async def test_payloads_a_hop_cannot_send(hop: RestHop) -> None:
+    hop = shaped(hop)
     # A v1 body that is not a JSON object, forwarded as it came: the client's error.
     with pytest.raises(InvalidInput, match=r"JSON object .* not string"):
         await hop.infer("text", {})
@@ -218,10 +222,10 @@ async def test_payloads_a_hop_cannot_send(hop: RestHop) -> None:
 
 
 async def test_explain(echo: str) -> None:
-    async with RestHop(settings(echo)) as v2:
+    async with shaped(RestHop(settings(echo))) as v2:
         explained = await v2.explain(InferRequest("echo", [fp32("x", [1.0])]), {})
         assert explained["outputs"][0]["data"] == [1.0]
-    async with RestHop(settings(echo, protocol="v1")) as v1:
+    async with shaped(RestHop(settings(echo, protocol="v1"))) as v1:
         assert await v1.explain({"instances": [1, 2]}, {}) == {"explanations": [1, 2]}
         request = InferRequest("echo", [fp32("x", [3.0])])
         assert await v1.explain(request, {}) == {"explanations": [3.0]}
@@ -232,7 +236,7 @@ async def test_explain(echo: str) -> None:
 
 async def test_passthrough_v2_json_and_binary(echo: str) -> None:
     json_body = b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT8", "data": [5]}]}'
-    binary_body, length = encode_request(InferRequest("echo", [fp32("x", [1.0, 2.0])]), True)
+    binary_body, length = InferRequest("echo", [fp32("x", [1.0, 2.0])]).rest_body(True)
     async with RestHop(settings(echo)) as hop:
         answer = await hop.infer(Passthrough("v2", "echo", json_body), {})
         assert isinstance(answer, PassthroughResponse)
@@ -294,7 +298,7 @@ async def test_ready(echo: str) -> None:
 
 async def test_headers_are_sent_as_given(recorder: tuple[Recorder, str]) -> None:
     upstream, address = recorder
-    async with RestHop(settings(address, "v1")) as hop:
+    async with shaped(RestHop(settings(address, "v1"))) as hop:
         await hop.infer({"instances": [1]}, {"x-request-id": "abc", "traceparent": "00-x"})
     _, headers, _ = upstream.requests[0]
     assert headers["x-request-id"] == "abc"
@@ -336,7 +340,7 @@ async def test_503_with_retry_after(recorder: tuple[Recorder, str]) -> None:
     upstream, address = recorder
     upstream.status, upstream.body = 503, b'{"error": "busy"}'
     upstream.headers = {"Retry-After": "7"}
-    async with RestHop(settings(address, "v1")) as hop:
+    async with shaped(RestHop(settings(address, "v1"))) as hop:
         with pytest.raises(UpstreamStatusError) as info:
             await hop.infer({"instances": [1]}, {})
     assert (info.value.status, str(info.value), info.value.retry_after) == (503, "busy", 7.0)
@@ -358,7 +362,7 @@ async def test_our_servers_errors_pass_through(echo: str) -> None:
         with pytest.raises(UpstreamStatusError) as missing:
             await hop.infer(InferRequest("echo", [fp32("x", [1.0])]), {})
     assert (missing.value.status, str(missing.value)) == (404, "model 'nope' does not exist")
-    async with RestHop(settings(echo)) as hop:
+    async with shaped(RestHop(settings(echo))) as hop:
         bad = {"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1]}]}
         with pytest.raises(InvalidInput):  # refused before it leaves: the client's error
             await hop.infer(bad, {})
@@ -367,14 +371,14 @@ async def test_our_servers_errors_pass_through(echo: str) -> None:
 async def test_redirect_is_not_followed(recorder: tuple[Recorder, str]) -> None:
     upstream, address = recorder
     upstream.status, upstream.headers = 302, {"Location": "/elsewhere"}
-    async with RestHop(settings(address, "v1")) as hop:
+    async with shaped(RestHop(settings(address, "v1"))) as hop:
         with pytest.raises(UpstreamProtocolError, match="302"):
             await hop.infer({"instances": [1]}, {})
     assert len(upstream.requests) == 1
 
 
 async def test_connection_refused_is_unavailable() -> None:
-    async with RestHop(settings(f"127.0.0.1:{free_port()}")) as hop:
+    async with shaped(RestHop(settings(f"127.0.0.1:{free_port()}"))) as hop:
         with pytest.raises(UpstreamUnavailable) as info:
             await hop.infer({"instances": [1]}, {})
     assert info.value.upstream == "predictor"
@@ -385,7 +389,7 @@ async def test_slow_upstream_times_out_within_the_timeout(recorder: tuple[Record
     upstream, address = recorder
     upstream.delay = 60
     timeout = 0.3
-    async with RestHop(settings(address, "v1", timeout=timeout)) as hop:
+    async with shaped(RestHop(settings(address, "v1", timeout=timeout))) as hop:
         started = time.monotonic()
         with pytest.raises(UpstreamTimeout) as info:
             await asyncio.wait_for(hop.infer({"instances": [1]}, {}), timeout + MARGIN)
@@ -415,7 +419,7 @@ async def test_garbage_http_is_a_protocol_error() -> None:
         await writer.drain()
         writer.close()
 
-    async with serve_socket(garbage) as address, RestHop(settings(address, "v1")) as hop:
+    async with serve_socket(garbage) as address, shaped(RestHop(settings(address, "v1"))) as hop:
         with pytest.raises(UpstreamProtocolError, match="malformed HTTP"):
             await hop.infer({"instances": [1]}, {})
 
@@ -426,7 +430,7 @@ async def test_disconnect_without_an_answer_is_not_unavailable() -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.close()
 
-    async with serve_socket(hang_up) as address, RestHop(settings(address, "v1")) as hop:
+    async with serve_socket(hang_up) as address, shaped(RestHop(settings(address, "v1"))) as hop:
         with pytest.raises(UpstreamProtocolError, match="closed the connection") as info:
             await hop.infer({"instances": [1]}, {})
     assert isinstance(info.value.__cause__, aiohttp.ServerDisconnectedError)
@@ -439,7 +443,7 @@ async def test_deadline_shrinks_the_timeout_and_travels_on(
     recorder: tuple[Recorder, str],
 ) -> None:
     upstream, address = recorder
-    async with RestHop(settings(address, "v1", timeout=600)) as hop:
+    async with shaped(RestHop(settings(address, "v1", timeout=600))) as hop:
         with deadline_in(2.5):
             await hop.infer({"instances": [1]}, {})
         with serving():
@@ -452,7 +456,7 @@ async def test_deadline_shrinks_the_timeout_and_travels_on(
 async def test_deadline_cuts_a_slow_call_short(recorder: tuple[Recorder, str]) -> None:
     upstream, address = recorder
     upstream.delay = 60
-    async with RestHop(settings(address, "v1", timeout=600)) as hop:
+    async with shaped(RestHop(settings(address, "v1", timeout=600))) as hop:
         started = time.monotonic()
         with deadline_in(0.3), pytest.raises(UpstreamTimeout):
             await asyncio.wait_for(hop.infer({"instances": [1]}, {}), MARGIN)
@@ -461,7 +465,7 @@ async def test_deadline_cuts_a_slow_call_short(recorder: tuple[Recorder, str]) -
 
 async def test_passed_deadline_makes_no_call(recorder: tuple[Recorder, str]) -> None:
     upstream, address = recorder
-    async with RestHop(settings(address, "v1")) as hop:
+    async with shaped(RestHop(settings(address, "v1"))) as hop:
         with deadline_in(-1), pytest.raises(UpstreamTimeout, match="deadline passed"):
             await hop.infer({"instances": [1]}, {})
     assert upstream.requests == []
@@ -473,7 +477,7 @@ async def test_passed_deadline_makes_no_call(recorder: tuple[Recorder, str]) -> 
 async def test_server_timing_is_merged(recorder: tuple[Recorder, str]) -> None:
     upstream, address = recorder
     upstream.headers = {"Server-Timing": 'preprocess;dur=1.2, predict;dur=3;desc="a, b"'}
-    async with RestHop(settings(address, "v1")) as hop:
+    async with shaped(RestHop(settings(address, "v1"))) as hop:
         with serving() as context:
             await hop.infer({"instances": [1]}, {})
         # Outside a request there is nowhere to put them, and nothing fails.
@@ -487,7 +491,7 @@ async def test_server_timing_is_merged(recorder: tuple[Recorder, str]) -> None:
 async def test_server_timing_of_an_error_is_kept(recorder: tuple[Recorder, str]) -> None:
     upstream, address = recorder
     upstream.status, upstream.headers = 503, {"Server-Timing": "queue;dur=9"}
-    async with RestHop(settings(address, "v1")) as hop:
+    async with shaped(RestHop(settings(address, "v1"))) as hop:
         with serving() as context, pytest.raises(UpstreamStatusError):
             await hop.infer({"instances": [1]}, {})
     assert context.upstream_timings == ["predictor.queue;dur=9"]
@@ -508,16 +512,16 @@ async def test_tls_verified_against_the_ca_file(tmp_path: Path) -> None:
     app.router.add_post("/v1/models/echo:predict", _echo_v1)
     async with serve_app(app, ssl_context=authority.server_context()) as address:
         trusted = settings(address, "v1", use_ssl=True, ca_file=authority.ca_file)
-        async with RestHop(trusted) as hop:
+        async with shaped(RestHop(trusted)) as hop:
             assert await hop.infer({"instances": [1]}, {}) == {"predictions": [1]}
         # Not signed by a CA the system trusts: refused, and nothing was sent.
-        async with RestHop(settings(address, "v1", use_ssl=True)) as untrusted:
+        async with shaped(RestHop(settings(address, "v1", use_ssl=True))) as untrusted:
             with pytest.raises(UpstreamUnavailable) as info:
                 await untrusted.infer({"instances": [1]}, {})
         assert isinstance(info.value.__cause__, aiohttp.ClientSSLError)
         # An https URL means TLS without use_ssl.
         url = settings(f"https://{address}", "v1", ca_file=authority.ca_file)
-        async with RestHop(url) as hop:
+        async with shaped(RestHop(url)) as hop:
             assert await hop.infer({"instances": [2]}, {}) == {"predictions": [2]}
 
 

@@ -19,12 +19,13 @@ from opentelemetry.trace import SpanKind, StatusCode, Tracer, format_span_id, fo
 
 from gateway import tracing
 from gateway.errors import UpstreamStatusError, UpstreamUnavailable
-from gateway.hops.base import Headers, Passthrough, PassthroughResponse
+from gateway.hops.base import Headers
 from gateway.hops.mock import MockHop, echo
 from gateway.hops.retry import Retrying
 from gateway.hops.settings import HopSettings, RetryPolicy
 from gateway.hops.trace import Traced
 from gateway.metrics import Metrics
+from gateway.passthrough import Passthrough, PassthroughResponse
 from gateway.request_context import RequestContext, serving
 from gateway.server.server_timing import server_timing
 

@@ -25,6 +25,9 @@ from aiohttp.test_utils import TestServer
 from gateway import InferInput, InferRequest, request_context
 from gateway._proto import SERVICE_NAME
 from gateway.dataplane import DataPlane
+from gateway.hops.grpc import GrpcHop
+from gateway.hops.rest import RestHop
+from gateway.hops.shaping import Shaping
 from gateway.metrics import Metrics
 from gateway.model import Model
 from gateway.model_repository import ModelRepository
@@ -34,6 +37,11 @@ from gateway.server.rest import create_app
 from gateway.settings import ServerSettings
 
 SETTINGS = ServerSettings(listen_address="127.0.0.1")
+
+
+def shaped(hop: RestHop | GrpcHop) -> Shaping:
+    """A transport with dicts shaped for it, as every hop the server builds has them."""
+    return Shaping(hop, hop.settings.model_name)
 
 
 def free_port() -> int:

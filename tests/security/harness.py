@@ -29,8 +29,8 @@ from opentelemetry.trace import Tracer
 from gateway import InferRequest, InferResponse
 from gateway._proto import SERVICE_NAME
 from gateway.dataplane import DataPlane
+from gateway.flags import parser
 from gateway.hops.base import Hop
-from gateway.hops.factory import HopOptions, connect
 from gateway.metrics import Metrics
 from gateway.model import Model
 from gateway.model_repository import ModelRepository
@@ -40,6 +40,7 @@ from gateway.server.grpc import start_grpc_server
 from gateway.server.rest import create_app
 from gateway.settings import ServerSettings
 from gateway.tracing import RecentSpans
+from gateway.wiring import Upstreams, connect
 from tests.models import EchoModel
 
 T = TypeVar("T")
@@ -50,6 +51,10 @@ MAX_BODY = 64 * 1024
 GRPC_MAX_RECEIVE = 256 * 1024
 BODY_TIMEOUT = 0.5
 KEEPALIVE_TIMEOUT = 1.5
+# Every hop as the flags make it, with backoffs too short to slow a test down.
+UPSTREAMS = Upstreams.from_flags(
+    parser.parse_args(["--retry_backoff_initial", "0.001", "--retry_backoff_max", "0.001"])
+)
 # Long enough for any honest answer on a slow machine; only a hang exceeds it.
 CLIENT_TIMEOUT = 15.0
 
@@ -232,8 +237,7 @@ class Gateway:
         for model in self.models:
             repository.update(model)
             if isinstance(model, ForwardingModel):
-                options = HopOptions(backoff_initial=0.001, backoff_max=0.001)
-                self._hops += connect(model, model.target, options, metrics=self.metrics)
+                self._hops += connect(model, UPSTREAMS, model.target, metrics=self.metrics)
         dataplane = DataPlane(repository, max_concurrency=self.settings.max_concurrency)
         dataplane.starting = False
         # Set up as ModelServer._start_rest does it.

@@ -17,10 +17,10 @@ from aiohttp import web
 from gateway import InferInput, InferRequest
 from gateway.errors import UpstreamUnavailable
 from gateway.flags import parser
-from gateway.hops.factory import connect, disconnect
 from gateway.model import Model
 from gateway.model_server import ModelServer
 from gateway.settings import ServerSettings
+from gateway.wiring import connect, disconnect
 from tests.hops.upstreams import make_authority, serve_app, serve_grpc
 from tests.models import EchoModel
 from tests.security.harness import (
@@ -205,7 +205,7 @@ def _server(*flags: str) -> ModelServer:
 
 async def _infer_through(server: ModelServer, protocol: str) -> object:
     model = Model("echo")
-    hops = connect(model, server.predictor_config, server.hop_options, metrics=None)
+    hops = connect(model, server.upstreams, server.predictor_config, metrics=None)
     try:
         assert model.predictor_hop is not None
         if protocol == "v1":

@@ -1,0 +1,137 @@
+"""Which hops the server's models get: settings from the flags, hops built once at start-up
+and handed to each model, closed at stop.
+
+The hops themselves (`gateway.hops`) know no model: this is where the two meet, beside the
+server that owns the models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+from gateway.hops.base import Hop
+from gateway.hops.factory import build_hop
+from gateway.hops.settings import HopSettings, RetryPolicy
+from gateway.metrics import Metrics
+from gateway.model import Model
+from gateway.predictor_config import PredictorConfig
+
+__all__ = ["Upstreams", "connect", "disconnect", "model_predictor_config", "predictor_settings"]
+
+logger = logging.getLogger("gateway.hops")
+
+
+@dataclass(frozen=True)
+class Upstreams:
+    """Each hop's settings as the flags give them. A host the flags do not name is empty: a
+    model may name its own predictor (KServe's `PredictorConfig`, or ``predictor_host``)."""
+
+    predictor: HopSettings
+    explainer: HopSettings
+
+    @classmethod
+    def from_flags(cls, args: argparse.Namespace) -> Upstreams:
+        timeout = args.predictor_request_timeout_seconds
+        headers = (h.strip().lower() for h in args.forward_headers.split(","))
+        predictor = HopSettings(
+            role="predictor",
+            host=args.predictor_host or "",
+            protocol=args.protocol or args.predictor_protocol,
+            use_ssl=args.predictor_use_ssl,
+            timeout=timeout,
+            retry=RetryPolicy(
+                retries=args.predictor_request_retries,
+                backoff_initial=args.retry_backoff_initial,
+                backoff_max=args.retry_backoff_max,
+                retry_on_timeout=args.retry_on_timeout,
+                budget=timeout,
+            ),
+            rest_format=args.predictor_rest_format,
+            forward_headers=frozenset(h for h in headers if h),
+            forward_authorization=args.forward_authorization,
+            max_connections=args.predictor_max_connections,
+            ca_file=args.predictor_ca_file,
+        )
+        # The explainer is reached as the predictor is (TLS, timeout, headers, backoff),
+        # with a protocol and a number of retries of its own.
+        retries = args.explainer_request_retries
+        if retries is None:
+            retries = predictor.retry.retries
+        explainer = replace(
+            predictor,
+            role="explainer",
+            host=args.explainer_host or "",
+            protocol=args.explainer_protocol,
+            retry=replace(predictor.retry, retries=retries),
+        )
+        return cls(predictor, explainer)
+
+
+def model_predictor_config(
+    model: Model, server_default: PredictorConfig | None
+) -> PredictorConfig | None:
+    """The predictor a model forwards to: a KServe-style ``predictor_host`` / ``protocol`` set
+    on the model wins, then the model's `predictor_config`, then the server's."""
+    base = model.predictor_config or server_default
+    host = getattr(model, "predictor_host", None)
+    if not host:
+        return base
+    protocol = getattr(model, "protocol", None) or (base.predictor_protocol if base else "v1")
+    return replace(
+        base or PredictorConfig(predictor_host=host),
+        predictor_host=host,
+        predictor_protocol=str(protocol),
+    )
+
+
+def predictor_settings(base: HopSettings, config: PredictorConfig, model_name: str) -> HopSettings:
+    """`base` as KServe's `PredictorConfig` says: the one place the two types meet."""
+    assert config.predictor_host
+    timeout = config.predictor_request_timeout_seconds
+    return replace(
+        base,
+        host=config.predictor_host,
+        model_name=model_name,
+        protocol=config.predictor_protocol,
+        use_ssl=config.predictor_use_ssl,
+        timeout=timeout,
+        retry=replace(base.retry, retries=config.predictor_request_retries, budget=timeout),
+    )
+
+
+def connect(
+    model: Model,
+    upstreams: Upstreams,
+    server_config: PredictorConfig | None,
+    *,
+    metrics: Metrics | None,
+    tracer: Any = None,
+) -> list[Hop]:
+    """Give `model` the predictor and explainer hops it lacks; returns the hops it built
+    (hops a user set, a MockHop say, are left alone and are not ours to close)."""
+    built: list[Hop] = []
+    config = model_predictor_config(model, server_config)
+    if config is not None and config.predictor_host and model.predictor_hop is None:
+        predictor = predictor_settings(upstreams.predictor, config, model.name)
+        model.predictor_hop = build_hop(predictor, metrics=metrics, tracer=tracer)
+        built.append(model.predictor_hop)
+        logger.info("model %s -> predictor %s (%s)", model.name, predictor.host, predictor.protocol)
+    if model.explainer_host and model.explainer_hop is None:
+        explainer = replace(upstreams.explainer, host=model.explainer_host, model_name=model.name)
+        model.explainer_hop = build_hop(explainer, metrics=metrics, tracer=tracer)
+        built.append(model.explainer_hop)
+        logger.info("model %s -> explainer %s", model.name, explainer.host)
+    return built
+
+
+async def disconnect(model: Model, built: list[Hop]) -> None:
+    """Close the hops `connect` built for `model` and take them off it."""
+    for hop in built:
+        await hop.aclose()
+    if model.predictor_hop in built:
+        model.predictor_hop = None
+    if model.explainer_hop in built:
+        model.explainer_hop = None
