@@ -16,7 +16,6 @@ protobuf. grpc's errors become ours in `upstream_error`, one function::
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -33,6 +32,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.header_rules import valid_grpc_metadata
 from gateway.hops.base import Headers, Hop
 from gateway.hops.common import (
     READY_TIMEOUT,
@@ -48,10 +48,6 @@ from gateway.infer_response import InferResponse
 from gateway.passthrough import Passthrough, PassthroughResponse
 
 __all__ = ["GrpcHop", "upstream_error"]
-
-# What gRPC sends as ASCII metadata: lower-case token keys, printable ASCII values.
-_KEY = re.compile(r"[0-9a-z_.\-]+")
-_VALUE = re.compile(r"[\x20-\x7e]*")
 
 logger = logging.getLogger("gateway.hops")
 
@@ -241,7 +237,7 @@ def _metadata(headers: Headers) -> tuple[tuple[str, str], ...]:
     metadata = []
     for key, value in headers.items():
         key = key.lower()
-        if key.endswith("-bin") or not _KEY.fullmatch(key) or not _VALUE.fullmatch(value):
+        if not valid_grpc_metadata(key, value):
             raise InvalidInput(f"header {key!r} cannot be passed on as gRPC metadata")
         metadata.append((key, value))
     return tuple(metadata)

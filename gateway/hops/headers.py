@@ -1,4 +1,5 @@
-"""Which inbound headers travel on to an upstream, and the wrapper that applies it.
+"""Which inbound headers travel on to an upstream (`gateway.header_rules`), and the wrapper
+that applies it.
 
 Passed on: ``x-request-id`` (the server's, generated when the client sent none), trace
 context (re-injected per attempt by the tracing wrapper), the operator's allow-list, and
@@ -13,34 +14,15 @@ from typing import Any
 
 from gateway import request_context
 from gateway.errors import InvalidInput
+from gateway.header_rules import ALWAYS_FORWARDED, HOP_BY_HOP, REQUEST_ID
 from gateway.hops.base import Headers, Hop, HopWrapper
 from gateway.hops.settings import HopSettings
-
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-        "content-type",
-        "content-encoding",
-        "inference-header-content-length",
-    }
-)
-ALWAYS = frozenset({"x-request-id", "traceparent", "tracestate", "baggage"})
 
 
 @functools.lru_cache(maxsize=64)
 def forwarded(settings: HopSettings) -> frozenset[str]:
     """The lowercase names of the inbound headers `settings` lets through."""
-    allowed = ALWAYS | settings.forward_headers
+    allowed = ALWAYS_FORWARDED | settings.forward_headers
     if settings.forward_authorization:
         allowed |= {"authorization"}
     return allowed - HOP_BY_HOP
@@ -68,7 +50,7 @@ def outbound(headers: Headers, settings: HopSettings) -> Headers:
             raise InvalidInput(f"header {key!r} contains a line break")
     context = request_context.current()
     if context is not None:
-        out.setdefault("x-request-id", context.request_id)
+        out.setdefault(REQUEST_ID, context.request_id)
     return out
 
 

@@ -5,16 +5,14 @@ table is built from the service descriptor, so the .proto is its one source of t
 ModelInfer never lets protobuf see tensor data: it takes the serialized request and answers
 with serialized bytes (see `gateway.codecs.grpc`). Every method takes and returns bytes, so
 a malformed message is refused by our error mapping (INVALID_ARGUMENT), like any bad input.
-Given a tracer, each ModelInfer is a SERVER span; its stage times go back in the
-``server-timing`` trailer.
+ModelInfer runs in the request envelope both doors share (`gateway.server.envelope`): given a
+tracer it is a SERVER span, and its stage times go back in the ``server-timing`` trailer.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
@@ -22,18 +20,18 @@ from typing import Any, NoReturn
 import grpc
 from opentelemetry.trace import Status, StatusCode, Tracer
 
-from gateway import request_context, tracing
 from gateway._proto import SERVICE_NAME, pb
 from gateway.codecs import grpc as grpc_codec
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, InferenceError, InvalidInput, grpc_code
+from gateway.header_rules import REQUEST_ID, usable_request_id
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
 from gateway.metrics import Metrics
 from gateway.model import InferenceVerb
 from gateway.passthrough import Passthrough, PassthroughResponse
-from gateway.request_context import RequestContext
 from gateway.server import grpc_metadata
+from gateway.server.envelope import Envelope, SpanStart, request_id
 from gateway.server.grpc_metadata import Context, Headers
 from gateway.settings import ServerSettings
 
@@ -71,15 +69,17 @@ def create_grpc_server(
 ) -> grpc.aio.Server:
     """A gRPC server for `dataplane`, not yet bound or started (call it inside the loop);
     `tracer` None: no spans."""
-    servicer = _Servicer(dataplane, metrics, tracer)
+    servicer = _Servicer(dataplane)
+    envelope = Envelope(dataplane, metrics, tracer)
     handlers = {}
     for method in SERVICE.methods:
         # ModelInfer parses its own bytes, so raw contents skip protobuf.
         parse = None if method.name == "ModelInfer" else getattr(pb, method.input_type.name)
         behavior = getattr(servicer, method.name)
-        if tracer is not None and method.name == "ModelInfer":
-            # Only inference is traced: health and metadata probes would flood the traces.
-            behavior = _traced(method.full_name, behavior, tracer)
+        if method.name == "ModelInfer":
+            # Only inference is in the envelope: counted, measured and (given a tracer)
+            # traced; health and metadata probes would flood the traces.
+            behavior = _enveloped(envelope, behavior)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             _guarded(method.name, behavior, parse)
         )
@@ -134,42 +134,6 @@ def _guarded(name: str, behavior: Behavior, message: Any) -> Behavior:
     return call
 
 
-def _traced(full_name: str, behavior: Behavior, tracer: Tracer) -> Behavior:
-    """`behavior` inside a SERVER span that continues the trace the client's metadata carry."""
-    service, _, method = full_name.rpartition(".")
-    name = f"{service}/{method}"
-
-    async def call(request: Any, context: Context) -> Any:
-        attributes = {
-            "rpc.system": "grpc",
-            "rpc.service": service,
-            "rpc.method": method,
-            "client.address": _peer_address(context.peer()),
-        }
-        with tracing.server_span(tracer, name, grpc_metadata.headers(context), attributes) as span:
-            code = grpc.StatusCode.OK
-            try:
-                return await behavior(request, context)
-            except grpc.aio.AbortError:
-                # None until a code is set, whatever the stubs say; abort() sets one.
-                reported: grpc.StatusCode | None = context.code()
-                code = reported or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception as exc:  # ModelInfer maps its own errors; this is a safety net
-                code = _status_code(exc)
-                span.record_exception(exc)
-                raise
-            except BaseException:
-                code = grpc.StatusCode.CANCELLED  # the client went away or its deadline passed
-                raise
-            finally:
-                span.set_attribute("rpc.grpc.status_code", code.value[0])
-                if code in _SERVER_ERRORS:
-                    span.set_status(Status(StatusCode.ERROR, code.name))
-
-    return call
-
-
 def _peer_address(peer: str | None) -> str:
     """The address in gRPC's ``ipv4:1.2.3.4:5678`` / ``ipv6:[::1]:5678`` / ``unix:path``."""
     kind, _, rest = (peer or "").partition(":")
@@ -212,10 +176,8 @@ async def _abort(
 class _Servicer:
     """The service's methods, named as in the .proto."""
 
-    def __init__(self, dataplane: DataPlane, metrics: Metrics, tracer: Tracer | None) -> None:
+    def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
-        self.metrics = metrics
-        self.tracer = tracer
 
     async def ServerLive(self, request: Any, context: Context) -> Any:
         return pb.ServerLiveResponse(live=self.dataplane.live())
@@ -260,53 +222,95 @@ class _Servicer:
         await self.dataplane.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse(model_name=request.model_name, isUnloaded=True)
 
-    async def ModelInfer(self, data: bytes, context: Context) -> bytes:
-        started = time.perf_counter()
-        headers = grpc_metadata.headers(context)
-        ctx = RequestContext(
-            request_id=headers.get("x-request-id") or os.urandom(16).hex(),
-            protocol=PROTOCOL,
-            deadline=grpc_metadata.deadline(context),
-            tracer=self.tracer,
-        )
-        model_name = ""
+    async def ModelInfer(self, data: bytes, call: _Call) -> bytes:
+        """Decode, call the model, encode: the envelope around it is `_Call`'s."""
+        name = grpc_codec.string_field(data, _MODEL_NAME_FIELD)
+        request = self._decode(name, data, call)
+        with call.inbound.admitted():
+            result = await self.dataplane.infer(name, request, call.headers, call.response_headers)
+        return _encode(result)
+
+    def _decode(self, name: str, data: bytes, call: _Call) -> InferRequest | Passthrough:
+        """The request, or its bytes when they can go to the predictor undecoded."""
+        request: InferRequest | Passthrough
+        if self.dataplane.passthrough(name, PROTOCOL, True, InferenceVerb.PREDICT):
+            request = Passthrough(PROTOCOL, name, data)
+            message_id = grpc_codec.string_field(data, _ID_FIELD)
+        else:
+            request = InferRequest.from_grpc_bytes(data)
+            message_id = request.id or ""
+        call.adopt(message_id)
+        call.inbound.model = name
+        return request
+
+
+class _Call:
+    """ModelInfer's side of the envelope (`gateway.server.envelope`): the client's metadata
+    in; the model's response metadata, the trailers and the status code out."""
+
+    __slots__ = ("context", "headers", "inbound", "response_headers")
+
+    def __init__(self, envelope: Envelope, context: Context) -> None:
+        self.context = context
+        self.headers = grpc_metadata.headers(context)
+        ctx = envelope.context(PROTOCOL, request_id(self.headers), grpc_metadata.deadline(context))
+        span = _span_start(context, self.headers) if envelope.tracer is not None else None
+        self.inbound = envelope.inbound(ctx, span, grpc.StatusCode.OK.name)
+        # Headers the model set for the response (return_response_headers=True).
+        self.response_headers: Headers = {}
+
+    def adopt(self, message_id: str) -> None:
+        """Take the message's `id` as the request id when the metadata had none."""
+        if REQUEST_ID not in self.headers and usable_request_id(message_id):
+            self.inbound.context.request_id = message_id
+
+    async def run(self, behavior: Callable[[bytes, _Call], Awaitable[bytes]], data: bytes) -> bytes:
+        inbound, context = self.inbound, self.context
         code = grpc.StatusCode.OK
-        self.metrics.in_flight.inc()
-        try:
-            name = grpc_codec.string_field(data, _MODEL_NAME_FIELD)
-            request: InferRequest | Passthrough
-            if self.dataplane.passthrough(name, PROTOCOL, True, InferenceVerb.PREDICT):
-                request = Passthrough(PROTOCOL, name, data)
-                request_id = grpc_codec.string_field(data, _ID_FIELD)
-            else:
-                request = InferRequest.from_grpc_bytes(data)
-                request_id = request.id or ""
-            if "x-request-id" not in headers and grpc_metadata.usable_request_id(request_id):
-                ctx.request_id = request_id
-            if self.dataplane.repository.get_model(name) is not None:
-                # Only known names become labels: made-up names would each add a series.
-                model_name = name
-            response_headers: Headers = {}
-            with self.dataplane.admitted(), request_context.serving(ctx):
-                result = await self.dataplane.infer(name, request, headers, response_headers)
-            body = _encode(result)
-            model_metadata = grpc_metadata.response_metadata(response_headers)
-            if model_metadata:
-                await context.send_initial_metadata(model_metadata)
-            context.set_trailing_metadata(grpc_metadata.trailers(ctx))
-            return body
-        except Exception as exc:
-            code = _status_code(exc)
-            await _abort(context, "ModelInfer", exc, grpc_metadata.trailers(ctx))
-        except BaseException:
-            # Cancelled by gRPC: the client went away, or its deadline passed.
-            remaining = ctx.remaining()
-            expired = remaining is not None and remaining <= 0
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-            raise
-        finally:
-            self.metrics.in_flight.dec()
-            self.metrics.observe(model_name, ctx, code.name, time.perf_counter() - started)
+        with inbound:
+            try:
+                body = await behavior(data, self)
+                metadata = grpc_metadata.response_metadata(self.response_headers)
+                if metadata:
+                    await context.send_initial_metadata(metadata)
+                context.set_trailing_metadata(grpc_metadata.trailers(inbound.context))
+                return body
+            except Exception as exc:
+                code = _status_code(exc)
+                await _abort(context, "ModelInfer", exc, grpc_metadata.trailers(inbound.context))
+            except BaseException:
+                # Cancelled by gRPC: the client went away, or its deadline passed.
+                remaining = inbound.context.remaining()
+                expired = remaining is not None and remaining <= 0
+                code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                inbound.status = code.name
+                if inbound.span is not None:
+                    inbound.span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    if code in _SERVER_ERRORS:
+                        inbound.span.set_status(Status(StatusCode.ERROR, code.name))
+
+
+def _enveloped(
+    envelope: Envelope, model_infer: Callable[[bytes, _Call], Awaitable[bytes]]
+) -> Behavior:
+    """ModelInfer inside the request envelope both doors share."""
+
+    async def call(data: bytes, context: Context) -> bytes:
+        return await _Call(envelope, context).run(model_infer, data)
+
+    return call
+
+
+def _span_start(context: Context, headers: Headers) -> SpanStart:
+    attributes = {
+        "rpc.system": "grpc",
+        "rpc.service": SERVICE.full_name,
+        "rpc.method": "ModelInfer",
+        "client.address": _peer_address(context.peer()),
+    }
+    return SpanStart(f"{SERVICE.full_name}/ModelInfer", headers, attributes)
 
 
 def _encode(result: Any) -> bytes:

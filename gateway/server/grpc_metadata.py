@@ -1,49 +1,26 @@
 """gRPC metadata in and out: the client's metadata as headers and its deadline, and what the
-server may send back (a model's response headers, x-request-id, server-timing)."""
+server sends back (a model's response headers, the envelope's answer headers), by the rules
+of `gateway.header_rules`."""
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from typing import TypeAlias
 
 import grpc
 
+from gateway.header_rules import grpc_response_metadata, valid_grpc_metadata
 from gateway.request_context import RequestContext
-from gateway.server.server_timing import server_timing
+from gateway.server.envelope import answer_headers
 
-__all__ = ["deadline", "headers", "response_metadata", "trailers", "usable_request_id"]
+__all__ = ["deadline", "headers", "response_metadata", "trailers"]
 
 logger = logging.getLogger("gateway.server.grpc")
 
 Context: TypeAlias = "grpc.aio.ServicerContext[bytes, bytes]"
 Headers = dict[str, str]
-
-# What gRPC lets a server send as ASCII metadata: lowercase token keys, printable values.
-_KEY = re.compile(r"[0-9a-z_.\-]+")
-_VALUE = re.compile(r"[\x20-\x7e]*")
-# A message's `id` becomes the x-request-id (metadata here, a header upstream) only if it is
-# one: any text may come in the message, and metadata gRPC refuses would fail the call.
-_MAX_REQUEST_ID = 256
-# Never taken from a model's response headers: HTTP/2 forbids connection-specific headers
-# (gRPC would pass some on), gRPC sets the others itself, and x-request-id is ours.
-_RESERVED = frozenset(
-    [
-        "content-type",
-        "content-length",
-        "te",
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "user-agent",
-        "proxy-connection",
-        "x-request-id",
-    ]
-)
 
 
 def headers(context: Context) -> Headers:
@@ -68,14 +45,7 @@ def trailers(ctx: RequestContext) -> tuple[tuple[str, str], ...]:
     ``server-timing`` a REST client would get. In the trailers even on success: initial
     metadata of its own would cost the call a second batch through the completion queue
     (about a tenth of its CPU)."""
-    timing = server_timing(ctx)
-    if timing is None or not _VALUE.fullmatch(timing):
-        return (("x-request-id", ctx.request_id),)
-    return (("x-request-id", ctx.request_id), ("server-timing", timing))
-
-
-def usable_request_id(request_id: str) -> bool:
-    return 0 < len(request_id) <= _MAX_REQUEST_ID and _VALUE.fullmatch(request_id) is not None
+    return tuple(item for item in answer_headers(ctx) if valid_grpc_metadata(*item))
 
 
 def response_metadata(response_headers: Headers) -> tuple[tuple[str, str], ...]:
@@ -83,14 +53,7 @@ def response_metadata(response_headers: Headers) -> tuple[tuple[str, str], ...]:
     metadata: list[tuple[str, str]] = []
     for key, value in response_headers.items():
         key = key.lower()
-        if (
-            key not in _RESERVED
-            and not key.startswith("grpc-")
-            and not key.endswith("-bin")
-            and _KEY.fullmatch(key)
-            and isinstance(value, str)
-            and _VALUE.fullmatch(value)
-        ):
+        if grpc_response_metadata(key, value):
             metadata.append((key, value))
         else:
             logger.debug("response header %r is not valid gRPC metadata; dropped", key)

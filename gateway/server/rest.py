@@ -1,9 +1,10 @@
 """The REST front door: an aiohttp app serving KServe v1 and Open Inference Protocol v2.
 
 Handlers (in `rest_v1` / `rest_v2`) decode, call the `DataPlane`, encode. Everything around
-them happens in one middleware: the per-request `RequestContext`, the body size limit, the
-mapping of errors to ``{"error": ...}`` responses, ``x-request-id``, ``Server-Timing``,
-the request metrics, and (given a tracer) a SERVER span per inference request.
+them happens in one middleware, which puts each request in the envelope both doors share
+(`gateway.server.envelope`: context, request id, deadline, admission, in-flight gauge,
+request metrics, SERVER span) and adds what is HTTP's own: the body size limit, the mapping of
+errors to ``{"error": ...}`` responses, ``x-request-id`` and ``Server-Timing`` headers.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import functools
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -22,13 +22,14 @@ from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
 from opentelemetry.trace import Status, StatusCode, Tracer
 
-from gateway import tracing
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, InvalidInput, PayloadTooLarge, http_status
+from gateway.header_rules import REQUEST_ID, http_response_header
 from gateway.metrics import Metrics
 from gateway.request_context import RequestContext
 from gateway.server import openapi, rest_v1, rest_v2, traces_view
 from gateway.server.cloudevents import EventSettings
+from gateway.server.envelope import Envelope, Inbound, SpanStart, answer_headers, request_id
 from gateway.server.rest_common import (
     BODY_TIMEOUT,
     CONTEXT,
@@ -37,8 +38,6 @@ from gateway.server.rest_common import (
     Route,
     json_response,
 )
-from gateway.server.server_timing import HEADER as SERVER_TIMING
-from gateway.server.server_timing import server_timing
 from gateway.settings import ServerSettings
 from gateway.tracing import RecentSpans
 
@@ -46,7 +45,6 @@ __all__ = ["create_app", "routes"]
 
 logger = logging.getLogger("gateway.server.rest")
 
-REQUEST_ID = "x-request-id"
 # nginx's status for a request whose client left before the answer (metrics count it so).
 CLIENT_CLOSED = 499
 SETTINGS = web.AppKey("settings", ServerSettings)
@@ -54,16 +52,7 @@ METRICS = web.AppKey("metrics", Metrics)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 # Route by handler, for the middleware to tell which requests are inference.
 ROUTES = web.AppKey("routes", dict[Handler, Route])
-TRACER = web.AppKey[Tracer | None]("tracer")
-
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# What a header value may not hold: control characters other than HTAB (CR and LF among them).
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-# Headers the server owns: a model's response headers never replace these.
-_RESERVED = frozenset(
-    {"content-type", "content-length", "transfer-encoding", "connection", "keep-alive",
-     "inference-header-content-length", REQUEST_ID, "server-timing"}
-)  # fmt: skip
+ENVELOPE = web.AppKey("envelope", Envelope)
 
 
 def create_app(
@@ -83,7 +72,7 @@ def create_app(
     app[SETTINGS] = settings
     app[BODY_TIMEOUT] = settings.request_body_timeout
     app[METRICS] = metrics
-    app[TRACER] = tracer
+    app[ENVELOPE] = Envelope(dataplane, metrics, tracer)
     app[ROUTES] = {route.handler: route for route in table}
     app[OPENAPI] = openapi.document(table, dataplane.server_name, dataplane.server_version)
     app[rest_v1.EVENT_SETTINGS] = EventSettings.from_env(os.environ)
@@ -144,27 +133,20 @@ async def _expect(request: web.Request) -> None:
 
 @web.middleware
 async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
+    envelope = request.app[ENVELOPE]
     route = request.app[ROUTES].get(request.match_info.handler)
-    request_id = request.headers.get(REQUEST_ID) or os.urandom(16).hex()
+    client_id = request_id(request.headers)
     try:
         deadline = inbound_deadline(request.headers)
     except InvalidInput as exc:
         refusal = _gateway_error(request, exc)
-        refusal.headers[REQUEST_ID] = request_id
+        refusal.headers[REQUEST_ID] = client_id
         return refusal
-    context = RequestContext(
-        request_id=request_id,
-        protocol=route.protocol if route is not None else "",
-        deadline=deadline,
-        tracer=request.app[TRACER],
-    )
+    context = envelope.context(route.protocol if route is not None else "", client_id, deadline)
     request[CONTEXT] = context
     request[RESPONSE_HEADERS] = {}
     if route is not None and route.inference:
-        if context.tracer is None:
-            response = await _measured(request, handler)
-        else:
-            response = await _traced(context.tracer, route, request, handler)
+        response = await _inference(envelope, route, request, handler)
     else:  # health probes, metadata and /metrics are not traced: probes would flood traces
         response = await _respond(request, handler)
     _add_headers(response, request[RESPONSE_HEADERS], context)
@@ -197,31 +179,30 @@ async def _send_and_close(request: web.Request, response: web.StreamResponse) ->
     request.protocol.force_close()
 
 
-async def _measured(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """`_respond`, counted in the request metrics."""
-    metrics = request.app[METRICS]
-    started = time.perf_counter()
-    status = CLIENT_CLOSED  # kept if the client goes away before the answer is ready
-    metrics.in_flight.inc()
-    try:
-        response = await _respond(request, functools.partial(_admitted, handler))
-        status = response.status
+async def _inference(
+    envelope: Envelope, route: Route, request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    """`_respond` inside the request's envelope: counted, measured, admitted and (given a
+    tracer) in a SERVER span that continues the trace the client sent."""
+    span = _span_start(route, request) if envelope.tracer is not None else None
+    # CLIENT_CLOSED is kept if the client goes away before the answer is ready.
+    with envelope.inbound(request[CONTEXT], span, str(CLIENT_CLOSED)) as inbound:
+        inbound.model = request.match_info.get("name", "")
+        response = await _respond(request, functools.partial(_admitted, inbound, handler))
+        inbound.status = str(response.status)
+        if inbound.span is not None:
+            inbound.span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 500:  # a 4xx is the client's error, not this server's
+                inbound.span.set_status(Status(StatusCode.ERROR))
         return response
-    finally:
-        metrics.in_flight.dec()
-        seconds = time.perf_counter() - started
-        metrics.observe(_model_label(request), request[CONTEXT], str(status), seconds)
 
 
-async def _admitted(handler: Handler, request: web.Request) -> web.StreamResponse:
-    with request.app[DATAPLANE].admitted():
+async def _admitted(inbound: Inbound, handler: Handler, request: web.Request) -> web.StreamResponse:
+    with inbound.admitted():
         return await handler(request)
 
 
-async def _traced(
-    tracer: Tracer, route: Route, request: web.Request, handler: Handler
-) -> web.StreamResponse:
-    """`_measured` inside a SERVER span that continues the trace the client sent."""
+def _span_start(route: Route, request: web.Request) -> SpanStart:
     # The matched route's template: `route` is found by handler, which routes with and
     # without a version share.
     resource = request.match_info.route.resource
@@ -236,13 +217,7 @@ async def _traced(
     }
     if request.remote:
         attributes["client.address"] = request.remote
-    name = f"{request.method} {template}"
-    with tracing.server_span(tracer, name, request.headers, attributes) as span:
-        response = await _measured(request, handler)
-        span.set_attribute("http.response.status_code", response.status)
-        if response.status >= 500:  # a 4xx is the client's error, not this server's
-            span.set_status(Status(StatusCode.ERROR))
-        return response
+    return SpanStart(f"{request.method} {template}", request.headers, attributes)
 
 
 async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -320,31 +295,12 @@ def _add_headers(
     response: web.StreamResponse, model_headers: dict[str, str], context: RequestContext
 ) -> None:
     for key, value in model_headers.items():
-        if not _valid_header(key, value) or key.lower() in _RESERVED:
-            logger.debug("response header %r is reserved or not valid HTTP; dropped", key)
-        else:
+        if http_response_header(key, value):
             response.headers[key] = value
-    response.headers[REQUEST_ID] = context.request_id
-    timing = server_timing(context)
-    if timing is not None:
-        response.headers[SERVER_TIMING] = timing
-
-
-def _valid_header(key: object, value: object) -> bool:
-    # aiohttp would refuse CR, LF and NUL only while writing the response, too late for an
-    # answer (the connection drops); other controls, strict clients refuse (RFC 9110 5.5).
-    return (
-        isinstance(key, str)
-        and isinstance(value, str)
-        and _TOKEN.fullmatch(key) is not None
-        and _CONTROL.search(value) is None
-    )
-
-
-def _model_label(request: web.Request) -> str:
-    # Only registered names become labels: made-up names would each add a series.
-    name = request.match_info.get("name", "")
-    return name if request.app[DATAPLANE].repository.get_model(name) is not None else ""
+        else:
+            logger.debug("response header %r is reserved or not valid HTTP; dropped", key)
+    for key, value in answer_headers(context):
+        response.headers[key] = value
 
 
 async def _alive(request: web.Request) -> web.Response:

@@ -11,7 +11,6 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
-from gateway import request_context
 from gateway.codecs import json_depth
 from gateway.codecs.rest import BINARY_CONTENT_TYPE, INFERENCE_HEADER
 from gateway.dataplane import DataPlane
@@ -106,11 +105,11 @@ def model_headers(request: web.Request) -> dict[str, str]:
 async def run_model(
     request: web.Request, name: str, payload: Any, verb: InferenceVerb, headers: dict[str, str]
 ) -> Any:
-    """Run model `name` on `payload` inside the request's context."""
-    with request_context.serving(request[CONTEXT]):
-        return await request.app[DATAPLANE].infer(
-            name, payload, headers, request[RESPONSE_HEADERS], verb
-        )
+    """Run model `name` on `payload` (inside the request's envelope, which made its context
+    current)."""
+    return await request.app[DATAPLANE].infer(
+        name, payload, headers, request[RESPONSE_HEADERS], verb
+    )
 
 
 def encode_result(result: Any) -> web.Response:

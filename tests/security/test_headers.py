@@ -22,7 +22,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.errors import InvalidInput
-from gateway.hops.headers import ALWAYS, HOP_BY_HOP, outbound
+from gateway.header_rules import ALWAYS_FORWARDED as ALWAYS
+from gateway.header_rules import HOP_BY_HOP
+from gateway.hops.headers import outbound
 from gateway.hops.settings import HopSettings
 from tests.security.harness import Gateway, fuzzing
 from tests.security.strategies import header_names

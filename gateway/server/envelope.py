@@ -1,0 +1,154 @@
+"""What every inbound request gets, whichever door it came in by.
+
+`Envelope` (one per server) gives each request its `RequestContext` (request id, deadline,
+stage timings) and the headers every answer carries back (`answer_headers`). An inference
+request also gets an `Inbound`: the in-flight gauge, the request metrics (model, protocol,
+status, seconds) and, given a tracer, the SERVER span that continues the caller's trace;
+inside it, `Inbound.admitted()` counts the request against the concurrency limit and makes its
+context current for the model and its hops.
+
+The doors only translate: HTTP headers or gRPC metadata in, their own status words out (an
+HTTP status, a gRPC code), the answer headers as response headers or trailers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.trace import Span, Tracer
+from opentelemetry.util.types import Attributes
+
+from gateway import request_context, tracing
+from gateway.dataplane import DataPlane
+from gateway.header_rules import REQUEST_ID, SERVER_TIMING
+from gateway.metrics import Metrics
+from gateway.request_context import RequestContext
+from gateway.server.server_timing import server_timing
+
+__all__ = ["Envelope", "Inbound", "SpanStart", "answer_headers", "request_id"]
+
+
+def request_id(headers: Mapping[str, str]) -> str:
+    """The client's ``x-request-id``, or a new one."""
+    return headers.get(REQUEST_ID) or os.urandom(16).hex()
+
+
+@dataclass(frozen=True)
+class SpanStart:
+    """How a door names an inbound request's SERVER span, and where the caller's trace
+    context is (its headers or metadata)."""
+
+    name: str
+    carrier: Mapping[str, str]
+    attributes: Attributes = None
+
+
+class Envelope:
+    """What the doors of one server share: its data plane, metrics and tracer."""
+
+    __slots__ = ("dataplane", "metrics", "tracer")
+
+    def __init__(self, dataplane: DataPlane, metrics: Metrics, tracer: Tracer | None) -> None:
+        self.dataplane = dataplane
+        self.metrics = metrics
+        self.tracer = tracer
+
+    def context(self, protocol: str, request_id: str, deadline: float | None) -> RequestContext:
+        """The context of one request: its id, its protocol, when its answer is due."""
+        return RequestContext(request_id, protocol, deadline, tracer=self.tracer)
+
+    def inbound(self, context: RequestContext, span: SpanStart | None, status: str) -> Inbound:
+        """An inference request in `context`, to run inside ``with``. `span` is only read
+        with a tracer (build it only then); `status` is what the metrics record if the door
+        sets none (the client went away before an answer)."""
+        return Inbound(self, context, span, status)
+
+
+def answer_headers(context: RequestContext) -> tuple[tuple[str, str], ...]:
+    """What every answer carries back: the request id, and where its time went."""
+    timing = server_timing(context)
+    if timing is None:
+        return ((REQUEST_ID, context.request_id),)
+    return ((REQUEST_ID, context.request_id), (SERVER_TIMING, timing))
+
+
+class Inbound:
+    """One inference request from arrival to answer: counted in flight, measured, traced.
+
+    The door sets `model` (the name asked for: a metrics label once known to be registered)
+    and `status` (its word for the outcome), and may annotate `span` (None without tracing).
+    """
+
+    __slots__ = ("_envelope", "_span_cm", "_span_start", "_started", "context", "model", "span",
+                 "status")  # fmt: skip
+
+    def __init__(
+        self, envelope: Envelope, context: RequestContext, span: SpanStart | None, status: str
+    ) -> None:
+        self._envelope = envelope
+        self._span_start = span
+        self._span_cm: AbstractContextManager[Span] | None = None
+        self._started = 0.0
+        self.context = context
+        self.model = ""
+        self.status = status
+        self.span: Span | None = None
+
+    def __enter__(self) -> Inbound:
+        envelope = self._envelope
+        start = self._span_start
+        if envelope.tracer is not None and start is not None:
+            self._span_cm = tracing.server_span(
+                envelope.tracer, start.name, start.carrier, start.attributes
+            )
+            self.span = self._span_cm.__enter__()
+        envelope.metrics.in_flight.inc()
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        seconds = time.perf_counter() - self._started
+        envelope = self._envelope
+        try:
+            envelope.metrics.in_flight.dec()
+            envelope.metrics.observe(self._label(), self.context, self.status, seconds)
+        finally:
+            if self._span_cm is not None:
+                self._span_cm.__exit__(*exc)
+
+    def admitted(self) -> _Admitted:
+        """Count the request against the concurrency limit (refused at once past it) and
+        make its context current, for the block."""
+        return _Admitted(self._envelope.dataplane, self.context)
+
+    def _label(self) -> str:
+        # Only registered names become labels: made-up names would each add a series.
+        name = self.model
+        if name and self._envelope.dataplane.repository.get_model(name) is not None:
+            return name
+        return ""
+
+
+class _Admitted:
+    """`Inbound.admitted` (a class, not a generator: it runs per request)."""
+
+    __slots__ = ("_admission", "_serving")
+
+    def __init__(self, dataplane: DataPlane, context: RequestContext) -> None:
+        self._admission = dataplane.admitted()
+        self._serving = request_context.serving(context)
+
+    def __enter__(self) -> None:
+        self._admission.__enter__()
+        self._serving.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._serving.__exit__(*exc)
+        finally:
+            self._admission.__exit__(*exc)
