@@ -22,12 +22,12 @@ README = (ROOT / "README.md").read_text()
 
 # Every command the README shows, and what runs it (a test here, or the test file named).
 COVERED = {
-    "pip install -e . && gateway demo": "tests/demo/test_demo_cli.py",
-    "gateway demo": "tests/demo/test_demo_cli.py",
+    "pip install -e . && gateway demo": "tests/demo/test_cli.py",
+    "gateway demo": "tests/demo/test_cli.py",
     "pip install -e '.[test]' && python -m pytest": ".ci/run",
     "gateway serve --transformer scale.py:Scale": "tests/test_readme.py",
     "gateway serve --transformer transformer.py": "tests/examples/test_transformer_example.py",
-    "gateway trace --url": "tests/demo/test_traces_endpoints.py",
+    "gateway trace --url": "tests/server/test_traces_view.py",
     "python bench/server.py": "tests/test_readme.py",
     "python bench/codecs.py": "tests/test_readme.py",
     "python bench/hops.py": "tests/test_readme.py",

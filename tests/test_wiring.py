@@ -15,7 +15,13 @@ from gateway.metrics import Metrics
 from gateway.model import Model
 from gateway.model_server import ModelServer
 from gateway.predictor_config import PredictorConfig
-from gateway.wiring import Upstreams, connect, disconnect, model_predictor_config
+from gateway.wiring import (
+    Upstreams,
+    connect,
+    disconnect,
+    model_predictor_config,
+    predictor_settings,
+)
 from tests.hops.upstreams import serve_app
 from tests.models import EchoModel
 
@@ -244,3 +250,20 @@ async def test_a_flaky_explainer_is_retried_as_the_flags_say(
     assert explainer.calls == calls
     if status == 200:
         assert answer == {"explanations": [1, 2]}
+
+
+def test_a_models_predictor_config_sets_what_kserve_names_the_flags_the_rest() -> None:
+    flags = parser.parse_args(
+        ["--predictor_host", "flags:1", "--forward_headers", "x-tenant", "--retry_backoff_max", "3"]
+    )
+    base = Upstreams.from_flags(flags).predictor
+    config = PredictorConfig("own:2", "grpc-v2", True, 9, 4)
+    settings = predictor_settings(base, config, "m")
+    assert (settings.host, settings.protocol, settings.use_ssl, settings.timeout) == (
+        "own:2",
+        "grpc-v2",
+        True,
+        9,
+    )
+    assert (settings.retry.retries, settings.retry.budget, settings.retry.backoff_max) == (4, 9, 3)
+    assert (settings.model_name, settings.forward_headers) == ("m", frozenset({"x-tenant"}))

@@ -27,7 +27,6 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.hops.common import retry_after
 from gateway.hops.rest import TIMEOUT_HEADER, RestHop, upstream_error
 from gateway.hops.settings import HopSettings
 from gateway.passthrough import Passthrough, PassthroughResponse
@@ -344,17 +343,6 @@ async def test_503_with_retry_after(recorder: tuple[Recorder, str]) -> None:
         with pytest.raises(UpstreamStatusError) as info:
             await hop.infer({"instances": [1]}, {})
     assert (info.value.status, str(info.value), info.value.retry_after) == (503, "busy", 7.0)
-
-
-def test_retry_after_values() -> None:
-    assert retry_after("2.5") == 2.5
-    assert retry_after("-3") == 0.0
-    assert retry_after("soon") is None
-    assert retry_after(None) is None
-    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
-    later = retry_after(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 60)))
-    assert later is not None
-    assert 50 < later <= 60
 
 
 async def test_our_servers_errors_pass_through(echo: str) -> None:

@@ -1,4 +1,5 @@
-"""Raw contents kept out of protobuf: `join_raw` / `split_raw` (codecs.grpc)."""
+"""The v2 gRPC messages (codecs.grpc): raw contents kept out of protobuf (`join_raw` /
+`split_raw`), and tensors read from and written into messages as plain values."""
 
 from __future__ import annotations
 
@@ -8,7 +9,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway._proto import pb
-from gateway.codecs.grpc import RAW_INPUT_FIELD, RAW_OUTPUT_FIELD, join_raw, split_raw
+from gateway.codecs.grpc import (
+    RAW_INPUT_FIELD,
+    RAW_OUTPUT_FIELD,
+    TensorFields,
+    describe_tensor,
+    fill_contents,
+    join_raw,
+    needs_raw,
+    parse_raw,
+    read_requested_outputs,
+    read_tensors,
+    split_raw,
+    string_field,
+)
 from gateway.errors import InvalidInput
 
 # Lengths around the varint boundaries (1, 2 and 3 bytes).
@@ -155,3 +169,69 @@ def test_split_raw_of_any_bytes_only_raises_invalid_input(data: bytes) -> None:
     assert again == rest
     assert [bytes(r) for r in raws_again] == [bytes(r) for r in raws]
     assert len(rest) + sum(len(r) for r in raws) <= len(data)
+
+
+# --- tensors of a message, plain values in and out ----------------------------------------
+
+
+def test_read_tensors_from_typed_contents_or_raw_contents() -> None:
+    message = pb.ModelInferRequest()
+    typed = message.inputs.add(name="t", datatype="INT32", shape=[2])
+    typed.contents.int_contents.extend([1, 2])
+    typed.parameters["k"].string_param = "v"
+    [fields] = read_tensors(message.inputs, [], "input")
+    assert fields == TensorFields("t", [2], "INT32", {"k": "v"}, None, [1, 2])
+    bare = pb.ModelInferRequest()
+    bare.inputs.add(name="r", datatype="FP16", shape=[1])
+    [raw] = read_tensors(bare.inputs, [b"\x00\x3c"], "input")
+    assert (raw.name, raw.raw, raw.values, raw.parameters) == ("r", b"\x00\x3c", None, None)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "raws", "contents", "message"),
+    [
+        ("FP16", [], False, "FP16 travels only as raw contents"),
+        ("NOPE", [], False, "unknown datatype 'NOPE'"),
+        ("INT32", [b"", b""], False, "2 raw contents for 1 inputs"),
+        ("INT32", [b"\x00" * 4], True, "both contents and raw contents"),
+    ],
+)
+def test_read_tensors_refuses(
+    datatype: str, raws: list[bytes], contents: bool, message: str
+) -> None:
+    request = pb.ModelInferRequest()
+    tensor = request.inputs.add(name="x", datatype=datatype, shape=[1])
+    if contents:
+        tensor.contents.int_contents.append(1)
+    with pytest.raises(InvalidInput, match=message):
+        list(read_tensors(request.inputs, raws, "input"))
+
+
+def test_requested_outputs_and_filled_tensors() -> None:
+    request = pb.ModelInferRequest()
+    request.outputs.add(name="o")
+    request.outputs.add(name="p").parameters["binary_data"].bool_param = True
+    assert read_requested_outputs(request.outputs) == [("o", None), ("p", {"binary_data": True})]
+    response = pb.ModelInferResponse()
+    out = response.outputs.add()
+    # REST framing never reaches gRPC.
+    describe_tensor(out, "b", "BYTES", [2], {"binary_data": True, "k": 1})
+    fill_contents(out, "BYTES", "b", np.array([b"a", "\u00e9"], dtype=object))
+    assert (out.name, out.datatype, list(out.shape)) == ("b", "BYTES", [2])
+    assert dict(out.parameters) == {"k": pb.InferParameter(int64_param=1)}
+    assert list(out.contents.bytes_contents) == [b"a", "\u00e9".encode()]
+    assert needs_raw(["INT8", "BYTES"]) is False
+    assert needs_raw(["INT8", "BF16"]) is True
+
+
+def test_model_name_read_without_parsing_the_rest() -> None:
+    message = pb.ModelInferRequest(model_name="m", id="i").SerializeToString()
+    assert string_field(message, pb.ModelInferRequest.MODEL_NAME_FIELD_NUMBER) == "m"
+    assert string_field(b"", pb.ModelInferRequest.MODEL_NAME_FIELD_NUMBER) == ""
+    # A repeated singular field: the last one wins, as protobuf reads it.
+    renamed = join_raw(message, [b"n"], pb.ModelInferRequest.MODEL_NAME_FIELD_NUMBER)
+    assert string_field(renamed, pb.ModelInferRequest.MODEL_NAME_FIELD_NUMBER) == "n"
+    parsed, raws = parse_raw(renamed, RAW_INPUT_FIELD, pb.ModelInferRequest)
+    assert (parsed.model_name, parsed.id, raws) == ("n", "i", [])
+    with pytest.raises(InvalidInput, match="malformed ModelInferRequest"):
+        parse_raw(b"\x0a\x01\xff", RAW_INPUT_FIELD, pb.ModelInferRequest)  # not UTF-8
