@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from gateway.codecs import grpc as grpc_codec
 from gateway.codecs import rest as rest_codec
 from gateway.codecs import v1 as v1_codec
+from gateway.codecs.tensor_fields import TensorFields
 from gateway.tensor import Buffer, RequestedOutput, Tensor
 
 T = TypeVar("T", bound=Tensor)
@@ -33,23 +34,7 @@ __all__ = [
 
 def rest_tensors(cls: type[T], header: dict[str, Any], key: str, tail: memoryview) -> list[T]:
     """The tensors listed under `key` of a REST body's JSON, binary ones over `tail`."""
-    tensors = []
-    for entry in rest_codec.read_entries(header, key, tail):
-        if entry.raw is not None:
-            tensor = cls.from_raw(
-                entry.name, entry.shape, entry.datatype, entry.raw, entry.parameters
-            )
-        else:
-            tensor = cls(
-                entry.name,
-                entry.shape,
-                entry.datatype,
-                data=entry.data,
-                parameters=entry.parameters,
-            )
-            tensor.as_numpy()  # check it now, so bad data is refused on arrival
-        tensors.append(tensor)
-    return tensors
+    return [_tensor(cls, fields) for fields in rest_codec.read_entries(header, key, tail)]
 
 
 def rest_entries(
@@ -102,23 +87,7 @@ def grpc_tensors(
     cls: type[T], messages: Sequence[Any], raws: Sequence[Buffer], kind: str
 ) -> list[T]:
     """The tensors of `InferInputTensor` / `InferOutputTensor` messages and raw contents."""
-    tensors = []
-    for fields in grpc_codec.read_tensors(messages, raws, kind):
-        if fields.raw is not None:
-            tensor = cls.from_raw(
-                fields.name, fields.shape, fields.datatype, fields.raw, fields.parameters
-            )
-        else:
-            tensor = cls(
-                fields.name,
-                fields.shape,
-                fields.datatype,
-                data=fields.values,
-                parameters=fields.parameters,
-            )
-            tensor.as_numpy()  # check it now, so bad data is refused on arrival
-        tensors.append(tensor)
-    return tensors
+    return [_tensor(cls, fields) for fields in grpc_codec.read_tensors(messages, raws, kind)]
 
 
 def fill_grpc_tensors(repeated: Any, tensors: Iterable[Tensor], raw: bool) -> list[Buffer]:
@@ -154,3 +123,18 @@ def v1_tensors(value: Any, cls: type[T], what: str) -> list[T]:
         tensor.set_data_from_numpy(column.array)
         tensors.append(tensor)
     return tensors
+
+
+def _tensor(cls: type[T], fields: TensorFields) -> T:
+    """A tensor of what a codec read, checked now, so bad data is refused on arrival. (Built
+    as each is read: the first fault in a message is the one reported.)"""
+    if fields.raw is not None:
+        tensor: T = cls.from_raw(
+            fields.name, fields.shape, fields.datatype, fields.raw, fields.parameters
+        )
+        return tensor
+    tensor = cls(
+        fields.name, fields.shape, fields.datatype, data=fields.data, parameters=fields.parameters
+    )
+    tensor.as_numpy()
+    return tensor

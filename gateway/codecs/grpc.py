@@ -10,7 +10,7 @@ received message before protobuf parses what is left. One copy to send, none to 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from gateway.codecs import bytes_tensor
 from gateway.codecs.datatypes import CONTENTS_FIELD, check_datatype
 from gateway.codecs.parameters import fill_grpc_parameters, to_http_parameters
 from gateway.codecs.rest import REST_ONLY
+from gateway.codecs.tensor_fields import TensorFields
 from gateway.errors import InvalidInput
 
 RAW_INPUT_FIELD = pb.ModelInferRequest.RAW_INPUT_CONTENTS_FIELD_NUMBER
@@ -26,18 +27,6 @@ RAW_OUTPUT_FIELD = pb.ModelInferResponse.RAW_OUTPUT_CONTENTS_FIELD_NUMBER
 
 Array = np.ndarray[Any, Any]
 Buffer = bytes | bytearray | memoryview
-
-
-class TensorFields(NamedTuple):
-    """One `InferInputTensor` / `InferOutputTensor`, read: its raw contents, or the values of
-    its typed contents (checked against shape and datatype by whoever builds the tensor)."""
-
-    name: str
-    shape: list[int]
-    datatype: str
-    parameters: dict[str, Any] | None
-    raw: Buffer | None
-    values: list[Any] | None
 
 
 def read_tensors(

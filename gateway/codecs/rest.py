@@ -9,11 +9,12 @@ Plain values in and out: the data model (`gateway.messages`) builds tensors from
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
 from gateway.codecs import json_depth
+from gateway.codecs.tensor_fields import TensorFields
 from gateway.errors import InvalidInput
 
 INFERENCE_HEADER = "Inference-Header-Content-Length"
@@ -76,21 +77,7 @@ def check_binary_sizes(body: Buffer, length: int, key: str = "outputs") -> None:
         )
 
 
-class TensorEntry(NamedTuple):
-    """One tensor of a REST body, its structure checked; shape, datatype and data are checked
-    by whoever builds the tensor from it."""
-
-    name: str
-    shape: Any
-    datatype: Any
-    parameters: dict[str, Any] | None
-    # Its share of the binary tail, when it came as binary data; else None.
-    raw: memoryview | None
-    # Its JSON ``data``, when it came in the JSON.
-    data: Any
-
-
-def read_entries(header: dict[str, Any], key: str, tail: memoryview) -> Iterator[TensorEntry]:
+def read_entries(header: dict[str, Any], key: str, tail: memoryview) -> Iterator[TensorFields]:
     """The tensors listed under `key`, binary ones taking their bytes from `tail` in order.
 
     A generator: the caller builds each tensor before the next is read, so the first fault
@@ -117,11 +104,11 @@ def read_entries(header: dict[str, Any], key: str, tail: memoryview) -> Iterator
                 )
             raw = tail[offset : offset + size]
             offset += size
-            yield TensorEntry(
+            yield TensorFields(
                 name, entry.get("shape"), entry.get("datatype"), params or None, raw, None
             )
         elif "data" in entry:
-            yield TensorEntry(
+            yield TensorFields(
                 name, entry.get("shape"), entry.get("datatype"), params, None, entry["data"]
             )
         else:

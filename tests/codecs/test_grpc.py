@@ -184,7 +184,7 @@ def test_read_tensors_from_typed_contents_or_raw_contents() -> None:
     bare = pb.ModelInferRequest()
     bare.inputs.add(name="r", datatype="FP16", shape=[1])
     [raw] = read_tensors(bare.inputs, [b"\x00\x3c"], "input")
-    assert (raw.name, raw.raw, raw.values, raw.parameters) == ("r", b"\x00\x3c", None, None)
+    assert (raw.name, raw.raw, raw.data, raw.parameters) == ("r", b"\x00\x3c", None, None)
 
 
 @pytest.mark.parametrize(
