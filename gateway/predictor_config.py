@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PROTOCOLS = ("v1", "v2", "grpc-v2")
+from gateway.hops.settings import PROTOCOLS
 
 
 @dataclass(frozen=True)
