@@ -45,7 +45,12 @@ def trailers(ctx: RequestContext) -> tuple[tuple[str, str], ...]:
     ``server-timing`` a REST client would get. In the trailers even on success: initial
     metadata of its own would cost the call a second batch through the completion queue
     (about a tenth of its CPU)."""
-    return tuple(item for item in answer_headers(ctx) if valid_grpc_metadata(*item))
+    answer = answer_headers(ctx)
+    # The request id is ASCII metadata already (gRPC's, or one we made or found usable); an
+    # upstream's Server-Timing entries may not be.
+    if len(answer) > 1 and not valid_grpc_metadata(*answer[1]):
+        return answer[:1]
+    return answer
 
 
 def response_metadata(response_headers: Headers) -> tuple[tuple[str, str], ...]:
