@@ -13,6 +13,7 @@ and the headers are passed on as they are.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -28,6 +29,8 @@ from gateway.metrics import Metrics
 from gateway.passthrough import Passthrough, PassthroughResponse
 
 __all__ = ["Traced"]
+
+Call = Callable[[Any, Headers], Awaitable[Any]]
 
 GRPC_SERVICE = "inference.GRPCInferenceService"
 
@@ -69,17 +72,21 @@ class Traced(HopWrapper):
     async def attempt(self, verb: str, payload: Any, headers: Headers, number: int) -> Any:
         started = time.perf_counter()
         outcome = "ok"
+        # The attempt's number ends here: the hop inside is called as for any one call.
+        call = self.inner.explain if verb == "explain" else self.inner.infer
         try:
             if self.tracer is None:
-                return await self.inner.attempt(verb, payload, headers, number)
-            return await self._traced(verb, payload, headers, number)
+                return await call(payload, headers)
+            return await self._traced(verb, call, payload, headers, number)
         except BaseException as exc:
             outcome = type(exc).__name__
             raise
         finally:
             self._observe(outcome, time.perf_counter() - started)
 
-    async def _traced(self, verb: str, payload: Any, headers: Headers, number: int) -> Any:
+    async def _traced(
+        self, verb: str, call: Call, payload: Any, headers: Headers, number: int
+    ) -> Any:
         assert self.tracer is not None
         attributes = dict(self._attributes)
         attributes["gateway.hop.verb"] = verb
@@ -105,7 +112,7 @@ class Traced(HopWrapper):
             outbound = dict(headers)
             tracing.inject(outbound)
             try:
-                response = await self.inner.attempt(verb, payload, outbound, number)
+                response = await call(payload, outbound)
             except BaseException as exc:
                 self._failed(span, exc)
                 raise
