@@ -1,0 +1,100 @@
+"""What passes between steps: a v1 dict (or any JSON object) in, a dict out; an `InferRequest`
+in, an `InferResponse` out. These functions turn one into what the next use needs:
+
+- `as_request`: a step's answer as the next step's request (``data: $response``); a v2
+  response becomes a request whose inputs are its outputs, bytes untouched;
+- `document`: the JSON a condition is tested on (a v2 message as its REST JSON);
+- `merge`: an Ensemble's answers as one (an object keyed by step, or one v2 response whose
+  outputs are named ``<step>.<output>``);
+- `error_body`: a failed step's answer as KServe's router passes it on (the step's own JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import orjson
+
+from gateway.errors import GatewayError, UpstreamStatusError, http_status
+from gateway.infer_request import InferRequest
+from gateway.infer_response import InferResponse
+from gateway.tensor import InferInput, InferOutput, Tensor
+
+__all__ = ["as_request", "document", "error_body", "merge"]
+
+T = TypeVar("T", bound=Tensor)
+
+# One Ensemble step's answer, or what it failed with (a Soft step's failure is part of it).
+Answer = Any
+
+
+def as_request(answer: Any, request: Any) -> Any:
+    """`answer` (a step's) as the request of the next step; `request` is the node's input."""
+    if isinstance(answer, InferResponse):
+        inputs = [_copy(output, InferInput, output.name) for output in answer.outputs]
+        model = request.model_name if isinstance(request, InferRequest) else answer.model_name
+        return InferRequest(model, inputs, request_id=answer.id or None)
+    return answer
+
+
+def document(value: Any) -> bytes:
+    """The JSON a condition looks at: a dict as it is, a v2 message as its REST JSON, a
+    failure as its error body."""
+    if isinstance(value, GatewayError):
+        value = error_body(value)
+    elif isinstance(value, InferResponse):
+        # A copy whose outputs all go as JSON data, whatever the original was asked for.
+        value = InferResponse(value.id, value.model_name, value.outputs, value.model_version,
+                              parameters=value.parameters).to_rest()[0]  # fmt: skip
+    elif isinstance(value, InferRequest):
+        inputs = [InferInput(t.name, t.shape, t.datatype, t.as_numpy(), t.parameters)
+                  for t in value.inputs]  # fmt: skip
+        value = InferRequest(value.model_name, inputs, value.id, parameters=value.parameters)
+        value = value.to_rest()[0]
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def error_body(exc: GatewayError) -> dict[str, Any]:
+    """A failed step's answer: the upstream's own JSON object when it sent one, else
+    ``{"error": ...}`` (KServe's router passes a failed step's body on as it came)."""
+    if isinstance(exc, UpstreamStatusError):
+        try:
+            body = orjson.loads(exc.reason)
+        except orjson.JSONDecodeError:
+            body = None
+        if isinstance(body, dict):
+            return body
+    return {"error": exc.reason}
+
+
+def merge(request: Any, answers: Sequence[tuple[str, Answer]]) -> Any:
+    """An Ensemble's answer: for a v2 request, one response with every step's outputs named
+    ``<step>.<output>`` (a failed Soft step leaves ``<step>.error`` / ``<step>.status``
+    parameters instead); otherwise an object of each step's answer (or error body) by step."""
+    if not isinstance(request, InferRequest):
+        return {
+            key: error_body(answer) if isinstance(answer, GatewayError) else answer
+            for key, answer in answers
+        }
+    outputs: list[InferOutput] = []
+    parameters: dict[str, Any] = {}
+    for key, answer in answers:
+        if isinstance(answer, GatewayError):
+            parameters[f"{key}.error"] = answer.reason
+            parameters[f"{key}.status"] = http_status(answer)
+            continue
+        outputs.extend(_copy(o, InferOutput, f"{key}.{o.name}") for o in answer.outputs)
+    return InferResponse(request.id or "", request.model_name, outputs,
+                         parameters=parameters or None)  # fmt: skip
+
+
+def _copy(tensor: Tensor, cls: type[T], name: str) -> T:
+    """`tensor` as a `cls` called `name`, its data in the same form (wire bytes stay bytes,
+    uncopied, so they travel on as they came)."""
+    parameters = tensor.parameters
+    # TODO(issue 10): Tensor gets a public way to ask for its wire bytes; use it here.
+    if tensor._raw_data is not None:
+        copied: T = cls.from_raw(name, tensor.shape, tensor.datatype, tensor._raw_data, parameters)
+        return copied
+    return cls(name, tensor.shape, tensor.datatype, tensor.as_numpy(), parameters)
