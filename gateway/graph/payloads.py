@@ -39,20 +39,42 @@ def as_request(answer: Any, request: Any) -> Any:
 
 
 def document(value: Any) -> bytes:
-    """The JSON a condition looks at: a dict as it is, a v2 message as its REST JSON, a
-    failure as its error body."""
+    """The JSON a condition looks at: a dict as it is, a v2 message as its REST JSON (every
+    tensor's data inline; NaN and infinity as null, bytes that are not UTF-8 replaced: a view
+    to test, never sent), a failure as its error body."""
     if isinstance(value, GatewayError):
         value = error_body(value)
     elif isinstance(value, InferResponse):
-        # A copy whose outputs all go as JSON data, whatever the original was asked for.
-        value = InferResponse(value.id, value.model_name, value.outputs, value.model_version,
-                              parameters=value.parameters).to_rest()[0]  # fmt: skip
+        value = _message(value, outputs=_tensors(value.outputs), model_name=value.model_name)
     elif isinstance(value, InferRequest):
-        inputs = [InferInput(t.name, t.shape, t.datatype, t.as_numpy(), t.parameters)
-                  for t in value.inputs]  # fmt: skip
-        value = InferRequest(value.model_name, inputs, value.id, parameters=value.parameters)
-        value = value.to_rest()[0]
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+        value = _message(value, inputs=_tensors(value.inputs))
+    return orjson.dumps(value)
+
+
+def _message(message: InferRequest | InferResponse, **fields: Any) -> dict[str, Any]:
+    if message.id:
+        fields["id"] = message.id
+    if message.parameters:
+        fields["parameters"] = message.parameters
+    return fields
+
+
+def _tensors(tensors: Sequence[Tensor]) -> list[dict[str, Any]]:
+    entries = []
+    for tensor in tensors:
+        data: list[Any] = tensor.as_numpy().ravel().tolist()
+        if tensor.datatype == "BYTES":
+            data = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in data]
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype,
+            "shape": tensor.shape,
+            "data": data,
+        }
+        if tensor.parameters:
+            entry["parameters"] = tensor.parameters
+        entries.append(entry)
+    return entries
 
 
 def error_body(exc: GatewayError) -> dict[str, Any]:

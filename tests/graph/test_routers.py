@@ -1,0 +1,613 @@
+"""The four routers with `MockHop` steps: KServe's documented behaviours (its router tests and
+e2e scenarios, rewritten here), Hard and Soft failures, early stop, Splitter shares, nested
+nodes, and what a graph does beyond KServe (v2 bridging and merging, statuses, deadlines)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from gateway import InferInput, InferOutput, InferRequest, InferResponse
+from gateway.errors import (
+    InvalidInput,
+    UnsupportedProtocol,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    grpc_code,
+    http_status,
+)
+from gateway.graph import Graph, NoRouteMatched
+from gateway.hops.base import Headers, Passthrough
+from gateway.hops.mock import MockHop
+from gateway.model import Model
+from tests.graph.support import request, spec
+
+# KServe's e2e test services: one answers 200, the other an intentional 404.
+SUCCESS = {"predictions": [{"message": "SUCCESS"}]}
+NOT_FOUND_BODY = '{"detail":"Intentional 404 code"}'
+
+
+def success() -> MockHop:
+    return MockHop(lambda payload, headers: SUCCESS, name="success")
+
+
+def error_404() -> MockHop:
+    def fail(payload: Any, headers: Headers) -> Any:
+        # What a REST hop raises for FastAPI's 404 body (the body is the message).
+        raise UpstreamStatusError(NOT_FOUND_BODY, status=404, upstream="error")
+
+    return MockHop(fail, name="error")
+
+
+def answer(value: Any) -> MockHop:
+    return MockHop(lambda payload, headers: value)
+
+
+async def infer(graph: Graph, payload: Any) -> Any:
+    return await graph.infer(payload, {"x-request-id": "r"})
+
+
+# Sequence
+
+
+async def test_model_chainer() -> None:
+    """KServe's TestSimpleModelChainer: the second step gets the first one's answer."""
+    graph = Graph(
+        spec("""
+        nodes:
+          root:
+            routerType: Sequence
+            steps:
+            - {name: model1, serviceName: model1}
+            - {name: model2, serviceName: model2, data: $response}
+        """),
+        {
+            "model1": answer({"predictions": "1"}),
+            "model2": (second := answer({"predictions": "2"})),
+        },
+    )
+    assert await infer(graph, {"instances": ["test", "test2"]}) == {"predictions": "2"}
+    assert second.calls[0].payload == {"predictions": "1"}
+    assert second.calls[0].headers == {"x-request-id": "r"}
+
+
+async def test_sequence_sends_the_node_input_by_default() -> None:
+    first, second = answer({"predictions": [1]}), answer({"predictions": [2]})
+    graph = Graph(
+        spec("""
+        nodes:
+          root:
+            routerType: Sequence
+            steps: [{serviceName: a}, {serviceName: b, data: $request}, {serviceName: a}]
+        """),
+        {"a": first, "b": second},
+    )
+    assert await infer(graph, {"instances": [0]}) == {"predictions": [1]}
+    assert [call.payload for call in first.calls + second.calls] == [{"instances": [0]}] * 3
+
+
+CONDITIONAL = """
+nodes:
+  root:
+    routerType: Sequence
+    steps:
+    - {name: step1, nodeName: animal-categorize}
+    - {name: step2, nodeName: breed-categorize, condition: 'predictions.#(label=="dog")'}
+  animal-categorize:
+    routerType: Switch
+    steps:
+    - {name: model1, serviceName: cat, condition: 'instances.#(modelId=="1")'}
+    - {name: model2, serviceName: dog, condition: 'instances.#(modelId=="2")'}
+  breed-categorize:
+    routerType: Ensemble
+    steps:
+    - {name: model3, serviceName: beagle}
+    - {name: model4, serviceName: poodle}
+"""
+
+
+def conditional_graph() -> tuple[Graph, dict[str, MockHop]]:
+    def label(name: str, scores: list[float]) -> MockHop:
+        return answer({"predictions": [{"label": name, "score": scores}]})
+
+    hops = {
+        "cat": label("cat", [0.1, 0.9]),
+        "dog": label("dog", [0.8, 0.2]),
+        "beagle": label("beagle", [0.1, 0.9]),
+        "poodle": label("poodle", [0.8, 0.2]),
+    }
+    return Graph(spec(CONDITIONAL), hops), hops
+
+
+async def test_condition_on_the_previous_answer_and_nested_nodes() -> None:
+    """KServe's TestInferenceGraphWithCondition: a Switch, then an Ensemble when the Switch's
+    answer says "dog"; the Ensemble gets the Sequence's input (no $response)."""
+    graph, hops = conditional_graph()
+    result = await infer(graph, {"instances": [{"modelId": "2"}]})
+    assert result == {
+        "model3": {"predictions": [{"label": "beagle", "score": [0.1, 0.9]}]},
+        "model4": {"predictions": [{"label": "poodle", "score": [0.8, 0.2]}]},
+    }
+    assert hops["beagle"].calls[0].payload == {"instances": [{"modelId": "2"}]}
+    assert not hops["cat"].calls
+
+
+async def test_early_stop_answers_the_previous_answer() -> None:
+    """A cat is no dog: the Sequence stops after the Switch and answers its answer (200)."""
+    graph, hops = conditional_graph()
+    result = await infer(graph, {"instances": [{"modelId": "1"}]})
+    assert result == {"predictions": [{"label": "cat", "score": [0.1, 0.9]}]}
+    assert not hops["beagle"].calls
+    assert not hops["poodle"].calls
+
+
+SEQUENCE_OF_TWO = """
+nodes:
+  root:
+    routerType: Sequence
+    steps:
+    - {{serviceName: {first}, dependency: {first_dependency}}}
+    - {{serviceName: {second}, dependency: Soft}}
+"""
+
+
+async def test_soft_failure_of_the_last_step_is_the_answer() -> None:
+    """KServe scenario 1: success (Soft) -> error (Soft): the error's status and body."""
+    text = SEQUENCE_OF_TWO.format(first="s", second="e", first_dependency="Soft")
+    graph = Graph(spec(text), {"s": success(), "e": error_404()})
+    with pytest.raises(UpstreamStatusError) as info:
+        await infer(graph, {"instances": [1]})
+    assert http_status(info.value) == 404
+    assert str(info.value) == NOT_FOUND_BODY
+
+
+async def test_soft_failure_does_not_stop_a_sequence() -> None:
+    """KServe scenario 2: error (Soft) -> success: the success."""
+    text = SEQUENCE_OF_TWO.format(first="e", second="s", first_dependency="Soft")
+    graph = Graph(spec(text), {"s": success(), "e": error_404()})
+    assert await infer(graph, {"instances": [1]}) == SUCCESS
+
+
+async def test_hard_failure_stops_a_sequence() -> None:
+    """KServe scenario 3: error (Hard) -> success: the error, and the next step never runs."""
+    text = SEQUENCE_OF_TWO.format(first="e", second="s", first_dependency="Hard")
+    graph = Graph(spec(text), {"s": (ok := success()), "e": error_404()})
+    with pytest.raises(UpstreamStatusError) as info:
+        await infer(graph, {"instances": [1]})
+    assert http_status(info.value) == 404
+    assert not ok.calls
+
+
+async def test_soft_failure_cannot_be_the_next_request() -> None:
+    graph = Graph(
+        spec("""
+        nodes:
+          root:
+            routerType: Sequence
+            steps: [{serviceName: e}, {serviceName: s, data: $response}]
+        """),
+        {"s": (ok := success()), "e": error_404()},
+    )
+    with pytest.raises(UpstreamStatusError):
+        await infer(graph, {"instances": [1]})
+    assert not ok.calls
+
+
+async def test_condition_after_a_soft_failure_sees_its_body() -> None:
+    graph = Graph(
+        spec("""
+        nodes:
+          root:
+            routerType: Sequence
+            steps:
+            - {serviceName: e}
+            - {serviceName: s, condition: '[@this].#(detail%"Intentional*")'}
+        """),
+        {"s": success(), "e": error_404()},
+    )
+    assert await infer(graph, {"instances": [1]}) == SUCCESS
+
+
+async def test_upstream_status_passes_through_a_hard_step() -> None:
+    """A 503 from a Hard step is the graph's 503 (KServe's router: 500 for everything)."""
+
+    def busy(payload: Any, headers: Headers) -> Any:
+        raise UpstreamStatusError("predictor busy", status=503, retry_after=2.0)
+
+    graph = Graph(
+        spec("""
+        nodes:
+          root:
+            routerType: Sequence
+            steps: [{serviceName: a, dependency: Hard}, {serviceName: b}]
+        """),
+        {"a": MockHop(busy), "b": success()},
+    )
+    with pytest.raises(UpstreamStatusError) as info:
+        await infer(graph, {"instances": [1]})
+    assert (http_status(info.value), grpc_code(info.value)) == (503, grpc.StatusCode.UNAVAILABLE)
+    assert info.value.retry_after == 2.0
+
+
+# Switch
+
+SWITCH = """
+nodes:
+  root:
+    routerType: Switch
+    steps:
+    - {name: rootStep1, serviceName: error, condition: "[@this].#(decision_picker==ERROR)",
+       dependency: Hard}
+    - {name: rootStep2, serviceName: success, condition: "[@this].#(decision_picker==SUCCESS)"}
+"""
+
+
+@pytest.fixture
+def switch() -> Graph:
+    return Graph(spec(SWITCH), {"error": error_404(), "success": success()})
+
+
+def picker(decision: str) -> dict[str, Any]:
+    return {"decision_picker": decision, "key1": {"name": "abc"}}
+
+
+async def test_switch_takes_the_step_whose_condition_holds(switch: Graph) -> None:
+    """KServe scenario 4, cases 1 and 2."""
+    with pytest.raises(UpstreamStatusError) as info:
+        await infer(switch, picker("ERROR"))
+    assert http_status(info.value) == 404
+    assert await infer(switch, picker("SUCCESS")) == SUCCESS
+
+
+async def test_switch_with_no_match_is_a_404(switch: Graph) -> None:
+    """KServe scenario 4, case 3."""
+    with pytest.raises(NoRouteMatched) as info:
+        await infer(switch, picker("NO_MATCH"))
+    assert (http_status(info.value), grpc_code(info.value)) == (404, grpc.StatusCode.NOT_FOUND)
+    assert str(info.value) == ("None of the routes matched with the switch condition (node 'root')")
+
+
+async def test_switch_takes_the_first_that_holds() -> None:
+    graph = Graph(
+        spec("""
+        nodes:
+          root:
+            routerType: Switch
+            steps:
+            - {serviceName: a, condition: "instances.#(>5)"}
+            - {serviceName: b, condition: "instances.#(>1)"}
+            - {serviceName: c, condition: "instances"}
+        """),
+        {"a": answer("a"), "b": answer("b"), "c": answer("c")},
+    )
+    assert await infer(graph, {"instances": [3]}) == "b"
+    assert await infer(graph, {"instances": [9]}) == "a"
+    assert await infer(graph, {"instances": [0]}) == "c"
+
+
+NESTED_SWITCH = """
+nodes:
+  root:
+    routerType: Sequence
+    steps:
+    - {{name: rootStep1, nodeName: node1, dependency: {dependency}}}
+    - {{name: rootStep2, serviceName: success}}
+  node1:
+    routerType: {router}
+    steps:
+    - {{name: node1Step1, serviceName: error, condition: "[@this].#(decision_picker==ERROR)",
+        dependency: {dependency}, weight: 100}}
+"""
+
+
+@pytest.mark.parametrize("router", ["Switch", "Splitter"])
+async def test_nested_soft_failure_lets_the_sequence_go_on(router: str) -> None:
+    """KServe scenarios 5 (Switch) and 9 (Splitter, whose conditions KServe ignores)."""
+    graph = Graph(
+        spec(NESTED_SWITCH.format(router=router, dependency="Soft")),
+        {"error": error_404(), "success": success()},
+    )
+    assert await infer(graph, picker("ERROR")) == SUCCESS
+
+
+@pytest.mark.parametrize("router", ["Switch", "Splitter"])
+async def test_nested_hard_failure_is_the_answer(router: str) -> None:
+    """KServe scenarios 6 (Switch) and 10 (Splitter)."""
+    graph = Graph(
+        spec(NESTED_SWITCH.format(router=router, dependency="Hard")),
+        {"error": error_404(), "success": (ok := success())},
+    )
+    with pytest.raises(UpstreamStatusError) as info:
+        await infer(graph, picker("ERROR"))
+    assert http_status(info.value) == 404
+    assert not ok.calls
+
+
+# Splitter
+
+
+async def test_splitter_shares_follow_the_weights() -> None:
+    """A canary: 80/20 (and a step of weight 0, never taken) over 2000 seeded requests,
+    within four standard deviations of the expected counts."""
+    hops = {"stable": answer("stable"), "canary": answer("canary"), "dark": answer("dark")}
+    graph = Graph(
+        spec("""
+        nodes:
+          root:
+            routerType: Splitter
+            steps:
+            - {serviceName: stable, weight: 80}
+            - {serviceName: canary, weight: 20}
+            - {serviceName: dark, weight: 0}
+        """),
+        hops,
+        rng=random.Random(11),
+    )
+    total = 2000
+    answers = [await infer(graph, {"instances": [i]}) for i in range(total)]
+    counts = {name: answers.count(name) for name in hops}
+    sigma = (total * 0.2 * 0.8) ** 0.5
+    assert abs(counts["canary"] - total * 0.2) < 4 * sigma
+    assert counts["stable"] + counts["canary"] == total
+    assert counts["dark"] == 0
+
+
+# Ensemble
+
+
+async def test_ensemble_answers_by_step_name_or_index() -> None:
+    """KServe's TestSimpleModelEnsemble; unnamed steps are keyed by their index."""
+    graph = Graph(
+        spec("""
+        nodes:
+          root:
+            routerType: Ensemble
+            steps:
+            - {name: model1, serviceName: m1}
+            - {name: model2, serviceName: m2}
+            - {serviceName: m1}
+        """),
+        {"m1": answer({"predictions": "1"}), "m2": answer({"predictions": "2"})},
+    )
+    assert await infer(graph, {"instances": ["test"]}) == {
+        "model1": {"predictions": "1"},
+        "model2": {"predictions": "2"},
+        "2": {"predictions": "1"},
+    }
+
+
+async def test_ensemble_soft_failure_keeps_its_body() -> None:
+    """KServe scenario 7: a failed Soft step's own body, under its name."""
+    graph = Graph(
+        spec("""
+        nodes:
+          root:
+            routerType: Ensemble
+            steps: [{name: rootStep1, serviceName: s}, {name: rootStep2, serviceName: e}]
+        """),
+        {"s": success(), "e": error_404()},
+    )
+    assert await infer(graph, picker("SUCCESS")) == {
+        "rootStep1": SUCCESS,
+        "rootStep2": {"detail": "Intentional 404 code"},
+    }
+
+
+async def test_ensemble_hard_failure_cancels_the_siblings() -> None:
+    """KServe scenario 8: the Hard step's failure is the answer; ours also stops the others."""
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def slow(payload: Any, headers: Headers) -> Any:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return SUCCESS
+
+    async def fail_once_started(payload: Any, headers: Headers) -> Any:
+        await started.wait()
+        raise UpstreamStatusError(NOT_FOUND_BODY, status=404)
+
+    graph = Graph(
+        spec("""
+        nodes:
+          root:
+            routerType: Ensemble
+            steps:
+            - {name: rootStep1, serviceName: e, dependency: Hard}
+            - {name: rootStep2, serviceName: slow}
+        """),
+        {"e": MockHop(fail_once_started), "slow": MockHop(slow)},
+    )
+    with pytest.raises(UpstreamStatusError) as info:
+        await asyncio.wait_for(infer(graph, picker("SUCCESS")), 10)
+    assert http_status(info.value) == 404
+    assert cancelled.is_set()
+
+
+def tensor_request() -> InferRequest:
+    first = InferInput("x", [2], "FP32")
+    first.set_data_from_numpy(np.array([1.5, float("nan")], dtype=np.float32))
+    return InferRequest("g", [first], request_id="req-7")
+
+
+def doubled(request: InferRequest, headers: Headers) -> InferResponse:
+    out = InferOutput("y", [2], "FP32")
+    out.set_data_from_numpy(request.inputs[0].as_numpy() * 2)
+    return InferResponse(request.id or "", "double", [out])
+
+
+async def test_v2_ensemble_names_outputs_by_step() -> None:
+    graph = Graph(
+        spec("""
+        nodes:
+          root:
+            routerType: Ensemble
+            steps: [{name: double, serviceName: d}, {name: same, serviceName: e}, {serviceName: f}]
+        """),
+        {"d": MockHop(doubled), "e": MockHop(), "f": error_404()},
+    )
+    response = await infer(graph, tensor_request())
+    assert isinstance(response, InferResponse)
+    assert (response.id, response.model_name) == ("req-7", "g")
+    assert [o.name for o in response.outputs] == ["double.y", "same.x"]
+    np.testing.assert_array_equal(response.outputs[0].as_numpy(), [3.0, np.nan])
+    np.testing.assert_array_equal(response.outputs[1].as_numpy(), [1.5, np.nan])
+    assert response.parameters == {"2.error": NOT_FOUND_BODY, "2.status": 404}
+
+
+async def test_v2_response_becomes_the_next_request() -> None:
+    """Bridging: a v2 answer passed on as ``$response`` is a request whose inputs are its
+    outputs; bytes that arrived raw stay raw (and NaN stays NaN)."""
+
+    def raw_answer(request: InferRequest, headers: Headers) -> InferResponse:
+        data = np.array([[1, 2], [3, 4]], dtype=np.int64)
+        out = InferOutput.from_raw("ids", [2, 2], "INT64", data.tobytes())
+        return InferResponse(request.id or "", "first", [out, *doubled(request, headers).outputs])
+
+    second = MockHop()
+    graph = Graph(
+        spec("""
+        nodes:
+          root:
+            routerType: Sequence
+            steps: [{serviceName: a}, {serviceName: b, data: $response}]
+        """),
+        {"a": MockHop(raw_answer), "b": second},
+    )
+    response = await infer(graph, tensor_request())
+    passed = second.calls[0].payload
+    assert isinstance(passed, InferRequest)
+    assert (passed.model_name, passed.id) == ("g", "req-7")
+    assert [(t.name, t.datatype, t.shape) for t in passed.inputs] == [
+        ("ids", "INT64", [2, 2]),
+        ("y", "FP32", [2]),
+    ]
+    assert passed.inputs[0]._raw_data is not None
+    np.testing.assert_array_equal(passed.inputs[1].as_numpy(), [3.0, np.nan])
+    assert [o.name for o in response.outputs] == ["ids", "y"]
+
+
+async def test_v2_conditions_see_the_rest_json() -> None:
+    graph = Graph(
+        spec("""
+        nodes:
+          root:
+            routerType: Switch
+            steps:
+            - {serviceName: big, condition: 'inputs.#(name=="x").data.#(>1)'}
+            - {serviceName: small, condition: "inputs"}
+        """),
+        {"big": answer("big"), "small": answer("small")},
+    )
+    assert await infer(graph, tensor_request()) == "big"
+
+
+# Deadlines
+
+
+async def test_steps_share_the_request_deadline_capped_per_call() -> None:
+    seen: list[float] = []
+
+    def remaining(payload: Any, headers: Headers) -> Any:
+        from gateway import request_context
+
+        context = request_context.current()
+        assert context is not None
+        seen.append(context.remaining() or 0.0)
+        return {"predictions": []}
+
+    graph = Graph(
+        spec("""
+        spec:
+          routerTimeouts: {serviceClient: 2}
+          nodes:
+            root: {routerType: Ensemble, steps: [{serviceName: a}, {serviceName: b}]}
+        metadata: {name: g}
+        apiVersion: serving.kserve.io/v1alpha1
+        kind: InferenceGraph
+        """),
+        {"a": MockHop(remaining), "b": MockHop(remaining)},
+    )
+    with request(deadline=time.monotonic() + 30):
+        await infer(graph, {"instances": [1]})
+    # The cap, not the request's 30 s.
+    assert len(seen) == 2
+    assert all(seconds <= 2 for seconds in seen)
+    with request(deadline=time.monotonic() + 1.5):
+        await infer(graph, {"instances": [1]})
+    # The request's deadline, when it comes before the cap.
+    assert all(seconds <= 1.5 for seconds in seen[2:])
+
+
+async def test_no_step_is_called_once_the_deadline_passed() -> None:
+    hop = success()
+    graph = Graph(
+        spec("nodes: {root: {routerType: Sequence, steps: [{serviceName: a}]}}"), {"a": hop}
+    )
+    with request(deadline=time.monotonic() - 1), pytest.raises(UpstreamTimeout) as info:
+        await infer(graph, {"instances": [1]})
+    assert http_status(info.value) == 504
+    assert "deadline passed before node 'root' steps[0]" in str(info.value)
+    assert not hop.calls
+
+
+# A graph is a hop
+
+
+async def test_what_a_graph_takes() -> None:
+    graph = Graph(spec("nodes: {root: {routerType: Sequence, steps: [{serviceName: a}]}}"),
+                  {"a": success()})  # fmt: skip
+    with pytest.raises(UnsupportedProtocol):
+        await graph.infer(Passthrough("v2", "g", b"{}"), {})
+    with pytest.raises(InvalidInput, match="takes a JSON object or a v2 request, not bytes"):
+        await graph.infer(b"not json", {})
+    with pytest.raises(UnsupportedProtocol, match="has no explain"):
+        await graph.explain({"instances": [1]}, {})
+
+
+async def test_ready_and_close_every_hop_once() -> None:
+    shared, down = success(), MockHop(ready=False)
+    graph = Graph(
+        spec("""
+        nodes:
+          root: {routerType: Ensemble, steps: [{serviceName: a}, {serviceName: a}, {nodeName: n}]}
+          n: {routerType: Sequence, steps: [{serviceName: b}]}
+        """),
+        {"a": shared, "b": down},
+    )
+    assert await graph.ready() is False
+    down.is_ready = True
+    assert await graph.ready() is True
+    await graph.aclose()
+    assert shared.closed
+    assert down.closed
+
+
+class Chain(Model):
+    """A transformer with custom code between the graph's steps: it calls a graph twice."""
+
+    def __init__(self, graph: Graph) -> None:
+        super().__init__("chain")
+        self.graph = graph
+
+    async def predict(self, payload: Any, headers: Any = None, response_headers: Any = None) -> Any:
+        first = await self.graph.infer(payload, headers or {})
+        return await self.graph.infer({"instances": first["predictions"][::-1]}, headers or {})
+
+
+async def test_a_transformer_holds_and_calls_a_graph() -> None:
+    graph = Graph(spec("nodes: {root: {routerType: Sequence, steps: [{serviceName: echo}]}}"),
+                  {"echo": MockHop()})  # fmt: skip
+    assert await Chain(graph)({"instances": [1, 2, 3]}) == {"predictions": [3, 2, 1]}
+    model = Model("g")
+    model.predictor_hop = graph  # a graph is a hop: the default predict calls it
+    assert await model({"instances": [4]}) == {"predictions": [4]}
