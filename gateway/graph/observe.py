@@ -64,13 +64,14 @@ class Observed:
 
     def __init__(
         self,
-        span_name: str,
+        kind: str,
+        name: str,
         attributes: dict[str, AttributeValue],
         histogram: Histogram | None,
         labels: tuple[str, ...],
     ) -> None:
-        self.span_name = span_name
-        self.stage = _NOT_TOKEN.sub("_", span_name.replace(" ", "."))
+        self.span_name = f"{kind} {name}"
+        self.stage = f"{kind}.{_NOT_TOKEN.sub('_', name)}"
         self.attributes = attributes
         self._histogram = histogram
         self._labels = labels
@@ -85,7 +86,7 @@ class Observed:
         }
         histogram = metrics.node_seconds if metrics else None
         labels = (graph, node.name, node.router_type.value)
-        return cls(f"node {node.name}", attributes, histogram, labels)
+        return cls("node", node.name, attributes, histogram, labels)
 
     @classmethod
     def step(cls, graph: str, step: Step, metrics: GraphMetrics | None) -> Observed:
@@ -97,8 +98,8 @@ class Observed:
             "gateway.graph.step.target": step.service or f"node {step.node_name}",
         }
         histogram = metrics.step_seconds if metrics else None
-        return cls(f"step {step.node}.{step.key}", attributes, histogram,
-                   (graph, step.node, step.key))  # fmt: skip
+        labels = (graph, step.node, step.key)
+        return cls("step", f"{step.node}.{step.key}", attributes, histogram, labels)
 
     def run(self) -> _Run:
         return _Run(self)
