@@ -25,6 +25,9 @@ __all__ = ["as_request", "document", "error_body", "merge"]
 
 T = TypeVar("T", bound=Tensor)
 
+# KServe's router's words for a failure of its own.
+ROUTER_ERROR = "Failed to process request"
+
 # One Ensemble step's answer, or what it failed with (a Soft step's failure is part of it).
 Answer = Any
 
@@ -78,16 +81,17 @@ def _tensors(tensors: Sequence[Tensor]) -> list[dict[str, Any]]:
 
 
 def error_body(exc: GatewayError) -> dict[str, Any]:
-    """A failed step's answer: the upstream's own JSON object when it sent one, else
-    ``{"error": ...}`` (KServe's router passes a failed step's body on as it came)."""
+    """A failed step's answer as KServe's router gives it: the step's own JSON object when it
+    answered with one, ``{"error": ...}`` for one it answered otherwise, and KServe's
+    ``{"error": "Failed to process request", "cause": ...}`` for a failure of the router's
+    own (no route matched, no answer from the service)."""
     if isinstance(exc, UpstreamStatusError):
         try:
             body = orjson.loads(exc.reason)
         except orjson.JSONDecodeError:
             body = None
-        if isinstance(body, dict):
-            return body
-    return {"error": exc.reason}
+        return body if isinstance(body, dict) else {"error": exc.reason}
+    return {"error": ROUTER_ERROR, "cause": exc.reason}
 
 
 def merge(request: Any, answers: Sequence[tuple[str, Answer]]) -> Any:
@@ -115,7 +119,8 @@ def _copy(tensor: Tensor, cls: type[T], name: str) -> T:
     """`tensor` as a `cls` called `name`, its data in the same form (wire bytes stay bytes,
     uncopied, so they travel on as they came)."""
     parameters = tensor.parameters
-    # TODO(issue 10): Tensor gets a public way to ask for its wire bytes; use it here.
+    # The one private read of the package's graph code: issue 10 gives Tensor a public way
+    # to ask whether it holds wire bytes.
     if tensor._raw_data is not None:
         copied: T = cls.from_raw(name, tensor.shape, tensor.datatype, tensor._raw_data, parameters)
         return copied

@@ -36,13 +36,11 @@ Router = Callable[[Node, Any, Call, random.Random], Awaitable[Any]]
 
 
 class NoRouteMatched(ModelNotFound):
-    """No condition of a Switch node held (404, as KServe's router answers)."""
+    """No condition of a Switch node held: 404, in KServe's router's words."""
 
     def __init__(self, node: str) -> None:
-        GatewayError.__init__(
-            self, f"None of the routes matched with the switch condition (node {node!r})"
-        )
-        self.model_name = node
+        GatewayError.__init__(self, "None of the routes matched with the switch condition")
+        self.model_name = self.node = node
 
 
 async def sequence(node: Node, request: Any, call: Call, rng: random.Random) -> Any:

@@ -22,7 +22,7 @@ from gateway.errors import (
     grpc_code,
     http_status,
 )
-from gateway.graph import Graph, NoRouteMatched
+from gateway.graph import Graph, NoRouteMatched, error_body
 from gateway.hops.base import Headers, Passthrough
 from gateway.hops.mock import MockHop
 from gateway.model import Model
@@ -157,31 +157,30 @@ nodes:
 """
 
 
-async def test_soft_failure_of_the_last_step_is_the_answer() -> None:
-    """KServe scenario 1: success (Soft) -> error (Soft): the error's status and body."""
-    text = SEQUENCE_OF_TWO.format(first="s", second="e", first_dependency="Soft")
-    graph = Graph(spec(text), {"s": success(), "e": error_404()})
-    with pytest.raises(UpstreamStatusError) as info:
-        await infer(graph, {"instances": [1]})
-    assert http_status(info.value) == 404
-    assert str(info.value) == NOT_FOUND_BODY
-
-
-async def test_soft_failure_does_not_stop_a_sequence() -> None:
-    """KServe scenario 2: error (Soft) -> success: the success."""
-    text = SEQUENCE_OF_TWO.format(first="e", second="s", first_dependency="Soft")
-    graph = Graph(spec(text), {"s": success(), "e": error_404()})
-    assert await infer(graph, {"instances": [1]}) == SUCCESS
-
-
-async def test_hard_failure_stops_a_sequence() -> None:
-    """KServe scenario 3: error (Hard) -> success: the error, and the next step never runs."""
-    text = SEQUENCE_OF_TWO.format(first="e", second="s", first_dependency="Hard")
-    graph = Graph(spec(text), {"s": (ok := success()), "e": error_404()})
-    with pytest.raises(UpstreamStatusError) as info:
-        await infer(graph, {"instances": [1]})
-    assert http_status(info.value) == 404
-    assert not ok.calls
+@pytest.mark.parametrize(
+    ("first", "second", "dependency", "status", "second_runs"),
+    [
+        # KServe scenario 1: success (Soft) -> error (Soft): the error's status and body.
+        ("s", "e", "Soft", 404, True),
+        # Scenario 2: error (Soft) -> success: a Soft failure does not stop a Sequence.
+        ("e", "s", "Soft", 200, True),
+        # Scenario 3: error (Hard) -> success: the error, and the next step never runs.
+        ("e", "s", "Hard", 404, False),
+    ],
+)
+async def test_hard_and_soft_failures_in_a_sequence(
+    first: str, second: str, dependency: str, status: int, second_runs: bool
+) -> None:
+    hops = {"s": success(), "e": error_404()}
+    text = SEQUENCE_OF_TWO.format(first=first, second=second, first_dependency=dependency)
+    try:
+        answer: Any = await infer(Graph(spec(text), hops), {"instances": [1]})
+        answered = 200
+    except UpstreamStatusError as exc:
+        answer, answered = str(exc), http_status(exc)
+    assert answered == status
+    assert answer == (SUCCESS if status == 200 else NOT_FOUND_BODY)
+    assert bool(hops[second].calls) is second_runs
 
 
 async def test_soft_failure_cannot_be_the_next_request() -> None:
@@ -270,7 +269,12 @@ async def test_switch_with_no_match_is_a_404(switch: Graph) -> None:
     with pytest.raises(NoRouteMatched) as info:
         await infer(switch, picker("NO_MATCH"))
     assert (http_status(info.value), grpc_code(info.value)) == (404, grpc.StatusCode.NOT_FOUND)
-    assert str(info.value) == ("None of the routes matched with the switch condition (node 'root')")
+    assert info.value.node == "root"
+    # On "/", the body KServe's router answers (its e2e test_ig_scenario4, case 3).
+    assert error_body(info.value) == {
+        "error": "Failed to process request",
+        "cause": "None of the routes matched with the switch condition",
+    }
 
 
 async def test_switch_takes_the_first_that_holds() -> None:
@@ -611,3 +615,21 @@ async def test_a_transformer_holds_and_calls_a_graph() -> None:
     model = Model("g")
     model.predictor_hop = graph  # a graph is a hop: the default predict calls it
     assert await model({"instances": [4]}) == {"predictions": [4]}
+
+
+@pytest.mark.parametrize(
+    ("error", "body"),
+    [
+        # The step's own JSON object, as KServe passes a failed step's body on.
+        (UpstreamStatusError(NOT_FOUND_BODY, status=404), {"detail": "Intentional 404 code"}),
+        # A body that was not a JSON object (MLServer's "Internal Server Error").
+        (UpstreamStatusError("Internal Server Error", status=500),
+         {"error": "Internal Server Error"}),
+        # A failure of the router's own, in KServe's router's words.
+        (UpstreamTimeout("the predictor did not answer within 1.000 s"),
+         {"error": "Failed to process request",
+          "cause": "the predictor did not answer within 1.000 s"}),
+    ],
+)  # fmt: skip
+def test_error_bodies(error: Any, body: dict[str, Any]) -> None:
+    assert error_body(error) == body
