@@ -13,13 +13,39 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Tracer
 
 from gateway import request_context, tracing
-from gateway.graph import GraphSpec, StepTarget, parse_graph
-from gateway.hops.base import Hop
+from gateway.errors import UpstreamStatusError
+from gateway.graph import Graph, GraphSpec, StepTarget, parse_graph
+from gateway.hops.base import Headers, Hop
 from gateway.hops.factory import build_hop
+from gateway.hops.mock import MockHop
 from gateway.hops.settings import HopSettings, RetryPolicy
 from gateway.metrics import Metrics
 from gateway.request_context import RequestContext
 from gateway.tracing import TracingSettings
+
+# KServe's e2e test services: one answers 200, the other an intentional 404.
+SUCCESS = {"predictions": [{"message": "SUCCESS"}]}
+NOT_FOUND_BODY = '{"detail":"Intentional 404 code"}'
+
+
+def success() -> MockHop:
+    return MockHop(lambda payload, headers: SUCCESS, name="success")
+
+
+def error_404() -> MockHop:
+    def fail(payload: Any, headers: Headers) -> Any:
+        # What a REST hop raises for FastAPI's 404 body (the body is the message).
+        raise UpstreamStatusError(NOT_FOUND_BODY, status=404, upstream="error")
+
+    return MockHop(fail, name="error")
+
+
+def answer(value: Any) -> MockHop:
+    return MockHop(lambda payload, headers: value)
+
+
+async def infer(graph: Graph, payload: Any) -> Any:
+    return await graph.infer(payload, {"x-request-id": "r"})
 
 
 def spec(text: str, services: Mapping[str, str] | None = None) -> GraphSpec:
