@@ -26,7 +26,7 @@ from gateway.request_context import RequestContext
 STAGES = ("preprocess", "predict", "explain", "postprocess")
 
 # Wide enough for both a 50 us pass-through and a 30 s model.
-_BUCKETS = (
+LATENCY_BUCKETS = (
     0.0001,
     0.00025,
     0.0005,
@@ -65,7 +65,7 @@ class Metrics:
                 f"request_{stage}_seconds",
                 f"{stage} latency",
                 ["model_name"],
-                buckets=_BUCKETS,
+                buckets=LATENCY_BUCKETS,
                 registry=registry,
             )
             for stage in STAGES
@@ -80,14 +80,14 @@ class Metrics:
             "gateway_request_seconds",
             "Time from request received to response ready",
             ["model_name", "protocol"],
-            buckets=_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.hop_seconds = Histogram(
             "gateway_hop_seconds",
             "Time of each attempt on a hop to an upstream",
             ["model_name", "hop", "protocol", "outcome"],
-            buckets=_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.hop_retries = Counter(
