@@ -29,7 +29,8 @@ def test_least_request_never_picks_the_most_loaded_of_three() -> None:
     picked = Counter(chooser.choose(loads).name for _ in range(3000))
     # Of the three pairs, "a" wins two and "b" one; "c" never wins a comparison.
     assert picked["c"] == 0
-    assert 1700 < picked["a"] < 2300 and 700 < picked["b"] < 1300
+    assert 1700 < picked["a"] < 2300
+    assert 700 < picked["b"] < 1300
 
 
 def test_least_request_splits_ties_evenly() -> None:
@@ -45,7 +46,8 @@ def test_round_robin_takes_each_in_turn_from_a_random_start() -> None:
     for seed in range(10):
         chooser = RoundRobin(random.Random(seed))
         order = [chooser.choose(loads).name for _ in range(6)]
-        assert order[:3] == order[3:] and sorted(order[:3]) == ["a", "b", "c"]
+        assert order[:3] == order[3:]
+        assert sorted(order[:3]) == ["a", "b", "c"]
         starts.add(order[0])
     assert len(starts) > 1
 

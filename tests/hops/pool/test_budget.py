@@ -26,7 +26,8 @@ def test_the_share_of_requests_in_flight_rules_above_the_floor() -> None:
     for _ in range(50):
         budget.request_finished()
     # 20 retries in flight, the limit now 10: none more until they drop below it.
-    assert budget.limit == 10 and not budget.try_retry()
+    assert budget.limit == 10
+    assert not budget.try_retry()
     for _ in range(11):
         budget.retry_finished()
     assert budget.try_retry()

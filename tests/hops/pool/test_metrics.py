@@ -57,4 +57,7 @@ def test_they_live_on_the_gateways_registry() -> None:
     metrics = Metrics()
     PoolMetrics(metrics.registry).observer("m", "predictor").refused("concurrency")
     text, _ = metrics.exposition()
-    assert b'gateway_pool_refusals_total{hop="predictor",model_name="m",reason="concurrency"} 1.0' in text
+    assert (
+        b'gateway_pool_refusals_total{hop="predictor",model_name="m",reason="concurrency"} 1.0'
+        in text
+    )

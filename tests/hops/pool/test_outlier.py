@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.hops.pool import Endpoint, OutlierPolicy, Outcome, Replica
+from gateway.hops.pool import Endpoint, Outcome, OutlierPolicy, Replica
 from gateway.hops.pool.outlier import OutlierDetector
 
 from .support import Clock, Recorder
@@ -29,7 +29,9 @@ def detector(clock: Clock, **policy: Any) -> tuple[OutlierDetector, Recorder]:
     )
 
 
-def fail(detector: OutlierDetector, replica: Replica[Any], pool: list[Replica[Any]], n: int) -> None:
+def fail(
+    detector: OutlierDetector, replica: Replica[Any], pool: list[Replica[Any]], n: int
+) -> None:
     for _ in range(n):
         detector.record(replica, FAIL, pool)
 
@@ -40,20 +42,20 @@ def test_five_failures_in_a_row_eject_for_the_base_time_then_it_comes_back() -> 
     fail(outliers, pool[0], pool, 4)
     assert not pool[0].ejected
     outliers.record(pool[0], Outcome.CONNECT_FAILURE, pool)
-    assert pool[0].ejected and pool[0].outlier.ejected_until == clock.now + 30
+    assert pool[0].ejected
+    assert pool[0].outlier.ejected_until == clock.now + 30
     assert recorder.named("ejected") == [("ejected", "10.0.0.1:8000", 30.0)]
     clock.advance(29.9)
     outliers.readmit_due(pool)
     assert pool[0].ejected
     clock.advance(0.1)
     outliers.readmit_due(pool)
-    assert not pool[0].ejected and pool[0].outlier.consecutive == 0
+    assert not pool[0].ejected
+    assert pool[0].outlier.consecutive == 0
     assert recorder.named("readmitted") == [("readmitted", "10.0.0.1:8000")]
 
 
-@pytest.mark.parametrize(
-    "answer", [Outcome.SUCCESS, Outcome.CLIENT_ERROR, Outcome.SERVER_ERROR]
-)
+@pytest.mark.parametrize("answer", [Outcome.SUCCESS, Outcome.CLIENT_ERROR, Outcome.SERVER_ERROR])
 def test_an_answer_resets_the_count(answer: Outcome) -> None:
     clock, pool = Clock(), replicas(3)
     outliers, _ = detector(clock)
@@ -117,7 +119,9 @@ def test_failures_of_attempts_sent_before_the_ejection_change_nothing() -> None:
         (2, 100.0, False, 2),
     ],
 )
-def test_never_more_than_the_share_allows(size: int, percent: float, one: bool, ejectable: int) -> None:
+def test_never_more_than_the_share_allows(
+    size: int, percent: float, one: bool, ejectable: int
+) -> None:
     clock, pool = Clock(), replicas(size)
     outliers, _ = detector(clock, max_ejection_percent=percent, always_eject_one=one)
     for replica in pool:
@@ -130,7 +134,8 @@ def test_a_refused_ejection_needs_a_new_run_of_failures() -> None:
     outliers, _ = detector(clock)
     fail(outliers, pool[0], pool, 5)
     fail(outliers, pool[1], pool, 5)  # refused: one of three is out already
-    assert not pool[1].ejected and pool[1].outlier.consecutive == 0
+    assert not pool[1].ejected
+    assert pool[1].outlier.consecutive == 0
     clock.now = pool[0].outlier.ejected_until or clock.now
     outliers.readmit_due(pool)
     fail(outliers, pool[1], pool, 4)

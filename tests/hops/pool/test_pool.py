@@ -15,8 +15,8 @@ from gateway.hops.pool import (
     Endpoint,
     HealthCheckPolicy,
     NoReplica,
-    OutlierPolicy,
     Outcome,
+    OutlierPolicy,
     Pool,
     PoolSaturated,
     PoolSettings,
@@ -45,12 +45,15 @@ def test_a_lease_counts_the_attempt_in_flight_until_released() -> None:
     pool = endpoint_pool(THREE, clock=clock, observer=recorder)
     with pool.call() as call:
         lease = call.attempt()
-        assert lease.attempt == 1 and lease.client == lease.endpoint
-        assert lease.replica.outstanding == 1 and pool.in_flight == 1
+        assert lease.attempt == 1
+        assert lease.client == lease.endpoint
+        assert lease.replica.outstanding == 1
+        assert pool.in_flight == 1
         clock.advance(0.25)
         lease.succeeded()
         lease.failed(DOWN)  # released once: the second report is ignored
-    assert lease.replica.outstanding == 0 and pool.in_flight == 0
+    assert lease.replica.outstanding == 0
+    assert pool.in_flight == 0
     assert recorder.named("attempt") == [("attempt", str(lease.endpoint), Outcome.SUCCESS, 0.25)]
 
 
@@ -59,7 +62,8 @@ def test_leaving_the_block_reports_the_outcome_of_the_error_raised() -> None:
     with pool.call() as call:
         with pytest.raises(UpstreamStatusError), call.attempt() as lease:
             raise DOWN
-        assert lease.outcome is Outcome.GATEWAY_FAILURE and call.last_error is DOWN
+        assert lease.outcome is Outcome.GATEWAY_FAILURE
+        assert call.last_error is DOWN
         assert lease.replica.failures == 1
 
 
@@ -78,17 +82,23 @@ def test_retries_go_to_replicas_not_tried_yet() -> None:
 
 
 def test_an_ejected_replica_is_not_picked_while_another_is_left() -> None:
-    pool = endpoint_pool(THREE, settings=PoolSettings(outlier=OutlierPolicy(max_ejection_percent=50)))
+    pool = endpoint_pool(
+        THREE, settings=PoolSettings(outlier=OutlierPolicy(max_ejection_percent=50))
+    )
     eject(pool, 2)
     picked = Counter()
     for _ in range(200):
         with pool.call() as call, call.attempt() as lease:
             picked[lease.endpoint.port] += 1
-    assert picked[2] == 0 and picked[1] > 60 and picked[3] > 60
+    assert picked[2] == 0
+    assert picked[1] > 60
+    assert picked[3] > 60
 
 
 def test_a_retry_goes_back_to_the_one_healthy_replica_rather_than_a_sick_one() -> None:
-    pool = endpoint_pool(THREE, settings=PoolSettings(outlier=OutlierPolicy(max_ejection_percent=100)))
+    pool = endpoint_pool(
+        THREE, settings=PoolSettings(outlier=OutlierPolicy(max_ejection_percent=100))
+    )
     eject(pool, 1)
     eject(pool, 2)
     with pool.call() as call:
@@ -96,7 +106,9 @@ def test_a_retry_goes_back_to_the_one_healthy_replica_rather_than_a_sick_one() -
 
 
 def test_with_every_replica_ejected_the_pool_panics_and_uses_them_all() -> None:
-    pool = endpoint_pool(THREE, settings=PoolSettings(outlier=OutlierPolicy(max_ejection_percent=100)))
+    pool = endpoint_pool(
+        THREE, settings=PoolSettings(outlier=OutlierPolicy(max_ejection_percent=100))
+    )
     for port in (1, 2, 3):
         eject(pool, port)
     with pool.call() as call:
@@ -132,7 +144,8 @@ def test_past_its_limit_a_pool_refuses_at_once_with_retry_after() -> None:
     held = [first.attempt(), second.attempt()]
     with pytest.raises(PoolSaturated) as refused:
         third.attempt()
-    assert refused.value.retry_after == 2.0 and pool.in_flight == 2
+    assert refused.value.retry_after == 2.0
+    assert pool.in_flight == 2
     assert recorder.named("refused") == [("refused", "concurrency")]
     held[0].succeeded()
     third.attempt().succeeded()
@@ -159,7 +172,8 @@ def test_a_retry_the_budget_refuses_raises_the_upstreams_own_error() -> None:
             call.attempt()
     assert again.value is DOWN
     assert recorder.named("refused") == [("refused", "retry_budget")]
-    assert budget.requests == 0 and budget.retries == 0
+    assert budget.requests == 0
+    assert budget.retries == 0
 
 
 def test_a_retry_holds_its_budget_slot_until_its_attempt_ends() -> None:
@@ -169,15 +183,20 @@ def test_a_retry_holds_its_budget_slot_until_its_attempt_ends() -> None:
     for call in (first, second):
         with pytest.raises(UpstreamStatusError), call.attempt():
             raise DOWN
-    assert first.may_retry() and first.may_retry()  # asking twice takes one slot
-    assert budget.retries == 1 and not second.may_retry()
+    assert first.may_retry()
+    assert first.may_retry()
+    assert budget.retries == 1
+    assert not second.may_retry()
     retry = first.attempt()
-    assert retry.attempt == 2 and budget.retries == 1
+    assert retry.attempt == 2
+    assert budget.retries == 1
     retry.succeeded()
-    assert budget.retries == 0 and second.may_retry()
+    assert budget.retries == 0
+    assert second.may_retry()
     second.close()
     first.close()
-    assert budget.retries == 0 and budget.requests == 0
+    assert budget.retries == 0
+    assert budget.requests == 0
 
 
 async def test_tenacity_stops_at_once_when_the_budget_refuses() -> None:
@@ -205,13 +224,16 @@ async def test_tenacity_stops_at_once_when_the_budget_refuses() -> None:
         )
         with pytest.raises(UpstreamStatusError):
             await retrying(send, call)
-        assert call.attempts == 1 and slept == []
+        assert call.attempts == 1
+        assert slept == []
         holder.close()
         with pytest.raises(UpstreamStatusError):
             await retrying(send, call)
         # The slot is free again: two retries, each after a (zero) wait.
-        assert call.attempts == 4 and len(slept) == 2
-    assert budget.retries == 0 and budget.requests == 0
+        assert call.attempts == 4
+        assert len(slept) == 2
+    assert budget.retries == 0
+    assert budget.requests == 0
 
 
 async def test_a_replica_that_leaves_finishes_its_attempts_then_its_client_closes() -> None:
@@ -239,7 +261,8 @@ async def test_a_replica_that_leaves_finishes_its_attempts_then_its_client_close
         resolver.set("svc", ["10.0.0.1", "10.0.0.3"])
         await pool.endpoints.refresh()
         assert {r.endpoint.address for r in pool.replicas} == {"10.0.0.1", "10.0.0.3"}
-        assert leaving.retired and closed == []
+        assert leaving.retired
+        assert closed == []
         assert recorder.named("removed") == []
         lease.failed(DOWN)  # a retired replica's failures eject nothing
         await asyncio.sleep(0)
@@ -262,7 +285,11 @@ async def test_health_checks_keep_failing_replicas_out_and_bring_them_back() -> 
 
     policy = HealthCheckPolicy(interval=5, timeout=0.01, healthy_threshold=2, unhealthy_threshold=2)
     pool = endpoint_pool(
-        THREE, settings=PoolSettings(health_check=policy), probe=probe, observer=recorder, sleep=ticker.sleep
+        THREE,
+        settings=PoolSettings(health_check=policy),
+        probe=probe,
+        observer=recorder,
+        sleep=ticker.sleep,
     )
     assert not pool.healthy()  # nothing is known before the first probe
     await pool.start()
@@ -279,7 +306,8 @@ async def test_health_checks_keep_failing_replicas_out_and_bring_them_back() -> 
     assert not replicas[3].health.healthy
     assert ticker.asked == [5, 5, 5]
     assert ("health", "10.0.0.1:3", False) in recorder.events
-    assert await pool.ready() and pool.healthy()
+    assert await pool.ready()
+    assert pool.healthy()
     await pool.aclose()
 
 
@@ -322,7 +350,8 @@ def test_round_robin_when_asked() -> None:
     for _ in range(6):
         with pool.call() as call, call.attempt() as lease:
             ports.append(lease.endpoint.port)
-    assert ports[:3] == ports[3:] and sorted(ports[:3]) == [1, 2, 3]
+    assert ports[:3] == ports[3:]
+    assert sorted(ports[:3]) == [1, 2, 3]
 
 
 def test_attempts_are_counted_per_replica() -> None:

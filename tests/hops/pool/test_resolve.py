@@ -39,7 +39,8 @@ async def test_ip_literals_are_endpoints_from_the_start_and_never_resolved() -> 
     await endpoints.refresh()
     endpoints.start()  # nothing to refresh: no task
     await endpoints.aclose()
-    assert resolver.asked == 0 and changes == []
+    assert resolver.asked == 0
+    assert changes == []
 
 
 async def test_a_name_becomes_one_endpoint_per_address_and_follows_changes() -> None:
@@ -62,7 +63,8 @@ async def test_a_name_that_stops_resolving_keeps_its_addresses() -> None:
     await endpoints.refresh()
     resolver.set("svc", [])
     await endpoints.refresh()
-    assert addresses(endpoints) == ["10.0.0.1:80"] and len(changes) == 1
+    assert addresses(endpoints) == ["10.0.0.1:80"]
+    assert len(changes) == 1
 
 
 async def test_a_resolver_that_hangs_is_given_up_on() -> None:
@@ -90,10 +92,12 @@ async def test_the_loop_refreshes_every_interval_until_closed() -> None:
     resolver.set("svc", ["10.0.0.1", "10.0.0.5"])
     await ticker.tick()
     assert addresses(endpoints) == ["10.0.0.1:80", "10.0.0.5:80"]
-    assert ticker.asked == [3.0, 3.0, 3.0] and len(changes) == 2
+    assert ticker.asked == [3.0, 3.0, 3.0]
+    assert len(changes) == 2
     task = endpoints._task
     await endpoints.aclose()
-    assert task is not None and task.cancelled()
+    assert task is not None
+    assert task.cancelled()
 
 
 async def test_the_system_resolver_reads_the_hosts_file_and_prefers_ipv4() -> None:

@@ -70,7 +70,8 @@ def test_an_endpoint_names_where_it_connects_and_what_it_was_called() -> None:
     assert str(named) == "predictor.ns:8080 (10.1.2.3:8080)"
     literal = Endpoint("::1", "::1", 9000)
     assert literal.hostport == literal.authority == str(literal) == "[::1]:9000"
-    assert HostPort("10.0.0.1", 1).is_ip and not HostPort("a", 1).is_ip
+    assert HostPort("10.0.0.1", 1).is_ip
+    assert not HostPort("a", 1).is_ip
 
 
 _label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
