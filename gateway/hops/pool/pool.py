@@ -113,6 +113,8 @@ class Pool(Generic[C]):
         self._retiring: set[Replica[C]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
+        # Whether replicas that join are probed at once (after the first round of checks).
+        self._probing = False
         self.endpoints = EndpointSet(
             target,
             on_change=self.update,
@@ -140,6 +142,7 @@ class Pool(Generic[C]):
         self.endpoints.start()
         if self.health is not None:
             await self.health.check(self.replicas)
+            self._probing = True
             self._spawn(self.health.run(lambda: self.replicas))
 
     async def aclose(self) -> None:
@@ -181,11 +184,16 @@ class Pool(Generic[C]):
                 self._retiring.add(replica)
                 if replica.outstanding == 0:
                     self._dispose(replica)
+        added = []
         for endpoint in endpoints:
             if endpoint not in self._replicas:
                 replica = Replica(endpoint, self._open_client)
                 self._replicas[endpoint] = replica
+                added.append(replica)
                 self.observer.replica_added(replica)
+        if added and self.health is not None and self._probing:
+            # Probed now rather than at the next round: until then they are not picked.
+            self._spawn(self.health.check(added))
 
     # Requests
 

@@ -311,6 +311,36 @@ async def test_health_checks_keep_failing_replicas_out_and_bring_them_back() -> 
     await pool.aclose()
 
 
+async def test_a_replica_that_joins_is_probed_at_once() -> None:
+    resolver, ticker = StaticResolver({"svc": ["10.0.0.1"]}), Ticker()
+    probed: list[str] = []
+
+    async def probe(replica: Replica[Endpoint]) -> bool:
+        probed.append(replica.endpoint.address)
+        return True
+
+    pool = endpoint_pool(
+        "svc:80",
+        resolver=resolver,
+        settings=PoolSettings(health_check=HealthCheckPolicy(interval=60)),
+        probe=probe,
+        sleep=ticker.sleep,
+    )
+    await pool.start()
+    resolver.set("svc", ["10.0.0.1", "10.0.0.2"])
+    await pool.endpoints.refresh()
+    joined = next(r for r in pool.replicas if r.endpoint.address == "10.0.0.2")
+    for _ in range(10):  # the probe is a task of the pool's: let it run (bounded)
+        if joined.health.healthy:
+            break
+        await asyncio.sleep(0)
+    assert probed == ["10.0.0.1", "10.0.0.2"]
+    assert joined.health.healthy
+    assert await pool.ready()
+    assert pool.healthy()
+    await pool.aclose()
+
+
 async def test_ready_means_one_replica_says_so() -> None:
     pool = endpoint_pool(THREE)
     asked: list[int] = []
