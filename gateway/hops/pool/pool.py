@@ -110,6 +110,8 @@ class Pool(Generic[C]):
             )
         self.in_flight = 0
         self._replicas: dict[Endpoint, Replica[C]] = {}
+        # The values of `_replicas`, kept as a tuple: read on every pick.
+        self._members: tuple[Replica[C], ...] = ()
         self._retiring: set[Replica[C]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
@@ -129,7 +131,7 @@ class Pool(Generic[C]):
     @property
     def replicas(self) -> tuple[Replica[C], ...]:
         """The replicas in the pool now (not those that left and are finishing)."""
-        return tuple(self._replicas.values())
+        return self._members
 
     # Lifecycle
 
@@ -156,6 +158,7 @@ class Pool(Generic[C]):
                 await task
         replicas = [*self._replicas.values(), *self._retiring]
         self._replicas.clear()
+        self._members = ()
         self._retiring.clear()
         for replica in replicas:
             if replica.opened:
@@ -191,6 +194,7 @@ class Pool(Generic[C]):
                 self._replicas[endpoint] = replica
                 added.append(replica)
                 self.observer.replica_added(replica)
+        self._members = tuple(self._replicas.values())
         if added and self.health is not None and self._probing:
             # Probed now rather than at the next round: until then they are not picked.
             self._spawn(self.health.check(added))
@@ -226,9 +230,16 @@ class Pool(Generic[C]):
                 upstream=self.role,
             )
         self.outliers.readmit_due(replicas)
-        candidates = [replica for replica in replicas if self._available(replica)] or list(replicas)
-        untried = [replica for replica in candidates if replica not in exclude]
-        replica = self.balancer.choose(untried or candidates)
+        checked = self.health is not None
+        candidates: Sequence[Replica[C]] = [
+            replica
+            for replica in replicas
+            if replica.outlier.ejected_until is None
+            and (not checked or replica.health.healthy is True)
+        ] or replicas
+        if exclude:
+            candidates = [replica for replica in candidates if replica not in exclude] or candidates
+        replica = self.balancer.choose(candidates)
         replica.outstanding += 1
         replica.attempts += 1
         self.in_flight += 1
