@@ -96,7 +96,8 @@ class PoolCall(Generic[C]):
         self.attempts += 1
         try:
             replica = self.pool.pick(self.tried)
-        except BaseException:
+        except BaseException as exc:
+            self.last_error = exc
             self._release_slot()
             raise
         lease = Lease(self, replica, self.attempts, self._slot)

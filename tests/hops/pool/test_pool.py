@@ -131,8 +131,10 @@ def test_an_ejected_replica_is_picked_again_once_its_time_is_up() -> None:
 def test_an_empty_pool_refuses_with_no_replica() -> None:
     recorder = Recorder()
     pool = endpoint_pool("predictor:8080", resolver=StaticResolver(), observer=recorder)
-    with pool.call() as call, pytest.raises(NoReplica, match="predictor:8080"):
-        call.attempt()
+    with pool.call() as call:
+        with pytest.raises(NoReplica, match="predictor:8080"):
+            call.attempt()
+        assert isinstance(call.last_error, NoReplica)
     assert recorder.named("refused") == [("refused", "no_replica")]
 
 
