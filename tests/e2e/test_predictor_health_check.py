@@ -9,8 +9,6 @@ probe can: REST v2 server and model, REST v1 model, gRPC ServerReady and ModelRe
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 from contextlib import ExitStack
 
 import grpc
@@ -18,6 +16,7 @@ import pytest
 
 from gateway._proto import SERVICE_NAME, pb
 from tests.e2e.support import MODEL, PROTOCOLS, gateway_command, predictor_command, start_servers
+from tests.examples.processes import status
 from tests.hops.upstreams import free_port
 from tests.server.procs import ServerProcess, wait_until
 
@@ -26,21 +25,13 @@ from tests.server.procs import ServerProcess, wait_until
 WITHIN = 5.0 + 5.0
 
 
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
 def readiness(gateway: ServerProcess) -> dict[str, bool]:
     """Each way of asking `gateway` whether it is ready, and its answer."""
     base = gateway.base_url
     answers = {
-        "rest v2 server": _status(f"{base}/v2/health/ready") == 200,
-        "rest v2 model": _status(f"{base}/v2/models/{MODEL}/ready") == 200,
-        "rest v1 model": _status(f"{base}/v1/models/{MODEL}") == 200,
+        "rest v2 server": status(f"{base}/v2/health/ready") == 200,
+        "rest v2 model": status(f"{base}/v2/models/{MODEL}/ready") == 200,
+        "rest v1 model": status(f"{base}/v1/models/{MODEL}") == 200,
     }
     with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
         server = channel.unary_unary(
@@ -59,7 +50,7 @@ def readiness(gateway: ServerProcess) -> dict[str, bool]:
 
 
 def assert_live(gateway: ServerProcess) -> None:
-    assert _status(f"{gateway.base_url}/v2/health/live") == 200
+    assert status(f"{gateway.base_url}/v2/health/live") == 200
 
 
 def wait_readiness(gateways: dict[str, ServerProcess], ready: bool) -> None:
