@@ -38,10 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
+from bench import venvs
+
 ROOT = Path(__file__).resolve().parents[1]
-# KServe, the peer of the server and hop benchmarks, in a virtual environment of its own.
-KSERVE_VERSION = "0.21.0"
-KSERVE_VENV = ROOT / "bench" / ".venv-kserve"
 LOCALHOST = "127.0.0.1"
 # What our ModelServer logs once both servers listen (port 0 becomes the bound port).
 LISTENING = re.compile(r"listening: REST on (\d+), gRPC on (\w+)")
@@ -295,36 +294,6 @@ def _accepts(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def venv_python(venv: Path, requirements: Sequence[str], probe: str) -> Path:
-    """The interpreter of virtual environment `venv`, created and filled on first use.
-
-    `probe` is Python code that exits 0 when the environment already has what it needs (for
-    example ``import kserve; assert kserve.__version__ == "0.21.0"``); otherwise `requirements`
-    are pip-installed into it. Progress goes to stderr.
-    """
-    python = venv / "bin" / "python"
-    if python.exists() and _runs(python, probe):
-        return python
-    if not python.exists():
-        print(f"creating {venv} ...", file=sys.stderr, flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    print(f"pip install {' '.join(requirements)} into {venv} ...", file=sys.stderr, flush=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         *requirements],
-        check=True,
-        stdout=sys.stderr,
-    )  # fmt: skip
-    if not _runs(python, probe):
-        raise RuntimeError(f"{venv}: installed {list(requirements)}, but `{probe}` still fails")
-    return python
-
-
-def _runs(python: Path, code: str) -> bool:
-    done = subprocess.run([str(python), "-c", code], capture_output=True, check=False)
-    return done.returncode == 0
 
 
 def python_info(python: Path | str, modules: Sequence[str]) -> str:
@@ -595,22 +564,18 @@ def add_kserve_options(parser: argparse.ArgumentParser) -> None:
     """``--kserve-spec`` and ``--kserve-venv``, for `kserve_python`."""
     parser.add_argument(
         "--kserve-spec",
-        default=f"kserve=={KSERVE_VERSION}",
+        default=venvs.KSERVE_SPEC,
         help="what pip installs for KServe (a requirement or a wheel file)",
     )
     parser.add_argument(
-        "--kserve-venv", type=Path, default=KSERVE_VENV, help="KServe's virtual environment"
+        "--kserve-venv", type=Path, default=venvs.KSERVE_VENV, help="KServe's virtual environment"
     )
 
 
 def kserve_python(args: argparse.Namespace) -> Path | str:
     """KServe's interpreter (installing it on first use), or why there is none."""
-    probe = (
-        "import importlib.metadata as m, kserve; "
-        f"assert m.version('kserve') == {KSERVE_VERSION!r}, m.version('kserve')"
-    )
     try:
-        return venv_python(args.kserve_venv, [args.kserve_spec], probe)
+        return venvs.kserve_python(args.kserve_spec, args.kserve_venv)
     except Exception as exc:
         return f"KServe not measured: installing {args.kserve_spec} failed ({exc})"
 

@@ -2,7 +2,9 @@
 
 Stage histograms keep KServe's names (``request_predict_seconds`` ...) so existing dashboards
 keep working. With several worker processes the metrics live in files shared through
-``PROMETHEUS_MULTIPROC_DIR`` and `exposition` adds them up across workers.
+``PROMETHEUS_MULTIPROC_DIR`` and `exposition` adds them up across workers; there
+``gateway_requests_total`` also carries each worker's ``pid``, so how the kernel spread the
+connections shows (and a worker that never serves), at no cost per request.
 """
 
 from __future__ import annotations
@@ -70,10 +72,13 @@ class Metrics:
             )
             for stage in STAGES
         }
+        # A worker's own series: its pid is a label value fixed for the process, so the cached
+        # children below cost nothing more per request.
+        self._worker = () if multiprocess_dir is None else (str(os.getpid()),)
         self.requests = Counter(
             "gateway_requests",
-            "Requests answered, by model, inbound protocol and status",
-            ["model_name", "protocol", "code"],
+            "Requests answered, by model, inbound protocol and status (and worker pid)",
+            ["model_name", "protocol", "code", *(["pid"] if self._worker else [])],
             registry=registry,
         )
         self.request_seconds = Histogram(
@@ -112,7 +117,7 @@ class Metrics:
         if children is None:
             # labels() costs a lock and a dict build per call: look each series up once.
             children = self._children[key] = (
-                self.requests.labels(*key),
+                self.requests.labels(*key, *self._worker),
                 self.request_seconds.labels(model_name, context.protocol),
             )
         children[0].inc()

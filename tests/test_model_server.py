@@ -6,6 +6,7 @@ import asyncio
 import re
 import signal
 import time
+from pathlib import Path
 
 import aiohttp
 import grpc
@@ -88,31 +89,84 @@ async def test_sigterm_lets_in_flight_requests_finish_then_exits() -> None:
         assert "stopped" in server.output()
 
 
-def _requests_total(metrics: str) -> float:
-    pattern = re.compile(r'^gateway_requests_total\{[^}]*model_name="model"[^}]*\} (\S+)$', re.M)
-    return sum(float(value) for value in pattern.findall(metrics))
+def _samples(metrics: str, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
+    """The samples of `name` whose labels include `labels`: (their labels, value)."""
+    found = []
+    for line in metrics.splitlines():
+        match = re.fullmatch(rf"{name}\{{([^}}]*)\}} (\S+)", line)
+        if match:
+            sample = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+            if labels.items() <= sample.items():
+                found.append((sample, float(match.group(2))))
+    return found
+
+
+def _served(metrics: str) -> dict[str, float]:
+    """Requests answered for "model", by worker pid."""
+    by_pid: dict[str, float] = {}
+    for sample, value in _samples(metrics, "gateway_requests_total", model_name="model"):
+        by_pid[sample["pid"]] = by_pid.get(sample["pid"], 0.0) + value
+    return by_pid
+
+
+def _children(pid: int) -> set[str]:
+    """The pids of the processes `pid` started."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):  # a process that ended meanwhile
+            continue
+        if int(fields[1]) == pid:  # ppid, the field after the state
+            children.add(stat.parent.name)
+    return children
+
+
+async def _metrics(base_url: str) -> str:
+    # A fresh connection: any worker may answer, and each must see every worker's figures.
+    async with aiohttp.ClientSession() as session, session.get(f"{base_url}/metrics") as response:
+        assert response.status == 200
+        return await response.text()
 
 
 @pytest.mark.timeout(90)
 async def test_workers_share_the_port_and_their_metrics_add_up() -> None:
-    args = ("--http_port", "0", "--grpc_port", "0", "--workers", "2")
-    with run_server(APP, *args) as server:
-        url = f"{server.base_url}/v2/models/model/infer"
-        body = _infer_body()
-        async with aiohttp.ClientSession() as session:
-            await _wait_ready(session, server)
-        for _ in range(20):
-            # A fresh connection each time, so both workers take some.
-            async with aiohttp.ClientSession() as session, session.post(url, data=body) as response:
-                assert response.status == 200
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}")
-        infer = channel.unary_unary(f"/{SERVICE_NAME}/ModelInfer")
-        request = InferRequest.from_bytes(body, None, "model").to_grpc_bytes()
-        await infer(request, timeout=10)
-        await channel.close()
-        for _ in range(4):
-            metrics_url = f"{server.base_url}/metrics"
-            async with aiohttp.ClientSession() as session, session.get(metrics_url) as response:
-                assert _requests_total(await response.text()) == 21
-        server.signal(signal.SIGTERM)
-        assert await asyncio.to_thread(server.wait, 30) == 0
+    # A real predictor behind the workers: every request makes a hop.
+    with run_server(APP, "--http_port", "0", "--grpc_port", "0") as predictor:
+        gateway = ("gateway", "serve", "--model_name", "model", "--http_port", "0",
+                   "--grpc_port", "0", "--workers", "2", "--predictor_protocol", "v2",
+                   "--predictor_host", f"127.0.0.1:{predictor.http_port}")  # fmt: skip
+        with run_server(*gateway) as server:
+            async with aiohttp.ClientSession() as session:
+                await _wait_ready(session, predictor)
+                await _wait_ready(session, server)
+            workers = _children(server.process.pid)
+            assert len(workers) == 2, server.output()
+            url = f"{server.base_url}/v2/models/model/infer"
+            body = _infer_body()
+            grpc_request = InferRequest.from_bytes(body, None, "model").to_grpc_bytes()
+            sent, served = 0, {}
+            # The kernel gives each new connection to one worker or the other: send, each
+            # request on a fresh connection, until both have served (a bounded number of tries).
+            for _ in range(50):
+                async with aiohttp.ClientSession() as session, session.post(url, data=body) as rest:
+                    assert rest.status == 200
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+                    await channel.unary_unary(f"/{SERVICE_NAME}/ModelInfer")(
+                        grpc_request, timeout=10
+                    )
+                sent += 2
+                served = _served(await _metrics(server.base_url))
+                if len(served) == len(workers):
+                    break
+            # Each worker served: its own series, under its own pid.
+            assert set(served) == workers, (served, workers)
+            assert all(count > 0 for count in served.values())
+            for _ in range(4):
+                metrics = await _metrics(server.base_url)
+                assert sum(_served(metrics).values()) == sent
+                hops = _samples(metrics, "gateway_hop_seconds_count", model_name="model")
+                assert {sample["hop"] for sample, _ in hops} == {"predictor"}
+                assert sum(count for _, count in hops) == sent
+            server.signal(signal.SIGTERM)
+            assert await asyncio.to_thread(server.wait, 30) == 0

@@ -117,3 +117,13 @@ def test_the_benchmarks_run(script: str) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "|" in result.stdout  # it printed its table
+
+
+def test_the_tests_readme_names_every_test_folder() -> None:
+    """tests/README.md says what each folder proves: a new folder gets a row, a gone one
+    loses it."""
+    named = set(re.findall(r"^\| `(\w+)/` \|", (ROOT / "tests" / "README.md").read_text(), re.M))
+    folders = {
+        path.name for path in (ROOT / "tests").iterdir() if path.is_dir() and any(path.glob("*.py"))
+    }
+    assert named == folders

@@ -13,11 +13,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from tritonclient import utils as triton_utils
@@ -437,30 +438,45 @@ def test_response_parameters_survive_rest_and_grpc(
 
 # --- tritonclient reads ours, and we read tritonclient's ------------------------------------
 
-# tritonclient needs ml_dtypes for BF16, which this environment does not have.
-TRITON_DATATYPES = [d for d in DATATYPES if d != "BF16"]
+# tritonclient holds BF16 as ml_dtypes.bfloat16; ours is float32 (BF16 widened exactly).
+# Every interop property also runs this BF16 tensor, whatever hypothesis draws: zeros of both
+# signs, a subnormal, the largest finite, the infinities and a NaN (JSON: binary then).
+BF16_EDGES = [
+    ("bf", ("BF16", bf16_values(np.array([0, 0x8000, 0x0001, 0x7F7F, 0x7F80, 0xFF80, 0x7FC0]))))
+]
+
+
+def _to_triton(datatype: str, array: Array) -> Array:
+    """Our array as tritonclient holds that datatype."""
+    return array.astype(ml_dtypes.bfloat16) if datatype == "BF16" else array
+
+
+def _from_triton(datatype: str, array: Array) -> Array:
+    """A tritonclient array as we hold that datatype."""
+    return array.astype(np.float32) if datatype == "BF16" else array
 
 
 def _triton_array(datatype: str, raw: bytes, shape: list[int]) -> Array:
     if datatype == "BYTES":
         return triton_utils.deserialize_bytes_tensor(raw).reshape(shape)
     dtype = np.dtype(triton_utils.triton_to_np_dtype(datatype)).newbyteorder("<")
-    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    return _from_triton(datatype, np.frombuffer(raw, dtype=dtype).reshape(shape))
 
 
 def _triton_raw(datatype: str, array: Array) -> bytes:
     if datatype == "BYTES":
         return b"" if array.size == 0 else triton_utils.serialize_byte_tensor(array).item()
     dtype = np.dtype(triton_utils.triton_to_np_dtype(datatype)).newbyteorder("<")
-    return array.astype(dtype).tobytes()
+    return _to_triton(datatype, array).astype(dtype).tobytes()
 
 
 @settings(max_examples=100, deadline=None)
+@example(BF16_EDGES, False)
 @given(st.lists(st.tuples(names, tensors()), max_size=3), st.booleans())
 def test_tritonclient_parses_our_grpc_request(
     items: list[tuple[str, tuple[str, Array]]], binary: bool
 ) -> None:
-    specs = [(name, dt, array) for name, (dt, array) in items if dt in TRITON_DATATYPES]
+    specs = [(name, dt, array) for name, (dt, array) in items]
     # JSON-set data goes raw over gRPC too; JSON cannot hold what is not JSON-safe.
     binary = binary or not all(is_json_safe(dt, array) for _, dt, array in specs)
     request = InferRequest(
@@ -482,9 +498,10 @@ def test_tritonclient_parses_our_grpc_request(
 
 
 @settings(max_examples=100, deadline=None)
+@example(BF16_EDGES)
 @given(st.lists(st.tuples(names, tensors()), max_size=3))
 def test_we_parse_a_tritonclient_grpc_request(items: list[tuple[str, tuple[str, Array]]]) -> None:
-    specs = [(name, dt, array) for name, (dt, array) in items if dt in TRITON_DATATYPES]
+    specs = [(name, dt, array) for name, (dt, array) in items]
     theirs = triton_pb.ModelInferRequest(model_name="m", id="r")
     theirs.parameters["f"].double_param = 2.0
     for name, datatype, array in specs:
@@ -501,25 +518,27 @@ def test_we_parse_a_tritonclient_grpc_request(items: list[tuple[str, tuple[str, 
 
 
 @settings(max_examples=50, deadline=None)
+@example(BF16_EDGES)
 @given(st.lists(st.tuples(names, tensors()), min_size=1, max_size=3))
 def test_tritonclient_reads_our_raw_grpc_response(
     items: list[tuple[str, tuple[str, Array]]],
 ) -> None:
-    specs = [(f"{i}{name}", dt, a) for i, (name, (dt, a)) in enumerate(items) if dt != "BF16"]
+    specs = [(f"{i}{name}", dt, a) for i, (name, (dt, a)) in enumerate(items)]
     response = InferResponse("r", "m", make_outputs(specs), use_binary_outputs=True)
     result = triton_grpc.InferResult(
         triton_pb.ModelInferResponse.FromString(response.to_grpc_bytes())
     )
     for name, datatype, array in specs:
-        assert_same(result.as_numpy(name), array, datatype)
+        assert_same(_from_triton(datatype, result.as_numpy(name)), array, datatype)
 
 
 @settings(max_examples=50, deadline=None)
+@example(BF16_EDGES, True)
 @given(st.lists(st.tuples(names, tensors()), min_size=1, max_size=3), st.booleans())
 def test_tritonclient_reads_our_rest_response(
     items: list[tuple[str, tuple[str, Array]]], binary: bool
 ) -> None:
-    specs = [(f"{i}{name}", dt, a) for i, (name, (dt, a)) in enumerate(items) if dt != "BF16"]
+    specs = [(f"{i}{name}", dt, a) for i, (name, (dt, a)) in enumerate(items)]
     if not binary and not all(is_json_safe(dt, a) for _, dt, a in specs):
         binary = True
     response = InferResponse("r", "m", make_outputs(specs), use_binary_outputs=binary)
@@ -534,21 +553,23 @@ def test_tritonclient_reads_our_rest_response(
             # tritonclient keeps JSON strings as str.
             assert got.tolist() == np.vectorize(bytes.decode, otypes=[object])(array).tolist()
         else:
-            assert_same(got.reshape(array.shape), array, datatype)
+            assert_same(_from_triton(datatype, got.reshape(array.shape)), array, datatype)
 
 
 @settings(max_examples=50, deadline=None)
+@example(BF16_EDGES, True)
 @given(st.lists(st.tuples(names, tensors()), max_size=3), st.booleans())
 def test_we_read_a_tritonclient_rest_request(
     items: list[tuple[str, tuple[str, Array]]], binary: bool
 ) -> None:
-    specs = [(name, dt, a) for name, (dt, a) in items if dt != "BF16"]
-    if not binary and not all(is_json_safe(dt, a) for _, dt, a in specs):
-        binary = True
+    specs = [(name, dt, a) for name, (dt, a) in items]
+    # tritonclient sends BF16 as binary data only.
+    json_safe = all(is_json_safe(dt, a) and dt != "BF16" for _, dt, a in specs)
+    binary = binary or not json_safe
     inputs = []
     for name, datatype, array in specs:
         tensor = triton_http.InferInput(name, list(array.shape), datatype)
-        tensor.set_data_from_numpy(array, binary_data=binary)
+        tensor.set_data_from_numpy(_to_triton(datatype, array), binary_data=binary)
         inputs.append(tensor)
     outputs = [triton_http.InferRequestedOutput("out", binary_data=binary)]
     body, length = triton_http.InferenceServerClient.generate_request_body(

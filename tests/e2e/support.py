@@ -49,9 +49,11 @@ def gateway_command(predictor: str, protocol: str, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def start_servers(stack: ExitStack, *commands: Sequence[str]) -> list[ServerProcess]:
+def start_servers(
+    stack: ExitStack, *commands: Sequence[str], ready: bool = True
+) -> list[ServerProcess]:
     """Start every command at once (each is ``python -m ...``); return them once all listen
-    and answer ready. Each is stopped when `stack` closes."""
+    and (if `ready`) answer ready. Each is stopped when `stack` closes."""
     managers = [run_server(*command) for command in commands]
     servers: list[ServerProcess] = []
     failures: list[BaseException] = []
@@ -67,7 +69,8 @@ def start_servers(stack: ExitStack, *commands: Sequence[str]) -> list[ServerProc
     if failures:
         raise failures[0]
     for server in servers:
-        wait_ready(server)
+        if ready:
+            wait_ready(server)
     return servers
 
 
