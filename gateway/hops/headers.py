@@ -1,7 +1,8 @@
 """Which inbound headers travel on to an upstream, and the wrapper that applies it.
 
 Passed on: ``x-request-id`` (the server's, generated when the client sent none), trace
-context (re-injected per attempt by the tracing wrapper), the operator's allow-list, and
+context and baggage in every format (W3C, B3, Jaeger; with tracing on, the tracing wrapper
+replaces them per attempt by the configured formats), the operator's allow-list, and
 ``Authorization`` only when the operator allows it. Hop-by-hop and framing headers never are:
 each hop frames its own body. A value with CR or LF is refused: it could forge headers.
 """
@@ -15,6 +16,7 @@ from gateway import request_context
 from gateway.errors import InvalidInput
 from gateway.hops.base import Headers, Hop, HopWrapper
 from gateway.hops.settings import HopSettings
+from gateway.tracing_propagation import TRACE_HEADERS
 
 HOP_BY_HOP = frozenset(
     {
@@ -34,7 +36,7 @@ HOP_BY_HOP = frozenset(
         "inference-header-content-length",
     }
 )
-ALWAYS = frozenset({"x-request-id", "traceparent", "tracestate", "baggage"})
+ALWAYS = frozenset({"x-request-id", "baggage"}) | TRACE_HEADERS
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,5 +1,6 @@
 """gRPC metadata in and out: the client's metadata as headers and its deadline, and what the
-server may send back (a model's response headers, x-request-id, server-timing)."""
+server may send back (a model's response headers, x-request-id, server-timing, and
+traceresponse when the call was sampled)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TypeAlias
 
 import grpc
 
+from gateway import tracing_ids
 from gateway.request_context import RequestContext
 from gateway.server.server_timing import server_timing
 
@@ -70,8 +72,11 @@ def trailers(ctx: RequestContext) -> tuple[tuple[str, str], ...]:
     (about a tenth of its CPU)."""
     timing = server_timing(ctx)
     if timing is None or not _VALUE.fullmatch(timing):
-        return (("x-request-id", ctx.request_id),)
-    return (("x-request-id", ctx.request_id), ("server-timing", timing))
+        found: tuple[tuple[str, str], ...] = (("x-request-id", ctx.request_id),)
+    else:
+        found = (("x-request-id", ctx.request_id), ("server-timing", timing))
+    # Called inside the call's SERVER span, which is current.
+    return found if ctx.tracer is None else found + tracing_ids.trailers()
 
 
 def usable_request_id(request_id: str) -> bool:

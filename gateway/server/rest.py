@@ -22,7 +22,7 @@ from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
 from opentelemetry.trace import Status, StatusCode, Tracer
 
-from gateway import tracing
+from gateway import tracing, tracing_ids
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, InvalidInput, PayloadTooLarge, http_status
 from gateway.metrics import Metrics
@@ -62,7 +62,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # Headers the server owns: a model's response headers never replace these.
 _RESERVED = frozenset(
     {"content-type", "content-length", "transfer-encoding", "connection", "keep-alive",
-     "inference-header-content-length", REQUEST_ID, "server-timing"}
+     "inference-header-content-length", REQUEST_ID, "server-timing", tracing_ids.TRACERESPONSE}
 )  # fmt: skip
 
 
@@ -237,11 +237,12 @@ async def _traced(
     if request.remote:
         attributes["client.address"] = request.remote
     name = f"{request.method} {template}"
-    with tracing.server_span(tracer, name, request.headers, attributes) as span:
+    with tracing.server_span(tracer, name, request.headers, attributes, request[CONTEXT]) as span:
         response = await _measured(request, handler)
         span.set_attribute("http.response.status_code", response.status)
         if response.status >= 500:  # a 4xx is the client's error, not this server's
             span.set_status(Status(StatusCode.ERROR))
+        tracing_ids.add_traceresponse(response.headers, span)
         return response
 
 
@@ -353,7 +354,8 @@ async def _alive(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     # With several workers this reads their files: keep it off the event loop.
-    body, content_type = await asyncio.to_thread(request.app[METRICS].exposition)
+    accept = request.headers.get("Accept", "")  # OpenMetrics, with exemplars, when asked
+    body, content_type = await asyncio.to_thread(request.app[METRICS].exposition, accept)
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
