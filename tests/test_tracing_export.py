@@ -163,9 +163,10 @@ def readme_commands() -> list[str]:
 
 
 async def echo_predictor(request: web.Request) -> web.Response:
-    body = await request.json()
-    outputs = [{**tensor, "name": tensor["name"]} for tensor in body["inputs"]]
-    return web.json_response({"model_name": request.match_info["name"], "outputs": outputs})
+    """A v2 predictor answering every request (JSON or binary) with one small tensor."""
+    await request.read()
+    output = {"name": "y", "shape": [1], "datatype": "FP32", "data": [1.0]}
+    return web.json_response({"model_name": request.match_info["name"], "outputs": [output]})
 
 
 @pytest.mark.parametrize("command", readme_commands())
