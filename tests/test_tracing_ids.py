@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import subprocess
 import sys
@@ -25,27 +24,28 @@ from aiohttp.test_utils import TestServer
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Tracer
 
-from gateway import logs
 from gateway._proto import SERVICE_NAME, pb
 from gateway.infer_request import InferRequest
-from gateway.metrics import Metrics
-from gateway.server.rest import create_app
+from tests import test_tracing
 from tests.models import EchoModel
 from tests.otlp_grpc import Collector, Exported, grpc_collector
 from tests.server.procs import ROOT, ServerProcess, run_server
 from tests.test_tracing import (
     BODY,
     GRPC_INFER,
-    SETTINGS,
     V2_INFER,
     by_name,
     dataplane_of,
     ended,
-    provider_for,
     serve_grpc,
+    serve_rest,
     traceparent,
 )
 from tests.test_tracing_export import echo_predictor
+
+# The in-memory exporter and a tracer exporting to it, shared with tests/test_tracing.py.
+exporter = test_tracing.exporter
+tracer = test_tracing.tracer
 
 TRACE = "463ac35c9f6413ad48485a3953bb6124"
 PARENT = "a2fb4a1d1a96d312"
@@ -53,16 +53,6 @@ OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0"}
 # An OpenMetrics bucket sample with an exemplar: name{labels} value # {trace_id="...",...}.
 EXEMPLAR = re.compile(r"^(\w+)_bucket\{[^}]*\} \S+ # \{([^}]*)\}", re.M)
 IDS = re.compile(r"trace_id=([0-9a-f]{32}) span_id=([0-9a-f]{16})$")
-
-
-@pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def tracer(exporter: InMemorySpanExporter) -> Tracer:
-    return provider_for(exporter).get_tracer("test")
 
 
 def exemplars(scrape: str) -> dict[str, set[str]]:
@@ -77,18 +67,16 @@ def exemplars(scrape: str) -> dict[str, set[str]]:
 # In process, with an in-memory exporter
 
 
+async def session_to_echo(stack: AsyncExitStack, tracer: Tracer | None) -> aiohttp.ClientSession:
+    host = await serve_rest(stack, dataplane_of(EchoModel()), tracer)
+    return await stack.enter_async_context(aiohttp.ClientSession(f"http://{host}"))
+
+
 async def test_rest_traceresponse_and_exemplar_name_the_server_span(
     tracer: Tracer, exporter: InMemorySpanExporter
 ) -> None:
     async with AsyncExitStack() as stack:
-        server = TestServer(
-            create_app(dataplane_of(EchoModel()), SETTINGS, Metrics(), tracer=tracer)
-        )
-        await server.start_server(host="127.0.0.1", port=0)
-        stack.push_async_callback(server.close)
-        session = await stack.enter_async_context(
-            aiohttp.ClientSession(f"http://127.0.0.1:{server.port}")
-        )
+        session = await session_to_echo(stack, tracer)
         sampled = {"traceparent": f"00-{TRACE}-{PARENT}-01"}
         async with session.post("/v2/models/echo/infer", json=BODY, headers=sampled) as response:
             assert response.status == 200
@@ -144,40 +132,13 @@ async def test_grpc_trailers_carry_traceresponse_answered_or_failed(
 
 async def test_tracing_off_names_no_trace() -> None:
     async with AsyncExitStack() as stack:
-        server = TestServer(create_app(dataplane_of(EchoModel()), SETTINGS, Metrics()))
-        await server.start_server(host="127.0.0.1", port=0)
-        stack.push_async_callback(server.close)
-        session = await stack.enter_async_context(
-            aiohttp.ClientSession(f"http://127.0.0.1:{server.port}")
-        )
+        session = await session_to_echo(stack, None)
         sampled = {"traceparent": f"00-{TRACE}-{PARENT}-01"}
         async with session.post("/v2/models/echo/infer", json=BODY, headers=sampled) as response:
             assert response.status == 200
             assert "traceresponse" not in response.headers
         async with session.get("/metrics", headers=OPENMETRICS) as response:
             assert exemplars(await response.text()) == {}
-
-
-def test_json_lines_name_the_trace_as_keys_and_plain_lines_at_the_end() -> None:
-    logger = logging.getLogger("gateway.test_ids")
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        logs.info(logger, "served %s", "r1", trace=(TRACE, PARENT))
-        logs.info(logger, "served %s", "r2")
-    finally:
-        logger.removeHandler(handler)
-    traced, plain = records
-    line = json.loads(logs.JsonFormatter().format(traced))
-    assert (line["message"], line["trace_id"], line["span_id"]) == ("served r1", TRACE, PARENT)
-    assert (line["level"], line["logger"]) == ("INFO", "gateway.test_ids")
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
-    assert "trace_id" not in json.loads(logs.JsonFormatter().format(plain))
-    assert logs.Formatter().format(traced).endswith(f"served r1 trace_id={TRACE} span_id={PARENT}")
-    assert logs.Formatter().format(plain).endswith("served r2")
 
 
 # Real gateway processes exporting OTLP over gRPC to a collector in this test

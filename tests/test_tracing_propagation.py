@@ -35,6 +35,7 @@ from gateway.hops.settings import HopSettings
 from gateway.metrics import Metrics
 from gateway.model import Model
 from gateway.tracing_propagation import TRACE_HEADERS
+from tests import test_tracing
 from tests.hops.upstreams import serve_model_infer
 from tests.server.procs import ROOT
 from tests.test_tracing import (
@@ -69,6 +70,10 @@ STALE = {
     "uber-trace-id": "80f198ee56343ba864fe8b2a57d3eff7:e457b5a2e4d86bd1:0:1",
 }
 
+# The in-memory exporter and a tracer exporting to it, shared with tests/test_tracing.py.
+exporter = test_tracing.exporter
+tracer = test_tracing.tracer
+
 
 def configured(names: str) -> TextMapPropagator:
     """What ``OTEL_PROPAGATORS=names`` makes: each package's entry point, composed."""
@@ -87,16 +92,6 @@ def propagators(names: str) -> Iterator[None]:
         yield
     finally:
         propagate.set_global_textmap(before)
-
-
-@pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def tracer(exporter: InMemorySpanExporter) -> Tracer:
-    return provider_for(exporter).get_tracer("test")
 
 
 def test_otel_propagators_decides_the_formats() -> None:
