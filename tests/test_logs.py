@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import logging
+import logging.config
 import re
 import sys
 import threading
@@ -160,3 +161,10 @@ def test_configure_picks_the_format(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(handler.formatter, logs.JsonFormatter)
     with pytest.raises(ValueError, match="log format must be one of plain, json"):
         logs.configure(logging.INFO, "yaml")
+
+
+def test_a_logging_config_can_name_the_json_formatter() -> None:
+    """What ``--log_config_file`` users write to get JSON lines."""
+    configurator = logging.config.DictConfigurator({"version": 1})
+    formatter = configurator.configure_formatter({"()": "gateway.logs.JsonFormatter"})
+    assert isinstance(formatter, logs.JsonFormatter)
