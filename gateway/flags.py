@@ -11,6 +11,7 @@ import argparse
 import os
 from collections.abc import Callable
 
+from gateway.logs import FORMATS as LOG_FORMATS
 from gateway.settings import MIB
 
 
@@ -56,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument("--configure_logging", default=True, type=strtobool, help="set up logging")
     server.add_argument("--log_config_file", default=None, help="logging config (JSON)")
+    server.add_argument(
+        "--log_format",
+        default="plain",
+        choices=LOG_FORMATS,
+        help="log lines as text or one JSON object each (when --log_config_file is not given)",
+    )
     server.add_argument("--access_log_format", default=None, help="access log line format")
     server.add_argument(
         "--event-loop",

@@ -18,6 +18,7 @@ __all__ = [
     "HOP_BY_HOP",
     "REQUEST_ID",
     "SERVER_TIMING",
+    "TRACE_HEADERS",
     "grpc_response_metadata",
     "http_response_header",
     "usable_request_id",
@@ -26,6 +27,8 @@ __all__ = [
 
 REQUEST_ID = "x-request-id"
 SERVER_TIMING = "server-timing"
+# W3C Trace Context level 2: the trace and span the server recorded the request under.
+TRACERESPONSE = "traceresponse"
 
 # Connection-level (RFC 9110, 7.6.1) and framing headers: each hop has its own.
 HOP_BY_HOP = frozenset(
@@ -46,14 +49,30 @@ HOP_BY_HOP = frozenset(
         "inference-header-content-length",
     }
 )
-# What travels to every upstream, whatever the operator allows besides.
-ALWAYS_FORWARDED = frozenset({REQUEST_ID, "traceparent", "tracestate", "baggage"})
+# Headers that say which trace and span a request belongs to, in the formats we know: W3C
+# trace context, B3 (single and multiple headers) and Jaeger.
+TRACE_HEADERS = frozenset(
+    {
+        "traceparent",
+        "tracestate",
+        "b3",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-parentspanid",
+        "x-b3-sampled",
+        "x-b3-flags",
+        "uber-trace-id",
+    }
+)
+# What travels to every upstream, whatever the operator allows besides: with tracing on, the
+# tracing wrapper replaces the trace headers per attempt by the configured formats.
+ALWAYS_FORWARDED = frozenset({REQUEST_ID, "baggage"}) | TRACE_HEADERS
 
 # Never taken from a model's response headers. On REST: the body's framing, the connection's,
 # and the server's own headers.
 _HTTP_RESERVED = frozenset(
     {"content-type", "content-length", "transfer-encoding", "connection", "keep-alive",
-     "inference-header-content-length", REQUEST_ID, SERVER_TIMING}
+     "inference-header-content-length", REQUEST_ID, SERVER_TIMING, TRACERESPONSE}
 )  # fmt: skip
 # On gRPC: HTTP/2 forbids connection-specific headers (gRPC would pass some on), gRPC sets the
 # others itself, and x-request-id is ours.

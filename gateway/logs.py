@@ -7,6 +7,11 @@ would otherwise be two `write` system calls, two timestamp formattings and two s
   outright loses at most the lines of the loop iteration it was in.
 - `Formatter` formats the date part of ``%(asctime)s`` once a second.
 - `info` logs a line without looking up its caller (for lines whose format prints none).
+
+A line of a sampled request names its trace as OpenTelemetry's logging instrumentation does:
+``trace_id=<32 hex> span_id=<16 hex>`` at the end of the message, or ``"trace_id"`` /
+``"span_id"`` keys with `JsonFormatter` (``--log_format json``). Only such lines are built
+differently (a `TracedRecord`), so lines of requests not traced cost nothing more.
 """
 
 from __future__ import annotations
@@ -16,9 +21,44 @@ import logging
 import time
 from typing import Any, TextIO
 
-__all__ = ["BatchedStreamHandler", "Formatter", "configure", "info"]
+import orjson
+
+__all__ = [
+    "FORMATS",
+    "BatchedStreamHandler",
+    "Formatter",
+    "JsonFormatter",
+    "TracedRecord",
+    "configure",
+    "info",
+]
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+FORMATS = ("plain", "json")
+
+
+class TracedRecord(logging.LogRecord):
+    """A record of a sampled request: ``trace_id`` and ``span_id`` (hex) as attributes, and
+    at the end of its message, so that every text format shows them."""
+
+    trace_id: str
+    span_id: str
+
+    def getMessage(self) -> str:
+        return f"{self.plain_message()} trace_id={self.trace_id} span_id={self.span_id}"
+
+    def plain_message(self) -> str:
+        """The message without the ids (a JSON line has them as keys)."""
+        return super().getMessage()
+
+
+def traced_record(
+    logger: logging.Logger, msg: str, args: Any, ids: tuple[str, str]
+) -> TracedRecord:
+    """An INFO record of `logger` naming the trace `ids` (trace_id, span_id)."""
+    record = TracedRecord(logger.name, logging.INFO, __file__, 0, msg, args, None)
+    record.trace_id, record.span_id = ids
+    return record
 
 
 class Formatter(logging.Formatter):
@@ -39,6 +79,38 @@ class Formatter(logging.Formatter):
         if self.default_msec_format is None:
             return self._stamp
         return self.default_msec_format % (self._stamp, record.msecs)
+
+
+class JsonFormatter(Formatter):
+    """One JSON object a line: ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message``,
+    ``trace_id`` / ``span_id`` on a sampled request's lines, ``exception`` when there is one."""
+
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
+    converter = staticmethod(time.gmtime)
+
+    def format(self, record: logging.LogRecord) -> str:
+        if isinstance(record, TracedRecord):
+            entry = self._entry(record, record.plain_message())
+            entry["trace_id"] = record.trace_id
+            entry["span_id"] = record.span_id
+        else:
+            entry = self._entry(record, record.getMessage())
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return orjson.dumps(entry).decode()
+
+    def _entry(self, record: logging.LogRecord, message: str) -> dict[str, str]:
+        return {
+            "time": self.formatTime(record, self.datefmt),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": message,
+        }
 
 
 class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -92,17 +164,27 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(logging.makeLogRecord({"msg": text.rstrip("\n")}))
 
 
-def configure(level: int = logging.INFO) -> None:
-    """What `logging.basicConfig(level=...)` does, with our handler and formatter."""
+def configure(level: int = logging.INFO, log_format: str = "plain") -> None:
+    """What `logging.basicConfig(level=...)` does, with our handler and formatter (plain
+    text, or one JSON object a line)."""
+    if log_format not in FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {log_format!r}")
     root = logging.getLogger()
     handler = BatchedStreamHandler()
-    handler.setFormatter(Formatter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else Formatter())
     root.addHandler(handler)
     root.setLevel(level)
 
 
-def info(logger: logging.Logger, msg: str, *args: Any) -> None:
+def info(
+    logger: logging.Logger, msg: str, *args: Any, trace: tuple[str, str] | None = None
+) -> None:
     """`logger.info(msg, *args)` without finding the caller's file and line (a stack walk),
-    for lines logged once per request."""
+    for lines logged once per request; `trace` is the (trace_id, span_id) of a sampled
+    request."""
     if logger.isEnabledFor(logging.INFO):
-        logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, msg, args, None))
+        if trace is None:
+            record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, msg, args, None)
+        else:
+            record = traced_record(logger, msg, args, trace)
+        logger.handle(record)

@@ -5,6 +5,10 @@ keep working. With several worker processes the metrics live in files shared thr
 ``PROMETHEUS_MULTIPROC_DIR`` and `exposition` adds them up across workers; there
 ``gateway_requests_total`` also carries each worker's ``pid``, so how the kernel spread the
 connections shows (and a worker that never serves), at no cost per request.
+
+With tracing on, the request and hop histograms carry the trace id of a sampled request as an
+exemplar, shown when ``/metrics`` is scraped as OpenMetrics (``Accept:
+application/openmetrics-text``); with several workers through `gateway.metrics_exemplars`.
 """
 
 from __future__ import annotations
@@ -12,17 +16,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    multiprocess,
-    values,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
+from prometheus_client.exposition import choose_encoder
 
+from gateway import tracing_ids
+from gateway.metrics_exemplars import SharedExemplars
 from gateway.request_context import RequestContext
 
 STAGES = ("preprocess", "predict", "explain", "postprocess")
@@ -55,11 +53,13 @@ class Metrics:
 
     def __init__(self, multiprocess_dir: str | None = None) -> None:
         self.multiprocess_dir = multiprocess_dir
+        self.exemplars: SharedExemplars | None = None
         if multiprocess_dir is not None:
             # prometheus_client picks its value storage when first imported; switch it to the
             # shared files before any metric below is created.
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiprocess_dir
-            values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+            self.exemplars = SharedExemplars(multiprocess_dir)
+            values.ValueClass = self.exemplars.value_class()
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.stage_seconds = {
@@ -121,7 +121,8 @@ class Metrics:
                 self.request_seconds.labels(model_name, context.protocol),
             )
         children[0].inc()
-        children[1].observe(seconds)
+        # The current span is the request's SERVER span (the caller is inside it).
+        children[1].observe(seconds, None if context.tracer is None else tracing_ids.exemplar())
         for stage, stage_seconds in context.timings:
             histogram = self._stage_child(stage, model_name)
             if histogram is not None:
@@ -137,10 +138,14 @@ class Metrics:
             child = self._stage_children[key] = histogram.labels(model_name)
         return child
 
-    def exposition(self) -> tuple[bytes, str]:
-        """The metrics text and its content type, summed over workers when there are several."""
-        if self.multiprocess_dir is None:
-            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
+        """The metrics text and its content type, summed over workers when there are several:
+        OpenMetrics (with exemplars) when `accept` (the scraper's Accept header) asks for it,
+        Prometheus' text format otherwise."""
+        encode, content_type = choose_encoder(accept)
+        if self.exemplars is None:
+            return encode(self.registry), content_type
+        files = multiprocess.MultiProcessCollector(None, path=self.exemplars.directory)  # type: ignore[no-untyped-call]
         merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
-        return generate_latest(merged), CONTENT_TYPE_LATEST
+        merged.register(self.exemplars.collector(files))
+        return encode(merged), content_type

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from gateway import logs, request_context
+from gateway import logs, request_context, tracing_ids
 from gateway.errors import InferenceError, InvalidInput
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
@@ -233,6 +233,7 @@ class Model(InferenceModel):
             context.stage_seconds("explain") * 1000,
             context.stage_seconds("predict") * 1000,
             context.stage_seconds("postprocess") * 1000,
+            trace=None if context.tracer is None else tracing_ids.log_ids(),
         )
 
 

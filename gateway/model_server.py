@@ -117,7 +117,9 @@ class ModelServer:
         self.metrics: Metrics | None = None
         self.recent_spans: tracing.RecentSpans | None = None
         if self._options.get("configure_logging", True):
-            _configure_logging(self._options.get("log_config_file"))
+            _configure_logging(
+                self._options.get("log_config_file"), self._options.get("log_format") or "plain"
+            )
 
     # KServe exposes these as attributes.
     http_port = property(lambda self: self.settings.http_port)
@@ -277,7 +279,9 @@ class ModelServer:
         runner = web.AppRunner(
             app,
             handle_signals=False,
-            access_log_class=access_log.access_logger_class(self.settings.access_log_format),
+            access_log_class=access_log.access_logger_class(
+                self.settings.access_log_format, traced=self._tracer is not None
+            ),
             access_log_format=access_log.aiohttp_format(self.settings.access_log_format),
             logger=access_log.server_logger(),
             keepalive_timeout=self.settings.timeout_keep_alive,
@@ -336,6 +340,7 @@ _EXTRA_OPTIONS = frozenset(
         "configure_logging",
         "log_config_file",
         "upstreams",
+        "log_format",
     }
 )
 
@@ -362,7 +367,7 @@ def _ssl_context(options: dict[str, Any]) -> ssl.SSLContext | None:
     return context
 
 
-def _configure_logging(config_file: str | None) -> None:
+def _configure_logging(config_file: str | None, log_format: str) -> None:
     # Every record would otherwise look up its thread, process and source line: a cost per
     # request (access and latency lines) that no default format prints.
     logging.logThreads = False
@@ -372,4 +377,4 @@ def _configure_logging(config_file: str | None) -> None:
         with open(config_file) as handle:
             logging.config.dictConfig(json.load(handle))
     elif not logging.getLogger().handlers:
-        logs.configure(logging.INFO)
+        logs.configure(logging.INFO, log_format)

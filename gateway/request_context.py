@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Tracer
+    from opentelemetry.trace import Span, Tracer
 
 _current: ContextVar[RequestContext | None] = ContextVar("gateway_request", default=None)
 
@@ -34,6 +34,8 @@ class RequestContext:
     upstream_timings: list[str] = field(default_factory=list)
     # The server's tracer, for stage spans; None when tracing is off.
     tracer: Tracer | None = None
+    # The request's SERVER span, while and after it is served; None when tracing is off.
+    span: Span | None = None
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (negative once passed), None without one."""

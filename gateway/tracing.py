@@ -1,14 +1,14 @@
-"""Tracing: a tracer built from the standard ``OTEL_*`` variables, and W3C context propagation.
+"""Tracing: a tracer built from the standard ``OTEL_*`` variables, and the SERVER span.
 
-Tracing is off unless an exporter is asked for (``OTEL_EXPORTER_OTLP_ENDPOINT``, or
-``OTEL_TRACES_EXPORTER=otlp`` / ``console``). Off means no tracer at all: the servers and hops
-get None and skip every span, so the cost is one ``is None`` test. On, `configure_tracing`
-returns a tracer of a provider of our own, never the global one, and the servers and hops are
-given it explicitly; tests do the same with an in-memory exporter.
+Tracing is off unless an exporter is asked for (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, or ``OTEL_TRACES_EXPORTER=otlp`` / ``console``). Off
+means no tracer at all: the servers and hops get None and skip every span, so the cost is one
+``is None`` test, and no exporter is imported or started. On, `configure_tracing` returns a
+tracer of a provider of our own, never the global one, and the servers and hops are given it
+explicitly; tests do the same with an in-memory exporter.
 
-Context travels as W3C ``traceparent`` / ``tracestate`` and ``baggage`` headers (gRPC metadata
-uses the same lowercase keys), whatever ``OTEL_PROPAGATORS`` says: every hop of the gateway
-must agree, so the propagator is fixed here rather than read from the environment.
+Context travels in the formats ``OTEL_PROPAGATORS`` names (`gateway.tracing_propagation`);
+the ids of a sampled request go into its answer, logs and exemplars (`gateway.tracing_ids`).
 """
 
 from __future__ import annotations
@@ -18,20 +18,21 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.context import Context
-from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry import context as otel_context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Span, SpanKind, Tracer
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
 
+from gateway.tracing_propagation import extract, inject, propagator
 from gateway.version import __version__
+
+if TYPE_CHECKING:
+    from gateway.request_context import RequestContext
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
@@ -49,21 +50,25 @@ logger = logging.getLogger("gateway.tracing")
 
 DEFAULT_SERVICE_NAME = "inference-hop-gateway"
 EXPORTERS = ("otlp", "console")
+# How OTLP travels: the values of OTEL_EXPORTER_OTLP_PROTOCOL that the Python exporters speak.
+PROTOCOLS = ("http/protobuf", "grpc")
 # The instrumentation scope every gateway span carries.
 SCOPE = "gateway"
-
-_PROPAGATOR = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 
 
 @dataclass(frozen=True)
 class TracingSettings:
-    """Which exporters get the spans, and the service they are reported under."""
+    """Which exporters get the spans, how OTLP travels, and the service they are reported
+    under."""
 
     # "otlp" and/or "console"; empty means tracing is off.
     exporters: tuple[str, ...] = ()
     service_name: str = DEFAULT_SERVICE_NAME
-    # The OTLP/HTTP traces URL; None lets the exporter use its default (localhost:4318).
+    # The OTLP endpoint, given in code; None lets the exporter read its variables (or use its
+    # default: localhost:4318 over HTTP, localhost:4317 over gRPC).
     endpoint: str | None = None
+    # "http/protobuf" (OTLP's default) or "grpc".
+    protocol: str = "http/protobuf"
 
     @property
     def enabled(self) -> bool:
@@ -71,29 +76,21 @@ class TracingSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> TracingSettings:
-        """Read the standard OpenTelemetry variables (only those that decide what we build;
-        the exporter reads its own headers, certificates, compression and timeout)."""
+        """Read the standard OpenTelemetry variables that decide what we build; the exporters
+        read their own endpoint, headers, timeout, compression and TLS settings."""
         service = environ.get("OTEL_SERVICE_NAME", "").strip() or DEFAULT_SERVICE_NAME
         if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
             return cls(service_name=service)
-        traces_endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
-        base_endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
-        endpoint = traces_endpoint or (
-            # The generic endpoint is a base URL: OTLP/HTTP puts traces under /v1/traces.
-            f"{base_endpoint.rstrip('/')}/v1/traces" if base_endpoint else None
+        endpoint = any(
+            environ.get(name, "").strip()
+            for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
         )
         names = environ.get("OTEL_TRACES_EXPORTER")
         if names is None:
             exporters: tuple[str, ...] = ("otlp",) if endpoint else ()
         else:
             exporters = _exporter_names(names)
-        if "otlp" in exporters:
-            protocol = environ.get(
-                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-            )
-            if protocol and protocol.strip() != "http/protobuf":
-                logger.warning("OTLP protocol %r is not supported; using http/protobuf", protocol)
-        return cls(exporters=exporters, service_name=service, endpoint=endpoint)
+        return cls(exporters=exporters, service_name=service, protocol=_protocol(environ))
 
 
 def _exporter_names(value: str) -> tuple[str, ...]:
@@ -104,6 +101,18 @@ def _exporter_names(value: str) -> tuple[str, ...]:
         elif name not in ("", "none"):
             logger.warning("unknown OTEL_TRACES_EXPORTER %r ignored", name)
     return tuple(names)
+
+
+def _protocol(environ: Mapping[str, str]) -> str:
+    """The traces' OTLP protocol: the per-signal variable over the generic one."""
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        value = environ.get(name, "").strip().lower()
+        if value in PROTOCOLS:
+            return value
+        if value:
+            logger.warning("%s=%r is not supported; using http/protobuf", name, value)
+            break
+    return "http/protobuf"
 
 
 def tracer_provider(
@@ -119,8 +128,16 @@ def tracer_provider(
         # processors has nothing to flush.
         shutdown_on_exit=settings.enabled,
     )
-    for name in settings.exporters:
-        provider.add_span_processor(BatchSpanProcessor(_exporter(name, settings)))
+    if settings.enabled:
+        from gateway import tracing_export
+
+        for processor in tracing_export.processors(
+            settings.exporters,
+            service_name=settings.service_name,
+            protocol=settings.protocol,
+            endpoint=settings.endpoint,
+        ):
+            provider.add_span_processor(processor)
     for processor in extra_processors:
         provider.add_span_processor(processor)
     return provider
@@ -134,61 +151,59 @@ def configure_tracing(
 ) -> Tracer | None:
     """The gateway's tracer, or None when tracing is off.
 
-    `settings` default to those of `environ` (default: the process environment).
+    `settings` default to those of `environ` (default: the process environment). Raises
+    ValueError when ``OTEL_PROPAGATORS`` names a propagator that is not installed.
     """
     if settings is None:
         settings = TracingSettings.from_env(os.environ if environ is None else environ)
     provider = tracer_provider(settings, extra_processors)
     if provider is None:
         return None
+    # Loaded now, so that a misspelt propagator stops the start, not every request.
+    fields = sorted(propagator().fields)
     logger.info(
-        "tracing on: service %s, exporters %s",
+        "tracing on: service %s, exporters %s, propagating %s",
         settings.service_name,
-        ", ".join(settings.exporters) or "in-process only",
+        ", ".join(
+            f"{name} ({settings.protocol})" if name == "otlp" else name
+            for name in settings.exporters
+        )
+        or "in-process only",
+        ", ".join(fields) or "nothing",
     )
     return provider.get_tracer(SCOPE, __version__)
 
 
-def _exporter(name: str, settings: TracingSettings) -> SpanExporter:
-    if name == "console":
-        return ConsoleSpanExporter(service_name=settings.service_name)
-    # Imported here: it pulls in requests, which a gateway with tracing off never needs.
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter(endpoint=settings.endpoint)
-
-
-# Propagation
-
-
-def extract(headers: Mapping[str, str]) -> Context:
-    """The trace context (and baggage) an inbound request carried; empty when none."""
-    return _PROPAGATOR.extract(headers)
-
-
-def inject(headers: MutableMapping[str, str], context: Context | None = None) -> None:
-    """Write the current (or `context`'s) trace context and baggage into `headers`."""
-    _PROPAGATOR.inject(headers, context)
-
-
 @contextlib.contextmanager
 def server_span(
-    tracer: Tracer, name: str, headers: Mapping[str, str], attributes: Attributes = None
+    tracer: Tracer,
+    name: str,
+    headers: Mapping[str, str],
+    attributes: Attributes = None,
+    context: RequestContext | None = None,
 ) -> Iterator[Span]:
-    """A SERVER span, current inside the block, continuing the trace `headers` carry.
+    """A SERVER span, current inside the block, continuing the trace `headers` carry; it is
+    also `context`'s span (for the access line, written after the block).
 
     The caller sets the status and records what failed: a REST handler's errors become
     responses, and gRPC's abort raises an exception that is no error of its own.
     """
-    with tracer.start_as_current_span(
-        name,
-        context=extract(headers),
-        kind=SpanKind.SERVER,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        yield span
+    # The inbound context is made current, not only the span's parent: its baggage then
+    # travels on from every hop, in the formats configured.
+    token = otel_context.attach(extract(headers))
+    try:
+        with tracer.start_as_current_span(
+            name,
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            if context is not None:
+                context.span = span
+            yield span
+    finally:
+        otel_context.detach(token)
 
 
 # Recent spans, for a latency view of the traces this process took part in

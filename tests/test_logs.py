@@ -1,10 +1,15 @@
-"""Log output: lines written in batches per loop iteration, in order, none stranded."""
+"""Log output: lines written in batches per loop iteration, in order, none stranded; a sampled
+request's lines name its trace, in the plain and the JSON format."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
+import logging.config
+import re
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -113,3 +118,53 @@ def test_info_skips_a_disabled_level(stream: CountingStream) -> None:
     logger.setLevel(logging.WARNING)
     logs.info(logger, "dropped")
     assert _lines(stream) == []
+
+
+TRACE, SPAN = "463ac35c9f6413ad48485a3953bb6124", "a2fb4a1d1a96d312"
+
+
+def test_a_traced_line_ends_with_its_ids_in_every_text_format(stream: CountingStream) -> None:
+    logger = logging.getLogger("tests.logs")
+    logs.info(logger, "served %s", "r1", trace=(TRACE, SPAN))
+    logs.info(logger, "served %s", "r2")
+    assert _lines(stream) == [f"INFO served r1 trace_id={TRACE} span_id={SPAN}", "INFO served r2"]
+
+
+def test_json_lines_name_the_trace_as_keys() -> None:
+    logger = logging.getLogger("tests.logs.json")
+    traced = logs.traced_record(logger, "served %s", ("r1",), (TRACE, SPAN))
+    line = json.loads(logs.JsonFormatter().format(traced))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line.pop("time"))
+    assert line == {
+        "level": "INFO",
+        "logger": "tests.logs.json",
+        "message": "served r1",
+        "trace_id": TRACE,
+        "span_id": SPAN,
+    }
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    failed = json.loads(logs.JsonFormatter().format(record))
+    assert failed["message"] == "failed"
+    assert "trace_id" not in failed
+    assert failed["exception"].endswith("ValueError: boom")
+
+
+def test_configure_picks_the_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
+    logs.configure(logging.INFO, "json")
+    (handler,) = root.handlers
+    assert isinstance(handler.formatter, logs.JsonFormatter)
+    with pytest.raises(ValueError, match="log format must be one of plain, json"):
+        logs.configure(logging.INFO, "yaml")
+
+
+def test_a_logging_config_can_name_the_json_formatter() -> None:
+    """What ``--log_config_file`` users write to get JSON lines."""
+    configurator = logging.config.DictConfigurator({"version": 1})
+    formatter = configurator.configure_formatter({"()": "gateway.logs.JsonFormatter"})
+    assert isinstance(formatter, logs.JsonFormatter)

@@ -35,6 +35,7 @@ COVERED = {
     "docker compose up --build": "tests/deploy/test_compose.py",
     "scripts/check": ".ci/run",
     "scripts/gen_protos.py": "tests/test_protos.py",
+    "OTEL_": "tests/test_tracing_export.py",
 }
 
 

@@ -144,13 +144,30 @@ def timing_names(header: str) -> list[str]:
     ("environ", "expected"),
     [
         ({}, TracingSettings()),
+        # The exporter resolves the endpoint itself (tests/test_tracing_export.py).
         (
             {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/", "OTEL_SERVICE_NAME": "tx"},
-            TracingSettings(("otlp",), "tx", "http://collector:4318/v1/traces"),
+            TracingSettings(("otlp",), "tx"),
         ),
         (
             {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/custom"},
-            TracingSettings(("otlp",), endpoint="http://c:4318/custom"),
+            TracingSettings(("otlp",)),
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+            TracingSettings(("otlp",), protocol="grpc"),
+        ),
+        (
+            {
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": " GRPC",
+            },
+            TracingSettings(("otlp",), protocol="grpc"),
+        ),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"},
+            TracingSettings(("otlp",), protocol="http/protobuf"),
         ),
         ({"OTEL_TRACES_EXPORTER": "console"}, TracingSettings(("console",))),
         ({"OTEL_TRACES_EXPORTER": "otlp, console, zipkin"}, TracingSettings(("otlp", "console"))),

@@ -2,7 +2,8 @@
 that applies it.
 
 Passed on: ``x-request-id`` (the server's, generated when the client sent none), trace
-context (re-injected per attempt by the tracing wrapper), the operator's allow-list, and
+context and baggage in every format (W3C, B3, Jaeger; with tracing on, the tracing wrapper
+replaces them per attempt by the configured formats), the operator's allow-list, and
 ``Authorization`` only when the operator allows it. Hop-by-hop and framing headers never are:
 each hop frames its own body. A value with CR or LF is refused: it could forge headers.
 """

@@ -21,7 +21,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 from prometheus_client import Histogram
 
-from gateway import request_context, tracing
+from gateway import request_context, tracing, tracing_ids
 from gateway.errors import UpstreamStatusError
 from gateway.hops.base import Headers, Hop, HopWrapper
 from gateway.hops.settings import HopSettings
@@ -146,7 +146,7 @@ class Traced(HopWrapper):
                     self.model_name, self.name, self.protocol, outcome
                 )
                 self._histograms[outcome] = histogram
-            histogram.observe(seconds)
+            histogram.observe(seconds, None if self.tracer is None else tracing_ids.exemplar())
         context = request_context.current()
         if context is not None:
             context.record(self.stage, seconds)

@@ -1,10 +1,13 @@
-"""Access-log formats: KServe's (gunicorn-style ``%(h)s``) turned into aiohttp's atoms."""
+"""Access-log formats: KServe's (gunicorn-style ``%(h)s``) turned into aiohttp's atoms; with
+tracing on, the line of a sampled request names its trace (see `gateway.logs`)."""
 
 from __future__ import annotations
 
 import logging
 import re
 import time as _time
+from collections.abc import MutableMapping
+from typing import Any
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
@@ -12,7 +15,8 @@ from aiohttp.web_log import AccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from gateway import logs
+from gateway import logs, tracing_ids
+from gateway.server.rest_common import CONTEXT
 
 # gunicorn / asgi-logger atom -> aiohttp atom. Request bodies are never logged.
 _ATOMS = {
@@ -62,7 +66,13 @@ class FastAccessLogger(AbstractAccessLogger):
         self._second = -1
         self._stamp = ""
 
-    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+    def log(
+        self,
+        request: BaseRequest,
+        response: StreamResponse,
+        time: float,
+        trace: tuple[str, str] | None = None,
+    ) -> None:
         now = int(_time.time())
         if now != self._second:
             self._second = now
@@ -80,11 +90,65 @@ class FastAccessLogger(AbstractAccessLogger):
             response.status,
             response.body_length,
             time,
+            trace=trace,
         )
 
 
-def access_logger_class(fmt: str | None) -> type[AbstractAccessLogger]:
-    """Our fast logger for the default line; aiohttp's when the operator chose a format."""
+class TracedFastAccessLogger(FastAccessLogger):
+    """The default line, naming the trace of a sampled request."""
+
+    def log(
+        self,
+        request: BaseRequest,
+        response: StreamResponse,
+        time: float,
+        trace: tuple[str, str] | None = None,
+    ) -> None:
+        super().log(request, response, time, _trace(request))
+
+
+class TracedAccessLogger(AccessLogger):
+    """aiohttp's logger for the operator's format, naming the trace of a sampled request."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        trace = _trace(request)
+        if trace is None:
+            super().log(request, response, time)
+            return
+        # aiohttp's logger formats the line and hands it to `self.logger.info`: for this line,
+        # that is an adapter making the record a traced one.
+        plain = self.logger
+        self.logger = _TracedLogger(plain, trace)  # type: ignore[assignment]
+        try:
+            super().log(request, response, time)
+        finally:
+            self.logger = plain
+
+
+class _TracedLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def __init__(self, logger: logging.Logger, trace: tuple[str, str]) -> None:
+        super().__init__(logger)
+        self.trace = trace
+
+    def info(self, msg: object, *args: object, **kwargs: Any) -> None:
+        record = logs.traced_record(self.logger, str(msg), args, self.trace)
+        extra: MutableMapping[str, object] = kwargs.get("extra") or {}
+        record.__dict__.update(extra)
+        self.logger.handle(record)
+
+
+def _trace(request: BaseRequest) -> tuple[str, str] | None:
+    """(trace_id, span_id) of the request's SERVER span, when it was sampled."""
+    context = request.get(CONTEXT)
+    span = None if context is None else context.span
+    return None if span is None else tracing_ids.log_ids(span)
+
+
+def access_logger_class(fmt: str | None, traced: bool = False) -> type[AbstractAccessLogger]:
+    """Our fast logger for the default line; aiohttp's when the operator chose a format; with
+    `traced`, their variants that name the trace of a sampled request."""
+    if traced:
+        return TracedFastAccessLogger if not fmt else TracedAccessLogger
     return FastAccessLogger if not fmt else AccessLogger
 
 

@@ -23,9 +23,9 @@ from typing import Any
 from opentelemetry.trace import Span, Tracer
 from opentelemetry.util.types import Attributes
 
-from gateway import request_context, tracing
+from gateway import request_context, tracing, tracing_ids
 from gateway.dataplane import DataPlane
-from gateway.header_rules import REQUEST_ID, SERVER_TIMING
+from gateway.header_rules import REQUEST_ID, SERVER_TIMING, TRACERESPONSE
 from gateway.metrics import Metrics
 from gateway.request_context import RequestContext
 from gateway.server.server_timing import server_timing
@@ -70,11 +70,17 @@ class Envelope:
 
 
 def answer_headers(context: RequestContext) -> tuple[tuple[str, str], ...]:
-    """What every answer carries back: the request id, and where its time went."""
+    """What every answer carries back: the request id, where its time went, and (sampled)
+    the trace it was recorded under."""
+    answer: tuple[tuple[str, str], ...] = ((REQUEST_ID, context.request_id),)
     timing = server_timing(context)
-    if timing is None:
-        return ((REQUEST_ID, context.request_id),)
-    return ((REQUEST_ID, context.request_id), (SERVER_TIMING, timing))
+    if timing is not None:
+        answer += ((SERVER_TIMING, timing),)
+    if context.span is not None:
+        trace = tracing_ids.traceresponse(context.span)
+        if trace is not None:
+            answer += ((TRACERESPONSE, trace),)
+    return answer
 
 
 class Inbound:
@@ -104,7 +110,7 @@ class Inbound:
         start = self._span_start
         if envelope.tracer is not None and start is not None:
             self._span_cm = tracing.server_span(
-                envelope.tracer, start.name, start.carrier, start.attributes
+                envelope.tracer, start.name, start.carrier, start.attributes, self.context
             )
             self.span = self._span_cm.__enter__()
         envelope.metrics.in_flight.inc()

@@ -41,15 +41,15 @@ def deadline(context: Context) -> float | None:
 
 
 def trailers(ctx: RequestContext) -> tuple[tuple[str, str], ...]:
-    """What every ModelInfer ends with, answered or failed: ``x-request-id`` and the
-    ``server-timing`` a REST client would get. In the trailers even on success: initial
-    metadata of its own would cost the call a second batch through the completion queue
-    (about a tenth of its CPU)."""
+    """What every ModelInfer ends with, answered or failed: the answer headers a REST client
+    would get (``x-request-id``, ``server-timing``, ``traceresponse`` when sampled). In the
+    trailers even on success: initial metadata of its own would cost the call a second batch
+    through the completion queue (about a tenth of its CPU)."""
     answer = answer_headers(ctx)
-    # The request id is ASCII metadata already (gRPC's, or one we made or found usable); an
-    # upstream's Server-Timing entries may not be.
-    if len(answer) > 1 and not valid_grpc_metadata(*answer[1]):
-        return answer[:1]
+    # The request id and traceresponse are ASCII metadata already (gRPC's, or ones we made
+    # or found usable); an upstream's Server-Timing entries may not be.
+    if len(answer) > 1 and not all(valid_grpc_metadata(*entry) for entry in answer[1:]):
+        return tuple(entry for entry in answer if valid_grpc_metadata(*entry))
     return answer
 
 

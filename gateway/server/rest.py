@@ -309,7 +309,8 @@ async def _alive(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     # With several workers this reads their files: keep it off the event loop.
-    body, content_type = await asyncio.to_thread(request.app[METRICS].exposition)
+    accept = request.headers.get("Accept", "")  # OpenMetrics, with exemplars, when asked
+    body, content_type = await asyncio.to_thread(request.app[METRICS].exposition, accept)
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
