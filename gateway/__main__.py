@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import importlib.util
 import sys
@@ -12,9 +13,13 @@ from typing import Any
 
 from gateway import trace_cli
 from gateway.demo import cli as demo_cli
+from gateway.flags import HelpFormatter
 from gateway.flags import parser as kserve_flags
 from gateway.model import Model
+from gateway.preflight import StartupError
 from gateway.version import __version__
+
+DESCRIPTION = "Serve one gateway, run the demo, or show the traces of running gateways."
 
 
 class IdentityTransformer(Model):
@@ -41,9 +46,21 @@ def load_transformer(spec: str) -> type[Model]:
     else:
         module = importlib.import_module(location)
     cls = getattr(module, class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Model)):
-        raise ValueError(f"{spec} is not a gateway Model subclass")
-    return cls
+    if isinstance(cls, type) and issubclass(cls, Model):
+        return cls
+    found = [
+        name
+        for name, value in vars(module).items()
+        if isinstance(value, type)
+        and issubclass(value, Model)
+        and value.__module__ == module.__name__
+    ]
+    if cls is None:
+        problem = f"{location} has no {class_name!r}"
+    else:
+        problem = f"{class_name!r} in {location} is not a gateway Model subclass"
+    offer = f"its Model subclasses: {', '.join(found)}" if found else "it defines none"
+    raise ValueError(f"{problem}; {offer}")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -58,14 +75,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    parser = argparse.ArgumentParser(prog="gateway", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
         "serve",
         parents=[kserve_flags],
         help="run one gateway in front of a predictor",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Run one gateway: REST and gRPC servers for the model, forwarding to the "
+        "predictor. Flags it does not know are ignored with a warning, as KServe's are.",
+        formatter_class=HelpFormatter,
     )
     serve.add_argument(
         "--transformer",
@@ -83,12 +102,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         # KServe starts a transformer container with only its flags: that means `serve`.
         argv.insert(0, "serve")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    command = _subparser(parser, args.command)
+    messages = unknown_flags(command, unknown)
+    if args.command != "serve" and unknown:
+        command.error("; ".join(messages) or f"unrecognized arguments: {' '.join(unknown)}")
+    for message in messages:
+        # KServe ignores flags it does not know (a container's args are appended to): so
+        # does `serve`, saying so.
+        print(f"gateway serve: warning: {message}; ignored", file=sys.stderr)
     try:
         return int(args.run(args))
-    except (ValueError, ImportError) as exc:
+    except (ValueError, ImportError, StartupError) as exc:
         print(f"gateway: error: {exc}", file=sys.stderr)
         return 2
+
+
+def unknown_flags(parser: argparse.ArgumentParser, unknown: Sequence[str]) -> list[str]:
+    """One message per word of `unknown` that is a flag, naming the nearest known flag; the
+    other words are values of those flags."""
+    known = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    messages = []
+    for word in unknown:
+        if not word.startswith("-"):
+            continue
+        flag = word.split("=", 1)[0]
+        stem = flag.lstrip("-")
+        # --predictor-host for --predictor_host (and the other way round) is no typo to guess.
+        spelt = [f"--{stem.replace('-', '_')}", f"--{stem.replace('_', '-')}"]
+        near = [f for f in spelt if f in known] or difflib.get_close_matches(flag, known, 1, 0.6)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        messages.append(f"unknown flag {flag}{hint}")
+    return messages
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    return parser
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ through `http_status` / `grpc_code`, so they cannot disagree::
     │   ├── PayloadTooLarge ..................... 413  RESOURCE_EXHAUSTED
     │   └── RequestTimeout ...................... 408  DEADLINE_EXCEEDED   (body too slow)
     ├── UnsupportedProtocol ..................... 501  UNIMPLEMENTED
+    ├── Unimplemented (also NotImplementedError)  501  UNIMPLEMENTED       (no predictor)
     ├── ModelNotFound ........................... 404  NOT_FOUND
     ├── ModelNotReady ........................... 503  UNAVAILABLE
     ├── ServerNotReady .......................... 503  UNAVAILABLE
@@ -45,6 +46,7 @@ __all__ = [
     "RequestTimeout",
     "ServerNotLive",
     "ServerNotReady",
+    "Unimplemented",
     "UnsupportedProtocol",
     "UpstreamError",
     "UpstreamProtocolError",
@@ -100,6 +102,11 @@ class UnsupportedProtocol(GatewayError):
     def __init__(self, protocol_version: str, reason: str | None = None) -> None:
         super().__init__(reason or f"unsupported protocol {protocol_version}")
         self.protocol_version = protocol_version
+
+
+class Unimplemented(GatewayError, NotImplementedError):
+    """The model cannot do what was asked: it has no predictor (or explainer) to forward to
+    and no handler of its own. KServe answers 501 here too."""
 
 
 class ModelNotFound(GatewayError):
@@ -173,6 +180,7 @@ STATUS: dict[type[GatewayError], tuple[int, grpc.StatusCode]] = {
     PayloadTooLarge: (413, Code.RESOURCE_EXHAUSTED),
     RequestTimeout: (408, Code.DEADLINE_EXCEEDED),
     UnsupportedProtocol: (501, Code.UNIMPLEMENTED),
+    Unimplemented: (501, Code.UNIMPLEMENTED),
     ModelNotFound: (404, Code.NOT_FOUND),
     ModelNotReady: (503, Code.UNAVAILABLE),
     ServerNotReady: (503, Code.UNAVAILABLE),

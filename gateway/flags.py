@@ -38,17 +38,29 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's default said once: appended unless its help already says it, and left out
+    when there is none (None: the help says what happens without the flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        add_help=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(add_help=False, formatter_class=HelpFormatter)
     server = parser.add_argument_group("server (KServe flags)")
-    server.add_argument("--http_port", default=8080, type=int, help="REST port")
-    server.add_argument("--grpc_port", default=8081, type=int, help="gRPC port")
+    server.add_argument("--http_port", default=8080, type=int, help="REST port (0: any free one)")
+    server.add_argument("--grpc_port", default=8081, type=int, help="gRPC port (0: any free one)")
     server.add_argument("--workers", default=1, type=int, help="server processes sharing ports")
     server.add_argument("--max_threads", default=4, type=int, help="gRPC server threads")
     server.add_argument(
-        "--max_asyncio_workers", default=None, type=int, help="threads for sync model code"
+        "--max_asyncio_workers",
+        default=None,
+        type=int,
+        help="threads for sync model code (default: CPUs + 4, at most 32)",
     )
     server.add_argument("--enable_grpc", default=True, type=strtobool, help="serve gRPC")
     server.add_argument("--enable_docs_url", default=False, type=strtobool, help="serve /docs")
@@ -56,14 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--enable_latency_logging", default=True, type=strtobool, help="log stage latencies"
     )
     server.add_argument("--configure_logging", default=True, type=strtobool, help="set up logging")
-    server.add_argument("--log_config_file", default=None, help="logging config (JSON)")
+    server.add_argument(
+        "--log_config_file",
+        default=None,
+        help="logging config, JSON for logging.config (default: lines on stderr, see --log_format)",
+    )
     server.add_argument(
         "--log_format",
         default="plain",
         choices=LOG_FORMATS,
         help="log lines as text or one JSON object each (when --log_config_file is not given)",
     )
-    server.add_argument("--access_log_format", default=None, help="access log line format")
+    server.add_argument(
+        "--access_log_format",
+        default=None,
+        help="REST access line format, gunicorn or aiohttp style (default: Apache-like)",
+    )
     server.add_argument(
         "--event-loop",
         dest="event_loop",
@@ -78,33 +98,78 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="idle keep-alive seconds",
     )
-    server.add_argument("--grpc_max_send_message_length", default=256 * MIB, type=int, help="bytes")
     server.add_argument(
-        "--grpc_max_receive_message_length", default=256 * MIB, type=int, help="bytes"
+        "--grpc_max_send_message_length",
+        default=256 * MIB,
+        type=int,
+        help="largest gRPC message sent, bytes",
     )
     server.add_argument(
-        "--ssl_certfile", default=os.environ.get("KSERVE_TLS_CERT_FILE"), help="serve HTTPS"
+        "--grpc_max_receive_message_length",
+        default=256 * MIB,
+        type=int,
+        help="largest gRPC message received, bytes",
     )
-    server.add_argument("--ssl_keyfile", default=os.environ.get("KSERVE_TLS_KEY_FILE"))
+    server.add_argument(
+        "--ssl_certfile",
+        default=os.environ.get("KSERVE_TLS_CERT_FILE"),
+        help="serve REST over HTTPS with this certificate, with --ssl_keyfile "
+        "(default: $KSERVE_TLS_CERT_FILE, else plain HTTP)",
+    )
+    server.add_argument(
+        "--ssl_keyfile",
+        default=os.environ.get("KSERVE_TLS_KEY_FILE"),
+        help="the private key of --ssl_certfile (default: $KSERVE_TLS_KEY_FILE)",
+    )
 
     model = parser.add_argument_group("model (KServe flags)")
     model.add_argument("--model_name", default="model", help="model name on the endpoints")
-    model.add_argument("--predictor_host", default=None, help="predictor HOST:PORT")
     model.add_argument(
-        "--protocol", default=None, choices=["v1", "v2", "grpc-v2"], help="deprecated alias"
+        "--predictor_host",
+        default=None,
+        help="where requests go, HOST:PORT (default: nowhere; inference answers 501 unless "
+        "the model has a predict of its own)",
     )
     model.add_argument(
-        "--predictor_protocol", default="v1", choices=["v1", "v2", "grpc-v2"], help="protocol"
+        "--protocol",
+        default=None,
+        choices=["v1", "v2", "grpc-v2"],
+        help="deprecated alias of --predictor_protocol",
     )
-    model.add_argument("--predictor_use_ssl", default=False, type=strtobool)
-    model.add_argument("--predictor_request_timeout_seconds", default=600, type=float)
-    model.add_argument("--predictor_request_retries", default=0, type=int)
+    model.add_argument(
+        "--predictor_protocol",
+        default="v1",
+        choices=["v1", "v2", "grpc-v2"],
+        help="what the predictor speaks: KServe v1 REST, v2 REST, v2 gRPC",
+    )
+    model.add_argument(
+        "--predictor_use_ssl",
+        default=False,
+        type=strtobool,
+        help="reach the predictor and explainer over TLS (verified)",
+    )
+    model.add_argument(
+        "--predictor_request_timeout_seconds",
+        default=600,
+        type=float,
+        help="seconds one call to the predictor or explainer may take",
+    )
+    model.add_argument(
+        "--predictor_request_retries",
+        default=0,
+        type=int,
+        help="retries of a call to the predictor that failed where retrying is safe",
+    )
     model.add_argument(
         "--enable_predictor_health_check",
         action="store_true",
         help="ready only while the predictor is ready",
     )
-    model.add_argument("--explainer_host", default=None, help="explainer HOST:PORT")
+    model.add_argument(
+        "--explainer_host",
+        default=None,
+        help="where :explain requests go, HOST:PORT (default: nowhere; they answer 501)",
+    )
 
     hops = parser.add_argument_group("hops (gateway)")
     hops.add_argument(
@@ -113,15 +178,23 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "json", "binary"],
         help="REST v2 body to the predictor; auto: as the client sent it (MLServer: json)",
     )
-    hops.add_argument("--explainer_protocol", default="v1", choices=["v1", "v2"])
+    hops.add_argument(
+        "--explainer_protocol",
+        default="v1",
+        choices=["v1", "v2"],
+        help="what the explainer speaks: KServe v1 REST or v2 REST",
+    )
     hops.add_argument(
         "--explainer_request_retries",
         default=None,
         type=at_least(0),
-        help="retries of a failed call to the explainer (default: --predictor_request_retries)",
+        help="retries of a failed call to the explainer (default: as --predictor_request_retries)",
     )
     hops.add_argument(
-        "--forward_headers", default="", help="comma-separated inbound headers to pass on"
+        "--forward_headers",
+        default="",
+        help="comma-separated inbound headers to pass on (default: none besides x-request-id "
+        "and trace context, which always go)",
     )
     hops.add_argument(
         "--forward_authorization",
@@ -129,10 +202,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=strtobool,
         help="pass the client's Authorization header on to upstreams",
     )
-    hops.add_argument("--predictor_ca_file", default=None, help="CA bundle for upstream TLS")
-    hops.add_argument("--predictor_max_connections", default=100, type=int)
-    hops.add_argument("--retry_backoff_initial", default=0.05, type=float, help="seconds")
-    hops.add_argument("--retry_backoff_max", default=2.0, type=float, help="seconds")
+    hops.add_argument(
+        "--predictor_ca_file",
+        default=None,
+        help="CA bundle to verify upstream TLS with (default: the system's)",
+    )
+    hops.add_argument(
+        "--predictor_max_connections",
+        default=100,
+        type=int,
+        help="connections kept open to each REST upstream",
+    )
+    hops.add_argument(
+        "--retry_backoff_initial",
+        default=0.05,
+        type=float,
+        help="seconds before the first retry (then doubling, with jitter)",
+    )
+    hops.add_argument(
+        "--retry_backoff_max", default=2.0, type=float, help="longest wait between retries, s"
+    )
     hops.add_argument(
         "--retry_on_timeout",
         default=False,
@@ -142,17 +231,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     gateway = parser.add_argument_group("gateway")
     gateway.add_argument(
-        "--listen_address", default="0.0.0.0", help="address the servers listen on"
+        "--listen_address",
+        default="0.0.0.0",
+        help="address both servers listen on (0.0.0.0: every interface)",
     )
-    gateway.add_argument("--grace_period", default=30, type=float, help="seconds to drain")
     gateway.add_argument(
-        "--max_request_bytes", default=256 * MIB, type=int, help="largest REST body"
+        "--grace_period", default=30, type=float, help="seconds to finish requests on SIGTERM"
+    )
+    gateway.add_argument(
+        "--max_request_bytes", default=256 * MIB, type=int, help="largest REST body, bytes"
     )
     gateway.add_argument(
         "--max_concurrency",
         default=None,
         type=int,
-        help="inference requests in flight per process; more are refused with 503 at once",
+        help="inference requests in flight per process; more are refused with 503 at once "
+        "(default: no limit)",
     )
     gateway.add_argument(
         "--request_body_timeout", default=60, type=float, help="seconds to receive a body"

@@ -17,7 +17,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from gateway import logs, request_context, tracing_ids
-from gateway.errors import InferenceError, InvalidInput
+from gateway.errors import InvalidInput, Unimplemented
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
 from gateway.predictor_config import PredictorConfig
@@ -198,16 +198,18 @@ class Model(InferenceModel):
     ) -> Any:
         """Run inference; by default, forward `payload` to the predictor."""
         if self.predictor_hop is None:
-            raise InferenceError(
-                f"model {self.name!r} has no predict() of its own and no predictor_host"
+            raise Unimplemented(
+                f"model {self.name!r} has no predictor: start the gateway with "
+                "--predictor_host HOST:PORT, or give the model a predict() of its own"
             )
         return await self.predictor_hop.infer(payload, headers or {})
 
     async def explain(self, payload: Any, headers: Headers | None = None) -> Any:
         """Explain a prediction; by default, forward `payload` to the explainer."""
         if self.explainer_hop is None:
-            raise InferenceError(
-                f"model {self.name!r} has no explain() of its own and no explainer_host"
+            raise Unimplemented(
+                f"model {self.name!r} has no explainer: start the gateway with "
+                "--explainer_host HOST:PORT, or give the model an explain() of its own"
             )
         return await self.explainer_hop.explain(payload, headers or {})
 

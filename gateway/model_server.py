@@ -18,12 +18,13 @@ import os
 import signal
 import socket
 import ssl
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 
-from gateway import logs, tracing
+from gateway import logs, naming, preflight, tracing
 from gateway.dataplane import DataPlane
 from gateway.flags import parser
 from gateway.hops.base import Hop
@@ -31,7 +32,7 @@ from gateway.metrics import Metrics
 from gateway.model import BaseKServeModel, Model
 from gateway.model_repository import ModelRepository
 from gateway.predictor_config import PredictorConfig
-from gateway.server import access_log, allocator, workers
+from gateway.server import access_log, allocator, readiness, workers
 from gateway.server.grpc import start_grpc_server
 from gateway.server.rest import create_app
 from gateway.server.workers import Shared
@@ -116,6 +117,8 @@ class ModelServer:
         self.bound_grpc_port: int | None = None
         self.metrics: Metrics | None = None
         self.recent_spans: tracing.RecentSpans | None = None
+        # Names this server in traces and Server-Timing: set at start-up (gateway.naming).
+        self.service_name: str | None = None
         if self._options.get("configure_logging", True):
             _configure_logging(
                 self._options.get("log_config_file"), self._options.get("log_format") or "plain"
@@ -160,17 +163,32 @@ class ModelServer:
         loop.default_exception_handler(context)
 
     def start(self, models: list[BaseKServeModel]) -> None:
-        """Serve `models` until SIGTERM / SIGINT (blocks)."""
+        """Serve `models` until SIGTERM / SIGINT (blocks). Settings that cannot work stop it
+        with one line on stderr (``gateway: error: ...``) and exit status 2."""
         if not isinstance(models, list):
             raise RuntimeError("models must be a list of models")
         for model in models:
             if not isinstance(model, BaseKServeModel):
                 raise RuntimeError(f"{type(model).__name__} is not a BaseKServeModel")
             self.register_model(model)
-        if self.settings.workers > 1:
-            workers.run(self.settings, self._serve_worker)
-        else:
-            self.run_process()
+        try:
+            self.check_settings()
+            if self.settings.workers > 1:
+                preflight.check_ports_free(self.settings)
+                workers.run(self.settings, self._serve_worker)
+            else:
+                self.run_process()
+        except preflight.StartupError as exc:
+            _refuse(exc)
+
+    def check_settings(self) -> None:
+        """Refuse settings that cannot work (raises `gateway.preflight.StartupError`)."""
+        preflight.check(
+            self.settings, self._options, (self.upstreams.predictor, self.upstreams.explainer)
+        )
+        config = self.predictor_config
+        if config is not None and config.predictor_host:
+            preflight.check_host("--predictor_host", config.predictor_host)
 
     def _serve_worker(self, shared: Shared) -> None:
         """Run this (forked) worker's servers on what it shares with the other workers."""
@@ -229,20 +247,45 @@ class ModelServer:
         # Built here, in each worker process: a batch exporter's thread does not survive fork.
         # Each worker keeps its own recent traces: /traces shows the worker that answers.
         self.recent_spans = tracing.recent_spans(self.settings.trace_buffer)
+        self.service_name = naming.service_name(self.registered_models.get_models(), os.environ)
         self._tracer = tracing.configure_tracing(
-            tracing.TracingSettings.from_env(os.environ),
+            dataclasses.replace(
+                tracing.TracingSettings.from_env(os.environ), service_name=self.service_name
+            ),
             [self.recent_spans] if self.recent_spans is not None else [],
         )
-        await self._start_rest(self.metrics)
+        address = self.settings.listen_address
+        try:
+            await self._start_rest(self.metrics)
+        except OSError as exc:
+            raise preflight.bind_error(
+                "REST", "--http_port", address, self.settings.http_port, exc
+            ) from None
         if self.settings.enable_grpc:
-            self._grpc_server, self.bound_grpc_port = await start_grpc_server(
-                self.dataplane,
-                self.settings,
-                self.metrics,
-                self.settings.grpc_port,
-                tracer=self._tracer,
-            )
-        logger.info("listening: REST on %s, gRPC on %s", self.bound_http_port, self.bound_grpc_port)
+            try:
+                self._grpc_server, self.bound_grpc_port = await start_grpc_server(
+                    self.dataplane,
+                    self.settings,
+                    self.metrics,
+                    self.settings.grpc_port,
+                    tracer=self._tracer,
+                    service_name=self.service_name,
+                )
+            except (OSError, RuntimeError) as exc:  # gRPC's failed bind is a RuntimeError
+                if self._runner is not None:
+                    await self._runner.cleanup()
+                raise preflight.bind_error(
+                    "gRPC", "--grpc_port", address, self.settings.grpc_port, exc
+                ) from None
+        # The ports first, in a form tools read (the demo, the tests, the benchmarks).
+        logger.info(
+            "listening: REST on %s, gRPC on %s, address %s%s (service %s)",
+            self.bound_http_port,
+            self.bound_grpc_port,
+            address,
+            " (every interface; --listen_address to choose)" if address in _ANY else "",
+            self.service_name,
+        )
         self._loading = asyncio.create_task(self._load_models())
 
     async def shutdown(self) -> None:
@@ -275,6 +318,7 @@ class ModelServer:
             metrics,
             tracer=self._tracer,
             recent_spans=self.recent_spans,
+            service_name=self.service_name,
         )
         runner = web.AppRunner(
             app,
@@ -329,8 +373,13 @@ class ModelServer:
                 logger.exception("loading model %s failed; it stays not ready", name)
                 model.ready = False
         self.dataplane.starting = False
-        logger.info("ready: %s", ", ".join(self.registered_models.get_models()))
+        names = ", ".join(self.registered_models.get_models())
+        logger.info("loaded: %s", names)
+        await readiness.announce(self.dataplane, names)
 
+
+# Addresses that listen on every interface.
+_ANY = ("0.0.0.0", "::", "")
 
 _EXTRA_OPTIONS = frozenset(
     {
@@ -356,6 +405,14 @@ def _predictor_config_from(args: Any) -> PredictorConfig | None:
         predictor_request_retries=args.predictor_request_retries,
         predictor_health_check=args.enable_predictor_health_check,
     )
+
+
+def _refuse(exc: preflight.StartupError) -> NoReturn:
+    """Stop the start with `exc`'s one line, as argparse stops at a bad flag."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()  # what was logged before it comes first
+    print(f"gateway: error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
 def _ssl_context(options: dict[str, Any]) -> ssl.SSLContext | None:

@@ -36,6 +36,8 @@ class RequestContext:
     tracer: Tracer | None = None
     # The request's SERVER span, while and after it is served; None when tracing is off.
     span: Span | None = None
+    # The Server-Timing entry naming the server that serves it (None: its answers do not say).
+    identity: str | None = None
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (negative once passed), None without one."""

@@ -26,7 +26,9 @@ class TraceSourceError(Exception):
 
 
 def fetch(url: str, timeout: float = 10.0) -> list[TraceRecord]:
-    """The traces a gateway at `url` (``http://HOST:PORT``) keeps."""
+    """The traces a gateway at `url` (``http://HOST:PORT``, or ``HOST:PORT``) keeps."""
+    if "://" not in url:
+        url = f"http://{url}"
     address = f"{url.rstrip('/')}/traces.json"
     try:
         with urllib.request.urlopen(address, timeout=timeout) as response:
@@ -80,7 +82,8 @@ def add_parser(commands: Any) -> None:
         "--url",
         action="append",
         required=True,
-        help="a gateway's REST address, http://HOST:PORT (repeat for every gateway of a chain)",
+        help="a gateway's REST address, HOST:PORT or http://HOST:PORT (repeat for every "
+        "gateway of a chain)",
     )
     trace.add_argument(
         "--last", type=at_least(1), default=5, help="how many recent traces (default: %(default)s)"

@@ -119,6 +119,13 @@ def connect(
         model.predictor_hop = build_hop(predictor, metrics=metrics, tracer=tracer)
         built.append(model.predictor_hop)
         logger.info("model %s -> predictor %s (%s)", model.name, predictor.host, predictor.protocol)
+    elif model.predictor_hop is None and type(model).predict is Model.predict:
+        # Served, as KServe serves it (ready, and 501 to inference): it may only explain.
+        logger.warning(
+            "model %s has no predictor (--predictor_host HOST:PORT) and no predict() of its "
+            "own: its inference requests will answer 501",
+            model.name,
+        )
     if model.explainer_host and model.explainer_hop is None:
         explainer = replace(upstreams.explainer, host=model.explainer_host, model_name=model.name)
         model.explainer_hop = build_hop(explainer, metrics=metrics, tracer=tracer)

@@ -6,11 +6,12 @@ import logging
 import threading
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
 from gateway import InferInput, InferRequest, InferResponse
-from gateway.errors import InferenceError, InvalidInput
+from gateway.errors import InvalidInput, Unimplemented, grpc_code, http_status
 from gateway.model import InferenceVerb, Model
 from gateway.request_context import RequestContext, serving
 from tests.models import EchoModel, SyncModel
@@ -96,12 +97,19 @@ async def test_explain_verb_calls_explain() -> None:
     assert result == {"explanations": [1, 2]}
 
 
-async def test_default_predict_without_predictor_says_so() -> None:
+async def test_default_predict_without_predictor_is_501_and_says_so() -> None:
     class Bare(Model):
         pass
 
-    with pytest.raises(InferenceError, match="no predictor_host"):
+    # KServe answers 501 (NotImplementedError) here too.
+    with pytest.raises(
+        Unimplemented, match="no predictor: start the gateway with --predictor_host"
+    ):
         await Bare("bare")(_request())
+    with pytest.raises(NotImplementedError, match="--explainer_host HOST:PORT"):
+        await Bare("bare")(_request(), verb=InferenceVerb.EXPLAIN)
+    assert (http_status(Unimplemented("x")), grpc_code(Unimplemented("x"))) == (
+        501, grpc.StatusCode.UNIMPLEMENTED)  # fmt: skip
 
 
 async def test_validate_refuses_non_list_instances() -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, signals: _Signals) -> int:
-    log_dir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+    log_dir = new_log_dir()
     kinds = load.schedule(args.requests)
     buffer = min(len(kinds) + _TRACE_HEADROOM, _MAX_TRACE_BUFFER)
     topology = Topology(log_dir, trace_buffer=buffer)
@@ -94,6 +96,34 @@ def _run(args: argparse.Namespace, signals: _Signals) -> int:
         for sig in _STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         topology.stop()
+
+
+_LOG_PREFIX = "gateway-demo-"
+_OWNER = "demo.pid"
+
+
+def new_log_dir(base: Path | None = None) -> Path:
+    """A folder for this run's logs and HTML (the report points at them). The folders of
+    runs that have finished go: the temporary directory keeps only the last run's."""
+    base = Path(tempfile.gettempdir()) if base is None else base
+    for old in base.glob(f"{_LOG_PREFIX}*"):
+        _remove_if_finished(old)
+    path = Path(tempfile.mkdtemp(prefix=_LOG_PREFIX, dir=base))
+    (path / _OWNER).write_text(str(os.getpid()))
+    return path
+
+
+def _remove_if_finished(folder: Path) -> None:
+    try:
+        pid = int((folder / _OWNER).read_text())
+    except (OSError, ValueError):
+        return  # not a folder this code made: not ours to remove
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        shutil.rmtree(folder, ignore_errors=True)
+    except PermissionError:
+        pass  # another user's demo, running
 
 
 def _serve_until_interrupted() -> None:

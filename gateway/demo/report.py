@@ -8,7 +8,6 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -18,22 +17,13 @@ from gateway.demo.load import KINDS, LoadResult
 from gateway.demo.topology import Child, DemoError
 from gateway.server.traces_view import page
 from gateway.trace_cli import TraceSourceError, fetch
-from gateway.waterfall import SpanRecord, TraceRecord, duration_ms, merge, rows, text
+from gateway.trace_stats import StageTimes, stage_rows, stage_times
+from gateway.waterfall import TraceRecord, merge, text
 
-__all__ = ["StageTimes", "collect", "print_report", "stage_times"]
+__all__ = ["collect", "print_report"]
 
 # How many merged traces the HTML file draws: enough to scroll through, small enough to open.
 HTML_TRACES = 50
-
-
-@dataclass
-class StageTimes:
-    """Per row ("A.preprocess", "A->B wire", ...): its depth in the tree and its
-    milliseconds in each trace that had it, rows in the order they first appeared."""
-
-    traces: int = 0
-    depth: dict[str, int] = field(default_factory=dict)
-    values: dict[str, list[float]] = field(default_factory=dict)
 
 
 def collect(children: Mapping[str, Child], since_ns: int = 0) -> list[TraceRecord]:
@@ -44,43 +34,6 @@ def collect(children: Mapping[str, Child], since_ns: int = 0) -> list[TraceRecor
     except TraceSourceError as exc:
         raise DemoError(f"cannot collect the traces: {exc}") from exc
     return [trace for trace in merged if trace["start_ns"] >= since_ns]
-
-
-def stage_times(traces: list[TraceRecord], labels: Mapping[str, str]) -> StageTimes:
-    """Where the time of `traces` went, per service (named by `labels`) and stage; each hop
-    also gets a "wire" row: its CLIENT span less the upstream's SERVER span, i.e. the
-    network plus both ends' encoding and decoding."""
-    times = StageTimes(traces=len(traces))
-    for trace in traces:
-        children: dict[str, list[SpanRecord]] = {}
-        for span in trace["spans"]:
-            children.setdefault(span["parent_id"] or "", []).append(span)
-        spent: dict[str, float] = {}
-        for row in rows(trace):
-            span = row.span
-            prefix = labels.get(span["service"], span["service"])
-            _add(times, spent, f"{prefix}.{_stage(span)}", row.depth, duration_ms(span))
-            upstream = [s for s in children.get(span["span_id"], []) if s["kind"] == "SERVER"]
-            if span["kind"] == "CLIENT" and upstream:
-                target = labels.get(upstream[0]["service"], upstream[0]["service"])
-                wire = duration_ms(span) - sum(duration_ms(s) for s in upstream)
-                _add(times, spent, f"{prefix}->{target} wire", row.depth + 1, wire)
-        for key, milliseconds in spent.items():
-            times.values[key].append(milliseconds)
-    return times
-
-
-def _add(times: StageTimes, spent: dict[str, float], key: str, depth: int, ms: float) -> None:
-    times.depth.setdefault(key, depth)
-    times.values.setdefault(key, [])
-    # Retries make several spans of one stage in a trace: the stage took their sum.
-    spent[key] = spent.get(key, 0.0) + ms
-
-
-def _stage(span: SpanRecord) -> str:
-    if span["kind"] == "SERVER":
-        return "server"
-    return span["name"].replace(" ", ".")  # "hop predictor" -> "hop.predictor"
 
 
 def _is_explanation(trace: TraceRecord) -> bool:
@@ -119,10 +72,9 @@ def _stage_table(title: str, times: StageTimes, out: IO[str]) -> None:
         return
     print(f"\n{title}: latency per stage and hop over {times.traces} traces", file=out)
     print(f"  {'stage':<34} {'n':>5} {'p50 ms':>9} {'p99 ms':>9}", file=out)
-    for key, values in times.values.items():
-        name = "  " * times.depth[key] + key
-        p50, p99 = np.percentile(values, [50, 99])
-        print(f"  {name:<34} {len(values):>5} {p50:>9.2f} {p99:>9.2f}", file=out)
+    for row in stage_rows(times):
+        name = "  " * row.depth + row.name
+        print(f"  {name:<34} {row.traces:>5} {row.p50:>9.2f} {row.p99:>9.2f}", file=out)
 
 
 def _client_table(result: LoadResult, out: IO[str]) -> None:

@@ -4,7 +4,6 @@ merging an upstream's Server-Timing, Retry-After, and the errors of payloads and
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -12,7 +11,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from gateway import request_context
+from gateway import request_context, timing_entries
 from gateway.errors import (
     GatewayError,
     InferenceError,
@@ -54,21 +53,14 @@ def call_timeout(settings: HopSettings, cap: float | None = None) -> float:
     return timeout
 
 
-# An entry runs to the next comma outside a quoted string (desc="a, b" is one entry).
-_TIMING_ENTRY = re.compile(r'(?:[^,"]|"(?:\\.|[^"\\])*")+')
-
-
 def merge_server_timing(values: Iterable[str], role: str) -> None:
     """Add an upstream's Server-Timing entries to the current request's, each named after
-    `role` (``predict;dur=3`` from the predictor becomes ``predictor.predict;dur=3``)."""
+    the gateway the upstream says it is, or else after `role` (``predict;dur=3`` from a
+    predictor becomes ``predictor.predict;dur=3``; see `gateway.timing_entries`)."""
     context = request_context.current()
     if context is None:
         return
-    for value in values:
-        for entry in _TIMING_ENTRY.findall(value):
-            entry = entry.strip()
-            if entry:
-                context.upstream_timings.append(f"{role}.{entry}")
+    context.upstream_timings.extend(timing_entries.prefixed(timing_entries.split(values), role))
 
 
 def retry_after(value: str | None) -> float | None:

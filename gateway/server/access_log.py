@@ -1,5 +1,6 @@
-"""Access-log formats: KServe's (gunicorn-style ``%(h)s``) turned into aiohttp's atoms; with
-tracing on, the line of a sampled request names its trace (see `gateway.logs`)."""
+"""Access lines: REST's formats (KServe's gunicorn-style ``%(h)s`` turned into aiohttp's
+atoms), and the gRPC door's one line per call; with tracing on, the line of a sampled request
+names its trace (see `gateway.logs`)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,9 @@ _ATOMS = {
     "p": "%P",
 }
 
+# The gRPC door's access lines (the REST door's go to aiohttp's ``aiohttp.access``).
+GRPC_ACCESS_LOGGER = "gateway.access.grpc"
+
 _GUNICORN_ATOM = re.compile(r"%\((\w+)\)s|%\(\{([^}]+)\}(i|o)\)s")
 
 
@@ -57,14 +61,31 @@ def aiohttp_format(fmt: str | None) -> str:
     return _GUNICORN_ATOM.sub(replace, fmt)
 
 
+class _Stamp:
+    """The access lines' timestamp (``[28/Nov/2026:10:00:00 +0000]``), formatted once a
+    second rather than once a line."""
+
+    __slots__ = ("_second", "_text")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def __call__(self) -> str:
+        now = int(_time.time())
+        if now != self._second:
+            self._second = now
+            self._text = _time.strftime("[%d/%b/%Y:%H:%M:%S +0000]", _time.gmtime(now))
+        return self._text
+
+
 class FastAccessLogger(AbstractAccessLogger):
     """The default access line, built cheaply: the timestamp is formatted once a second and
     the line only when a handler will write it (aiohttp's logger re-formats every atom)."""
 
     def __init__(self, logger: logging.Logger, log_format: str) -> None:
         super().__init__(logger, log_format)
-        self._second = -1
-        self._stamp = ""
+        self._stamp = _Stamp()
 
     def log(
         self,
@@ -73,16 +94,12 @@ class FastAccessLogger(AbstractAccessLogger):
         time: float,
         trace: tuple[str, str] | None = None,
     ) -> None:
-        now = int(_time.time())
-        if now != self._second:
-            self._second = now
-            self._stamp = _time.strftime("[%d/%b/%Y:%H:%M:%S +0000]", _time.gmtime(now))
         major, minor = request.version
         logs.info(
             self.logger,
             '%s %s "%s %s HTTP/%d.%d" %d %d %.6f',
             request.remote,
-            self._stamp,
+            self._stamp(),
             request.method,
             request.path_qs,
             major,
@@ -90,6 +107,52 @@ class FastAccessLogger(AbstractAccessLogger):
             response.status,
             response.body_length,
             time,
+            trace=trace,
+        )
+
+
+class GrpcAccessLogger:
+    """One line per gRPC call, at the cost of the REST line: the peer, the time, the method
+    and model, the status code, the answer's bytes, the seconds, the request id (and the
+    trace of a sampled call)::
+
+        127.0.0.1 [28/Nov/2026:10:00:00 +0000] "gRPC ModelInfer iris" OK 93 0.001207 request_id=r-1
+    """
+
+    __slots__ = ("_stamp", "logger")
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or logging.getLogger(GRPC_ACCESS_LOGGER)
+        self._stamp = _Stamp()
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def log(
+        self,
+        peer: str,
+        method: str,
+        model: str,
+        code: str,
+        size: int,
+        seconds: float,
+        request_id: str,
+        trace: tuple[str, str] | None = None,
+    ) -> None:
+        if not model.isprintable():  # a name from the message: no line breaks into the log
+            model = repr(model)
+        logs.info(
+            self.logger,
+            '%s %s "gRPC %s %s" %s %d %.6f request_id=%s',
+            peer or "-",
+            self._stamp(),
+            method,
+            model or "-",
+            code,
+            size,
+            seconds,
+            request_id or "-",
             trace=trace,
         )
 

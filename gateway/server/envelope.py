@@ -29,6 +29,7 @@ from gateway.header_rules import REQUEST_ID, SERVER_TIMING, TRACERESPONSE
 from gateway.metrics import Metrics
 from gateway.request_context import RequestContext
 from gateway.server.server_timing import server_timing
+from gateway.timing_entries import identity_entry
 
 __all__ = ["Envelope", "Inbound", "SpanStart", "answer_headers", "request_id"]
 
@@ -49,18 +50,27 @@ class SpanStart:
 
 
 class Envelope:
-    """What the doors of one server share: its data plane, metrics and tracer."""
+    """What the doors of one server share: its data plane, metrics and tracer, and the
+    `Server-Timing` entry naming it (`service_name`; None: the answers do not say)."""
 
-    __slots__ = ("dataplane", "metrics", "tracer")
+    __slots__ = ("dataplane", "identity", "metrics", "tracer")
 
-    def __init__(self, dataplane: DataPlane, metrics: Metrics, tracer: Tracer | None) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        metrics: Metrics,
+        tracer: Tracer | None,
+        service_name: str | None = None,
+    ) -> None:
         self.dataplane = dataplane
         self.metrics = metrics
         self.tracer = tracer
+        self.identity = None if service_name is None else identity_entry(service_name)
 
     def context(self, protocol: str, request_id: str, deadline: float | None) -> RequestContext:
         """The context of one request: its id, its protocol, when its answer is due."""
-        return RequestContext(request_id, protocol, deadline, tracer=self.tracer)
+        return RequestContext(request_id, protocol, deadline, tracer=self.tracer,
+                              identity=self.identity)  # fmt: skip
 
     def inbound(self, context: RequestContext, span: SpanStart | None, status: str) -> Inbound:
         """An inference request in `context`, to run inside ``with``. `span` is only read
@@ -73,7 +83,7 @@ def answer_headers(context: RequestContext) -> tuple[tuple[str, str], ...]:
     """What every answer carries back: the request id, where its time went, and (sampled)
     the trace it was recorded under."""
     answer: tuple[tuple[str, str], ...] = ((REQUEST_ID, context.request_id),)
-    timing = server_timing(context)
+    timing = server_timing(context, context.identity)
     if timing is not None:
         answer += ((SERVER_TIMING, timing),)
     if context.span is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
@@ -20,6 +21,7 @@ from typing import Any, NoReturn
 import grpc
 from opentelemetry.trace import Status, StatusCode, Tracer
 
+from gateway import tracing_ids
 from gateway._proto import SERVICE_NAME, pb
 from gateway.codecs import grpc as grpc_codec
 from gateway.dataplane import DataPlane
@@ -31,6 +33,7 @@ from gateway.metrics import Metrics
 from gateway.model import InferenceVerb
 from gateway.passthrough import Passthrough, PassthroughResponse
 from gateway.server import grpc_metadata
+from gateway.server.access_log import GrpcAccessLogger
 from gateway.server.envelope import Envelope, SpanStart, request_id
 from gateway.server.grpc_metadata import Context, Headers
 from gateway.settings import ServerSettings
@@ -66,11 +69,13 @@ def create_grpc_server(
     metrics: Metrics,
     *,
     tracer: Tracer | None = None,
+    service_name: str | None = None,
 ) -> grpc.aio.Server:
     """A gRPC server for `dataplane`, not yet bound or started (call it inside the loop);
-    `tracer` None: no spans."""
+    `tracer` None: no spans; `service_name`: what its Server-Timing trailers call it."""
     servicer = _Servicer(dataplane)
-    envelope = Envelope(dataplane, metrics, tracer)
+    envelope = Envelope(dataplane, metrics, tracer, service_name)
+    access = GrpcAccessLogger()
     handlers = {}
     for method in SERVICE.methods:
         # ModelInfer parses its own bytes, so raw contents skip protobuf.
@@ -78,11 +83,13 @@ def create_grpc_server(
         behavior = getattr(servicer, method.name)
         if method.name == "ModelInfer":
             # Only inference is in the envelope: counted, measured and (given a tracer)
-            # traced; health and metadata probes would flood the traces.
-            behavior = _enveloped(envelope, behavior)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _guarded(method.name, behavior, parse)
-        )
+            # traced; health and metadata probes would flood the traces. Its access line is
+            # the envelope's, which knows the model and the request id.
+            behavior = _enveloped(envelope, behavior, access)
+            guarded = _guarded(method.name, behavior, parse, None)
+        else:
+            guarded = _guarded(method.name, behavior, parse, access)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(guarded)
     server = grpc.aio.server(
         # Every handler here is async, so this pool runs no request: gRPC uses it only for sync
         # handlers (its threads start lazily, none ever will). `max_threads` is deliberately not
@@ -108,9 +115,12 @@ async def start_grpc_server(
     port: int,
     *,
     tracer: Tracer | None = None,
+    service_name: str | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Create, bind (port 0 picks a free port) and start a server; returns it and its port."""
-    server = create_grpc_server(dataplane, settings, metrics, tracer=tracer)
+    server = create_grpc_server(
+        dataplane, settings, metrics, tracer=tracer, service_name=service_name
+    )
     bound = server.add_insecure_port(f"{settings.listen_address}:{port}")
     if not bound:  # older gRPC reports a failed bind as port 0 instead of raising
         raise OSError(f"cannot listen on {settings.listen_address}:{port}")
@@ -118,18 +128,35 @@ async def start_grpc_server(
     return server, bound
 
 
-def _guarded(name: str, behavior: Behavior, message: Any) -> Behavior:
-    """`behavior` behind our error mapping, taking and returning serialized messages."""
+def _guarded(
+    name: str, behavior: Behavior, message: Any, access: GrpcAccessLogger | None
+) -> Behavior:
+    """`behavior` behind our error mapping, taking and returning serialized messages; each
+    call gets an access line when `access` is given."""
 
     async def call(data: bytes, context: Context) -> bytes:
+        started = time.perf_counter()
+        code, size, request = grpc.StatusCode.OK, 0, None
         try:
             request = data if message is None else _parse(message, data)
             response = await behavior(request, context)
-            return response if isinstance(response, bytes) else response.SerializeToString()
+            body = response if isinstance(response, bytes) else response.SerializeToString()
+            size = len(body)
+            return body
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
+            code = _status_code(exc)
             await _abort(context, name, exc)
+        except BaseException:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            if access is not None and access.enabled:
+                model = getattr(request, "name", "") or getattr(request, "model_name", "")
+                headers = grpc_metadata.headers(context)
+                access.log(_peer_address(context.peer()), name, model, code.name, size,
+                           time.perf_counter() - started, headers.get(REQUEST_ID, ""))  # fmt: skip
 
     return call
 
@@ -248,9 +275,10 @@ class _Call:
     """ModelInfer's side of the envelope (`gateway.server.envelope`): the client's metadata
     in; the model's response metadata, the trailers and the status code out."""
 
-    __slots__ = ("context", "headers", "inbound", "response_headers")
+    __slots__ = ("access", "context", "headers", "inbound", "response_headers")
 
-    def __init__(self, envelope: Envelope, context: Context) -> None:
+    def __init__(self, envelope: Envelope, context: Context, access: GrpcAccessLogger) -> None:
+        self.access = access
         self.context = context
         self.headers = grpc_metadata.headers(context)
         ctx = envelope.context(PROTOCOL, request_id(self.headers), grpc_metadata.deadline(context))
@@ -267,9 +295,11 @@ class _Call:
     async def run(self, behavior: Callable[[bytes, _Call], Awaitable[bytes]], data: bytes) -> bytes:
         inbound, context = self.inbound, self.context
         code = grpc.StatusCode.OK
+        started, size = time.perf_counter(), 0
         with inbound:
             try:
                 body = await behavior(data, self)
+                size = len(body)
                 metadata = grpc_metadata.response_metadata(self.response_headers)
                 if metadata:
                     await context.send_initial_metadata(metadata)
@@ -286,19 +316,27 @@ class _Call:
                 raise
             finally:
                 inbound.status = code.name
-                if inbound.span is not None:
-                    inbound.span.set_attribute("rpc.grpc.status_code", code.value[0])
+                span = inbound.span
+                if span is not None:
+                    span.set_attribute("rpc.grpc.status_code", code.value[0])
                     if code in _SERVER_ERRORS:
-                        inbound.span.set_status(Status(StatusCode.ERROR, code.name))
+                        span.set_status(Status(StatusCode.ERROR, code.name))
+                if self.access.enabled:
+                    trace = None if span is None else tracing_ids.log_ids(span)
+                    self.access.log(_peer_address(context.peer()), "ModelInfer", inbound.model,
+                                    code.name, size, time.perf_counter() - started,
+                                    inbound.context.request_id, trace)  # fmt: skip
 
 
 def _enveloped(
-    envelope: Envelope, model_infer: Callable[[bytes, _Call], Awaitable[bytes]]
+    envelope: Envelope,
+    model_infer: Callable[[bytes, _Call], Awaitable[bytes]],
+    access: GrpcAccessLogger,
 ) -> Behavior:
     """ModelInfer inside the request envelope both doors share."""
 
     async def call(data: bytes, context: Context) -> bytes:
-        return await _Call(envelope, context).run(model_infer, data)
+        return await _Call(envelope, context, access).run(model_infer, data)
 
     return call
 

@@ -62,9 +62,11 @@ def create_app(
     *,
     tracer: Tracer | None = None,
     recent_spans: RecentSpans | None = None,
+    service_name: str | None = None,
 ) -> web.Application:
     """The REST app for `dataplane` (not yet listening); `tracer` None: no spans;
-    `recent_spans`: the buffer ``/traces`` shows (None: no such routes)."""
+    `recent_spans`: the buffer ``/traces`` shows (None: the page says how to turn it on);
+    `service_name`: what its Server-Timing headers call it."""
     table = routes(settings.enable_docs_url, traces=recent_spans is not None)
     # aiohttp refuses a longer body as it reads it (a chunked one has no Content-Length).
     app = web.Application(client_max_size=settings.max_request_bytes, middlewares=[_serve])
@@ -72,7 +74,7 @@ def create_app(
     app[SETTINGS] = settings
     app[BODY_TIMEOUT] = settings.request_body_timeout
     app[METRICS] = metrics
-    app[ENVELOPE] = Envelope(dataplane, metrics, tracer)
+    app[ENVELOPE] = Envelope(dataplane, metrics, tracer, service_name)
     app[ROUTES] = {route.handler: route for route in table}
     app[OPENAPI] = openapi.document(table, dataplane.server_name, dataplane.server_version)
     app[rest_v1.EVENT_SETTINGS] = EventSettings.from_env(os.environ)
@@ -85,13 +87,13 @@ def create_app(
 
 def routes(docs: bool = False, traces: bool = False) -> list[Route]:
     """Every route the app serves; the docs routes only when `docs`, the trace view only
-    when `traces`."""
+    when `traces` (else its routes say how to turn it on)."""
     return [
         *_SERVER_ROUTES,
         *rest_v1.ROUTES,
         *rest_v2.ROUTES,
         *(_DOCS_ROUTES if docs else ()),
-        *(traces_view.ROUTES if traces else ()),
+        *(traces_view.ROUTES if traces else traces_view.OFF_ROUTES),
     ]
 
 

@@ -1,5 +1,6 @@
-"""The latency view of ``--trace_buffer``: ``GET /traces`` (an HTML waterfall per recent
-request) and ``GET /traces.json`` (the same traces as data, for ``gateway trace``).
+"""The latency view of ``--trace_buffer``: ``GET /traces`` (a summary of every trace kept,
+then an HTML waterfall per recent request) and ``GET /traces.json`` (the same traces as data,
+for ``gateway trace``). Without the flag both answer 404 saying how to turn them on.
 
 Only this process's spans are here: a hop's CLIENT span has its upstream's spans in the
 upstream's own buffer. ``gateway trace --url A --url B`` merges them into one tree.
@@ -14,10 +15,11 @@ from aiohttp import web
 
 from gateway.errors import InvalidInput
 from gateway.server.rest_common import Route, json_response
+from gateway.trace_stats import slowest, stage_rows, stage_times
 from gateway.tracing import RecentSpans
 from gateway.waterfall import Row, TraceRecord, duration_ms, rows, trace_records
 
-__all__ = ["RECENT_SPANS", "ROUTES", "page"]
+__all__ = ["OFF", "OFF_ROUTES", "RECENT_SPANS", "ROUTES", "page"]
 
 RECENT_SPANS = web.AppKey("recent_spans", RecentSpans)
 
@@ -43,11 +45,12 @@ async def _traces_json(request: web.Request) -> web.Response:
 
 
 async def _traces_page(request: web.Request) -> web.Response:
-    kept = request.app[RECENT_SPANS].traces()
-    traces = trace_records(kept, _last(request, PAGE_TRACES))
+    last = _last(request, PAGE_TRACES)
+    kept = trace_records(request.app[RECENT_SPANS].traces())
+    traces = kept[-last:] if last is not None else kept
     services = sorted({span["service"] for trace in traces for span in trace["spans"]})
     title = f"Recent traces: {', '.join(services) or 'gateway'}"
-    body = page(traces, title, len(kept), data_url="/traces.json")
+    body = page(traces, title, len(kept), data_url="/traces.json", summary_of=kept)
     return web.Response(text=body, content_type="text/html")
 
 
@@ -56,15 +59,48 @@ ROUTES = (
     Route("GET", "/traces.json", _traces_json, "Recent traces: spans with timings (JSON)"),
 )
 
+OFF = (
+    "the latency view is off: start the gateway with --trace_buffer N (200, say) to keep "
+    "its last N traces here"
+)
+
+
+async def _off_page(request: web.Request) -> web.Response:
+    text = (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>Recent traces: off</title></head>\n"
+        f"<body style='font-family: system-ui, sans-serif; margin: 1.5rem 2rem'>"
+        f"<h1>Recent traces: off</h1>\n<p>{html.escape(OFF[0].upper() + OFF[1:])}.</p>\n"
+        "<p>Example: <code>gateway serve --trace_buffer 200 ...</code>, send a few requests, "
+        "then reload this page.</p>\n</body></html>\n"
+    )
+    return web.Response(status=404, text=text, content_type="text/html")
+
+
+async def _off_json(request: web.Request) -> web.Response:
+    return json_response({"error": OFF}, 404)
+
+
+# Served without --trace_buffer: a bare 404 would not say how to get the view.
+OFF_ROUTES = (
+    Route("GET", "/traces", _off_page, "Recent traces: off (start with --trace_buffer N)"),
+    Route("GET", "/traces.json", _off_json, "Recent traces: off (start with --trace_buffer N)"),
+)
+
 
 # The page
 
 
 def page(
-    traces: list[TraceRecord], title: str, kept: int | None = None, data_url: str | None = None
+    traces: list[TraceRecord],
+    title: str,
+    kept: int | None = None,
+    data_url: str | None = None,
+    summary_of: list[TraceRecord] | None = None,
 ) -> str:
-    """A self-contained HTML page: one waterfall per trace, newest first. `kept`: how many
-    there are in all (a link shows them); `data_url`: where the same traces are as JSON."""
+    """A self-contained HTML page: a summary of `summary_of` (default: `traces`), then one
+    waterfall per trace, newest first. `kept`: how many there are in all (a link shows
+    them); `data_url`: where the same traces are as JSON."""
     shown = len(traces)
     summary = f"{shown} trace{'s' * (shown != 1)}, newest first"
     if kept is not None and kept > shown:
@@ -78,11 +114,48 @@ def page(
             " gateway <code>--url</code> its upstreams draws the chain as one tree"
         )
     sections = "\n".join(_waterfall(trace) for trace in reversed(traces))
-    return _PAGE.format(
-        title=html.escape(title),
-        summary=summary,
-        body=sections or "<p>No traces yet: send a request, then reload.</p>",
+    if not sections:
+        return _PAGE.format(title=html.escape(title), summary=summary,
+                            body="<p>No traces yet: send a request, then reload.</p>")  # fmt: skip
+    everything = traces if summary_of is None else summary_of
+    shown_ids = {trace["trace_id"] for trace in traces}
+    overview = _summary(everything, shown_ids, len(everything))
+    return _PAGE.format(title=html.escape(title), summary=summary, body=overview + sections)
+
+
+def _summary(traces: list[TraceRecord], shown: set[str], kept: int) -> str:
+    """p50 / p99 per stage and hop over `traces`, and the slowest of them (linked)."""
+    table = "\n".join(
+        f"<tr><td style='padding-left:{0.3 + 1.2 * row.depth:.1f}em'>{html.escape(row.name)}"
+        f"</td><td>{row.traces}</td><td>{row.p50:.2f}</td><td>{row.p99:.2f}</td></tr>"
+        for row in stage_rows(stage_times(traces, {}))
     )
+    worst = slowest(traces)
+    about = ""
+    if worst is not None:
+        anchor = f"#t-{worst['trace_id']}"
+        link = anchor if worst["trace_id"] in shown else f"?last={kept}{anchor}"
+        root = rows(worst)[0].span if worst["spans"] else None
+        name = html.escape(root["name"]) if root is not None else "trace"
+        total = (worst["end_ns"] - worst["start_ns"]) / 1e6
+        about = (
+            f"<p class='slowest'>Slowest: <a href='{link}'>{name}, {total:.2f} ms</a> "
+            f"(trace <code>{worst['trace_id']}</code> at {_clock(worst['start_ns'])} UTC)</p>"
+        )
+    count = len(traces)
+    return f"""<section class="summary">
+<h2>Latency per stage and hop over the {count} trace{"s" * (count != 1)} kept</h2>
+<table><thead><tr><th>stage</th><th>n</th><th>p50 ms</th><th>p99 ms</th></tr></thead>
+<tbody>
+{table}
+</tbody></table>
+{about}
+</section>
+"""
+
+
+def _clock(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
 
 
 def _waterfall(trace: TraceRecord) -> str:
@@ -90,14 +163,15 @@ def _waterfall(trace: TraceRecord) -> str:
     total = max(end - start, 1)
     laid_out = rows(trace)
     root = laid_out[0].span if laid_out else trace["spans"][0]
-    when = datetime.fromtimestamp(start / 1e9, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+    when = _clock(start)
     services = sorted({span["service"] for span in trace["spans"]})
     ticks = "".join(
         f"<span style='left:{100 * i / _TICKS:.1f}%'>{total * i / _TICKS / 1e6:.2f} ms</span>"
         for i in range(_TICKS + 1)
     )
     lines = "\n".join(_row(row, start, total) for row in laid_out)
-    return f"""<section class="waterfall" data-trace-id="{trace["trace_id"]}">
+    trace_id = trace["trace_id"]
+    return f"""<section class="waterfall" id="t-{trace_id}" data-trace-id="{trace_id}">
 <h2>{html.escape(root["name"])} <span class="total">{total / 1e6:.2f} ms</span></h2>
 <p class="meta">trace <code>{trace["trace_id"]}</code> at {when} UTC,
 {len(trace["spans"])} spans from {html.escape(", ".join(services))}</p>
@@ -153,6 +227,12 @@ section.waterfall {{ border-top: 1px solid #ddd; padding: .8rem 0; }}
   background: repeating-linear-gradient(90deg, #f4f4f4 0 1px, transparent 1px 25%); }}
 .bar {{ position: absolute; top: 2px; bottom: 2px; min-width: 2px; border-radius: 2px; }}
 .dur {{ text-align: right; font-variant-numeric: tabular-nums; }}
+section.summary table {{ border-collapse: collapse; font-size: .85rem; margin: .4rem 0; }}
+section.summary th, section.summary td {{ padding: .1rem .8rem .1rem .3rem; text-align: right;
+  font-variant-numeric: tabular-nums; }}
+section.summary th:first-child, section.summary td:first-child {{ text-align: left; }}
+section.summary tbody tr:nth-child(odd) {{ background: #f6f6f6; }}
+.slowest {{ font-size: .9rem; }}
 .server {{ background: #4a7fd6; }}
 .client {{ background: #e69a2e; }}
 .internal {{ background: #5bab6b; }}

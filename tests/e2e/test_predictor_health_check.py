@@ -82,15 +82,21 @@ def test_ready_only_while_the_predictor_is() -> None:
         started = start_servers(stack, *commands.values(), ready=False)
         gateways = dict(zip(commands, started, strict=True))
 
-        # Down: the predictor has never run, and each gateway has loaded its model.
+        # Down: the predictor has never run, and each gateway has loaded its model; it says
+        # why it is not ready, and does not claim it is.
         for protocol, gateway in gateways.items():
-            wait_until(lambda gateway=gateway: f"ready: {MODEL}" in gateway.output(), timeout=30)
+            wait_until(lambda gateway=gateway: "not ready yet:" in gateway.output(), timeout=30)
+            assert f"loaded: {MODEL}" in gateway.output()
+            assert f"the predictor of {MODEL} is not ready" in gateway.output()
             assert not any(readiness(gateway).values()), protocol
+            assert f"ready: {MODEL}" not in gateway.output().replace(f"loaded: {MODEL}", "")
             assert_live(gateway)
 
         with ExitStack() as first:
             start_servers(first, predictor)
             wait_readiness(gateways, ready=True)
+            for gateway in gateways.values():  # said once it became so
+                wait_until(lambda gateway=gateway: f"ready: {MODEL}\n" in gateway.output(), 10)
         # The predictor is killed (SIGKILL), connections and all.
         wait_readiness(gateways, ready=False)
         for gateway in gateways.values():
