@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 
 import pytest
 
-from gateway.flags import at_least, parser, strtobool
+from gateway.__main__ import _subparser, build_parser, main
+from gateway.flags import HelpFormatter, at_least, parser, strtobool
 
 WORDS = [("true", True), ("Yes", True), ("1", True), ("off", False), (" F ", False), ("0", False)]
 
@@ -37,3 +40,30 @@ def test_defaults_and_kserves_flags() -> None:
     assert kserve.enable_predictor_health_check is True
     with pytest.raises(SystemExit):
         parser.parse_args(["--explainer_request_retries", "-1"])
+
+
+def test_every_serve_flag_has_help_and_says_its_default_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    serve = _subparser(build_parser(), "serve")
+    formatter = HelpFormatter("gateway serve")
+    for action in serve._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        assert action.help, f"{action.option_strings[0]} has no help"
+        text = (formatter._get_help_string(action) or "") % {"default": action.default}
+        assert text.count("default") <= 1, f"{action.option_strings[0]}: {text}"
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--listen_address" in help_text
+    assert "(default: as --predictor_request_retries)" in " ".join(help_text.split())
+
+
+def test_help_is_plain_text() -> None:
+    for argv in (["--help"], ["serve", "--help"], ["demo", "--help"], ["trace", "--help"]):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+            main(argv)
+        assert "`" not in out.getvalue(), argv  # no reStructuredText markup
+        assert "\\" not in out.getvalue(), argv

@@ -3,19 +3,20 @@ the test named for them."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import socket
+import shlex
+import shutil
 import subprocess
 import sys
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
-import numpy as np
+import orjson
 import pytest
 
-from gateway import InferInput, InferRequest
-from tests.server.procs import run_server
+from tests.examples.processes import mlserver_env, mlserver_script, started, wait_ready
+from tests.hops.upstreams import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -26,6 +27,10 @@ COVERED = {
     "gateway demo": "tests/demo/test_cli.py",
     "pip install -e '.[test]' && python -m pytest": ".ci/run",
     "gateway serve --transformer scale.py:Scale": "tests/test_readme.py",
+    "python examples/transformer/train.py --out /tmp/iris": "tests/test_readme.py",
+    "MLSERVER_PARALLEL_WORKERS=0 mlserver start /tmp/iris": "tests/test_readme.py",
+    "curl -s localhost:9080/": "tests/test_readme.py",
+    "gateway serve --help": "tests/test_flags.py",
     "gateway serve --transformer transformer.py": "tests/examples/test_transformer_example.py",
     "gateway trace --url": "tests/server/test_traces_view.py",
     "python bench/server.py": "tests/test_readme.py",
@@ -44,7 +49,8 @@ def _blocks(language: str) -> list[str]:
 
 
 def _commands() -> list[str]:
-    lines = [line for block in _blocks("sh") for line in block.splitlines() if line.strip()]
+    lines = [line for block in _blocks("sh") for line in block.splitlines()
+             if line.strip() and not line.startswith("#")]  # fmt: skip
     inline = re.findall(r"`((?:gateway |python bench/|docker |scripts/)[^`]*)`", README)
     return lines + inline
 
@@ -69,42 +75,124 @@ def test_every_command_in_the_readme_is_run_somewhere() -> None:
             assert (ROOT / path).exists(), path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _section(title: str) -> str:
+    """The README's text under the heading `title`, up to the next heading of its level."""
+    level = title.split(" ", 1)[0]
+    body = README.split(f"\n{title}\n", 1)[1]
+    return re.split(rf"\n{level} ", body, maxsplit=1)[0]
 
 
-async def test_the_readme_transformer_runs_as_shown(tmp_path: Path) -> None:
-    (source,) = [block for block in _blocks("python") if block.startswith("# scale.py")]
-    (tmp_path / "scale.py").write_text(source)
-    (serve,) = [line for line in _blocks("sh")[1].splitlines() if line.startswith("gateway")]
-    with run_server("tests.apps.kserve_style", "--http_port", "0", "--grpc_port", "0",
-                    "--model_name", "mnist") as predictor:  # fmt: skip
-        http, grpc_port = _free_port(), _free_port()
-        args = serve.split()[1:]
-        args = [a.replace("scale.py", str(tmp_path / "scale.py")) for a in args]
-        args[args.index("localhost:9081")] = f"127.0.0.1:{predictor.grpc_port}"
-        args[args.index("8080")] = str(http)
-        args[args.index("8082")] = str(grpc_port)
-        with run_server("gateway", *args) as gateway:
-            pixels = InferInput("pixels", [2, 3], "FP32")
-            pixels.set_data_from_numpy(
-                np.array([[0, 255, 51], [102, 0, 0]], dtype=np.float32), binary_data=False
+def _sh_lines(text: str) -> list[str]:
+    return [line for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S)
+            for line in block.splitlines() if line.strip()]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Free ports standing in for the README's fixed ones (other tests may hold those)."""
+
+    mlserver: dict[str, int]
+    gateway: dict[str, int]
+
+    def swap(self, text: str) -> str:
+        table = {**self.mlserver, **self.gateway}
+        pattern = rf"(localhost:)?\b({'|'.join(table)})\b"
+        return re.sub(pattern, lambda m: f"{'127.0.0.1:' if m[1] else ''}{table[m[2]]}", text)
+
+
+def _run_line(line: str, ports: Ports, iris: Path, scale: Path) -> list[str]:
+    """A README command as it is written, but with the test's ports and paths."""
+    line = ports.swap(line).replace("/tmp/iris", str(iris)).replace("scale.py", str(scale))
+    words = shlex.split(line.removesuffix("&").strip())
+    if words[0] == "python":
+        words[0] = sys.executable
+    elif words[0] == "gateway":
+        words = [sys.executable, "-m", "gateway", *words[1:], "--listen_address", "127.0.0.1"]
+    return words
+
+
+def test_the_readme_transformer_runs_as_written(tmp_path: Path) -> None:
+    """Every command of "Your own transformer", in order: train, MLServer, the gateway, the
+    curl requests and the tritonclient script, each answer compared with the one shown."""
+    section = _section("## Your own transformer")
+    (source,) = [b for b in re.findall(r"```python\n(.*?)```", section, re.S)
+                 if b.startswith("# scale.py")]  # fmt: skip
+    scale = tmp_path / "scale.py"
+    scale.write_text(source)
+    iris = tmp_path / "iris"
+    lines = _sh_lines(section)
+    train, mlserver, serve = lines[:3]
+    requests = list(zip(lines[3::2], lines[4::2], strict=True))
+    assert [curl.split()[0] for curl, _ in requests] == ["curl", "curl"]
+    ports = Ports(
+        mlserver={"8080": free_port(), "8081": free_port(), "8082": free_port()},
+        gateway={"9080": free_port(), "9081": free_port()},
+    )
+    subprocess.run(_run_line(train, ports, iris, scale), cwd=ROOT, check=True, timeout=120)
+
+    # MLServer reads its ports from the environment: the README's line takes the defaults.
+    env_words = shlex.split(mlserver.removesuffix("&"))
+    env = dict(word.split("=", 1) for word in env_words if "=" in word and word[0].isupper())
+    assert env == {"MLSERVER_PARALLEL_WORKERS": "0"}
+    assert env_words[len(env) :] == ["mlserver", "start", "/tmp/iris"]
+    m = ports.mlserver
+    with ExitStack() as stack:
+        predictor = stack.enter_context(started(
+            "mlserver", [mlserver_script(), "start", str(iris)], tmp_path,
+            env={**env, **mlserver_env(m["8080"], m["8081"], m["8082"])},
+        ))  # fmt: skip
+        gateway = stack.enter_context(
+            started("gateway", _run_line(serve, ports, iris, scale), tmp_path)
+        )
+        wait_ready(predictor, f"http://127.0.0.1:{m['8080']}/v2/models/iris/ready")
+        wait_ready(gateway, f"http://127.0.0.1:{ports.gateway['9080']}/v2/health/ready")
+        assert "ready: iris" in gateway.output()
+        for curl, answer in requests:
+            shown = orjson.loads(answer.removeprefix("# "))
+            result = _answer(_run_line(curl, ports, iris, scale))
+            assert orjson.loads(result) == shown, (curl, result)
+        (client,) = [b for b in re.findall(r"```python\n(.*?)```", section, re.S)
+                     if "tritonclient" in b]  # fmt: skip
+        printed = client.rsplit("# ", 1)[1].strip()
+        result = _answer([sys.executable, "-c", ports.swap(client)])
+        assert result.strip() == printed
+        # One access line per call, gRPC too.
+        assert '"gRPC ModelInfer iris" OK' in gateway.output()
+
+
+def _answer(argv: list[str]) -> str:
+    if argv[0] == "curl" and shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_every_link_in_the_docs_resolves_in_a_clone() -> None:
+    """Relative links point at files git tracks (an ignored file is missing in a clone), and
+    their #anchors at headings of that file."""
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.split())  # fmt: skip
+    documents = ["README.md", *sorted(p for p in tracked if p.endswith(".md"))]
+    for document in dict.fromkeys(documents):
+        text = (ROOT / document).read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # http:, https:, mailto:
+            path, _, anchor = target.partition("#")
+            resolved = (ROOT / document).parent / path if path else ROOT / document
+            name = resolved.resolve().relative_to(ROOT).as_posix()
+            assert name in tracked or any(t.startswith(f"{name}/") for t in tracked), (
+                f"{document} links {target}: not in git"
             )
-            body, _ = InferRequest("mnist", [pixels]).to_rest()
-            url = f"{gateway.base_url}/v2/models/mnist/infer"
-            async with aiohttp.ClientSession() as session:
-                for _ in range(100):  # the transformer is ready once its hop is connected
-                    async with session.get(f"{gateway.base_url}/v2/health/ready") as ready:
-                        if ready.status == 200:
-                            break
-                    await asyncio.sleep(0.05)
-                async with session.post(url, json=body) as response:
-                    assert response.status == 200, await response.text()
-                    outputs = {o["name"]: o for o in (await response.json())["outputs"]}
-    assert outputs["pixels"]["data"] == pytest.approx([0.0, 1.0, 0.2, 0.4, 0.0, 0.0])
-    assert outputs["top"]["data"] == [1, 0]
+            if anchor:
+                headings = re.findall(r"^#+ (.*)$", resolved.read_text(), re.M)
+                assert anchor in {_slug(h) for h in headings}, f"{document}: #{anchor}"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
 @pytest.mark.parametrize("script", ["bench/codecs.py", "bench/server.py", "bench/hops.py"])

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
+from urllib.parse import unquote
 
 import grpc
 from opentelemetry.trace import Status, StatusCode, Tracer
@@ -162,8 +163,9 @@ def _guarded(
 
 
 def _peer_address(peer: str | None) -> str:
-    """The address in gRPC's ``ipv4:1.2.3.4:5678`` / ``ipv6:[::1]:5678`` / ``unix:path``."""
-    kind, _, rest = (peer or "").partition(":")
+    """The address in gRPC's ``ipv4:1.2.3.4:5678`` / ``ipv6:%5B::1%5D:5678`` (its brackets
+    percent-encoded) / ``unix:path``."""
+    kind, _, rest = unquote(peer or "").partition(":")
     return rest.rpartition(":")[0].strip("[]") if kind in ("ipv4", "ipv6") else rest
 
 

@@ -18,6 +18,8 @@ from typing import IO
 
 import pytest
 
+from gateway.demo.cli import new_log_dir
+
 ROOT = Path(__file__).resolve().parents[2]
 _STARTED = re.compile(r"started (\S+) .*: pid (\d+), REST 127\.0\.0\.1:(\d+)")
 # Every row the prediction and explanation tables must have.
@@ -182,3 +184,20 @@ def test_ctrl_c_stops_every_child_and_exits_130(moment: str) -> None:
         assert spawned
         assert not [pid for pid in spawned if _alive(pid)], running.output()
         assert "interrupted" in "".join(running.stderr)
+
+
+def test_a_run_keeps_only_the_last_runs_folder(tmp_path: Path) -> None:
+    """Each run's logs and HTML go to a new folder; a finished run's folder goes when the
+    next run starts (one whose demo still runs, or that is not the demo's, stays)."""
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+    first = new_log_dir(tmp_path)
+    (first / "demo.pid").write_text(finished.stdout.strip())  # as if that run had ended
+    running = new_log_dir(tmp_path)  # this process: still running
+    foreign = tmp_path / "gateway-demo-by-hand"
+    foreign.mkdir()
+    latest = new_log_dir(tmp_path)
+    assert not first.exists()
+    assert running.exists()
+    assert foreign.exists()
+    assert (latest / "demo.pid").read_text() == str(os.getpid())

@@ -1,5 +1,6 @@
 """``--trace_buffer`` on real processes: /traces and /traces.json on a chain of gateways
-(A --REST v2--> B --gRPC--> echo predictor), 404 without the flag, and ``gateway trace``
+(A --REST v2--> B --gRPC--> echo predictor), the summary the page opens with, a 404 saying
+how to turn them on without the flag, and ``gateway trace``
 merging the three processes' views into one tree per request."""
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def test_traces_page_draws_one_waterfall_per_trace(chain: dict[str, ServerProces
     assert "via grpc-v2" in html
     assert "http://" not in html  # self-contained: no CDN, the machines may be offline
     assert "https://" not in html
-    assert _get(f"{chain['b'].base_url}/traces?last=1")[1].decode().count("<section") == 1
+    last = _get(f"{chain['b'].base_url}/traces?last=1")[1].decode()
+    assert last.count('<section class="waterfall"') == 1
 
 
 def test_bad_last_is_a_400(chain: dict[str, ServerProcess]) -> None:
@@ -147,11 +149,51 @@ def test_bad_last_is_a_400(chain: dict[str, ServerProcess]) -> None:
     assert "last" in orjson.loads(body)["error"]
 
 
-def test_without_trace_buffer_the_views_are_404(chain: dict[str, ServerProcess]) -> None:
-    for path in ("/traces", "/traces.json"):
-        status, body, _ = _get(f"{chain['plain'].base_url}{path}")
-        assert status == 404
-        assert "error" in orjson.loads(body)
+def test_without_trace_buffer_the_views_are_404_saying_how_to_turn_them_on(
+    chain: dict[str, ServerProcess],
+) -> None:
+    status, body, content_type = _get(f"{chain['plain'].base_url}/traces.json")
+    assert status == 404
+    assert orjson.loads(body) == {
+        "error": "the latency view is off: start the gateway with --trace_buffer N (200, say) "
+        "to keep its last N traces here"
+    }
+    status, body, content_type = _get(f"{chain['plain'].base_url}/traces")
+    assert status == 404
+    assert content_type.startswith("text/html")
+    assert "<h1>Recent traces: off</h1>" in body.decode()
+    assert "start the gateway with --trace_buffer N" in body.decode()
+
+
+def test_the_page_opens_with_a_summary_of_every_trace_kept(
+    chain: dict[str, ServerProcess],
+) -> None:
+    html = _get(f"{chain['b'].base_url}/traces?last=1")[1].decode()
+    summary = html.split('<section class="summary">', 1)[1].split("</section>", 1)[0]
+    assert html.index('<section class="summary">') < html.index('<section class="waterfall"')
+    assert f"over the {REQUESTS} traces kept" in summary
+    rows = re.findall(
+        r"<tr><td[^>]*>([^<]+)</td><td>(\d+)</td><td>([\d.]+)</td><td>([\d.]+)", summary
+    )
+    assert [(name, int(n)) for name, n, _, _ in rows] == [
+        ("gw-b.server", REQUESTS),
+        ("gw-b.predict", REQUESTS),
+        ("gw-b.hop.predictor", REQUESTS),
+    ]
+    for _, _, p50, p99 in rows:
+        assert 0 < float(p50) <= float(p99)
+    # The slowest trace, linked: to its waterfall (here not drawn: ?last=1 shows another).
+    traces = _traces(chain["b"])["traces"]
+    worst = max(traces, key=lambda t: t["end_ns"] - t["start_ns"])
+    link = re.search(r"Slowest: <a href='([^']+)'>", summary)
+    assert link is not None
+    shown = html.split('<section class="waterfall"')[1]
+    if f'id="t-{worst["trace_id"]}"' in shown:
+        assert link.group(1) == f"#t-{worst['trace_id']}"
+    else:
+        assert link.group(1) == f"?last={REQUESTS}#t-{worst['trace_id']}"
+    full = _get(f"{chain['b'].base_url}/traces?last={REQUESTS}")[1].decode()
+    assert f'id="t-{worst["trace_id"]}"' in full
 
 
 def test_gateway_trace_merges_the_chain_into_one_tree(
@@ -188,6 +230,14 @@ def test_gateway_trace_reports_a_gateway_without_the_buffer(
     # One source without traces does not hide the others'.
     urls = ["--url", chain["plain"].base_url, "--url", chain["a"].base_url]
     assert main(["trace", *urls, "--last", "1"]) == 0
+    assert "hop predictor" in capsys.readouterr().out
+
+
+def test_gateway_trace_takes_an_address_without_its_scheme(
+    chain: dict[str, ServerProcess], capsys: pytest.CaptureFixture[str]
+) -> None:
+    address = chain["a"].base_url.removeprefix("http://")
+    assert main(["trace", "--url", address, "--last", "1"]) == 0
     assert "hop predictor" in capsys.readouterr().out
 
 
