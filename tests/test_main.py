@@ -28,7 +28,7 @@ def test_a_transformer_from_a_file_or_a_module(tmp_path: Path) -> None:
     assert issubclass(cls, Model)
     assert cls.__name__ == "Scale"
     assert load_transformer("gateway.__main__:IdentityTransformer") is IdentityTransformer
-    with pytest.raises(ValueError, match="'NotAModel' in .* is not a gateway Model subclass"):
+    with pytest.raises(ValueError, match=r"'NotAModel' in .* is not a gateway Model subclass"):
         load_transformer(f"{path}:NotAModel")
     with pytest.raises(ValueError, match="no such file"):
         load_transformer(f"{tmp_path / 'missing.py'}:Scale")

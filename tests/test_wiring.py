@@ -186,8 +186,9 @@ def test_the_explainer_retries_as_the_flags_say() -> None:
     )
     assert "--predictor_request_retries" in parser.format_help()
     help_text = " ".join(parser.format_help().split())
-    assert "retries of a failed call to the explainer (default: as --predictor_request_retries)" in (
-        help_text
+    assert (
+        "retries of a failed call to the explainer (default: as --predictor_request_retries)"
+        in (help_text)
     )
 
 

@@ -115,20 +115,24 @@ def page(
         )
     sections = "\n".join(_waterfall(trace) for trace in reversed(traces))
     if not sections:
-        return _PAGE.format(title=html.escape(title), summary=summary,
+        return _PAGE.format(title=html.escape(title), overview="", summary=summary,
                             body="<p>No traces yet: send a request, then reload.</p>")  # fmt: skip
     everything = traces if summary_of is None else summary_of
     shown_ids = {trace["trace_id"] for trace in traces}
     overview = _summary(everything, shown_ids, len(everything))
-    return _PAGE.format(title=html.escape(title), summary=summary, body=overview + sections)
+    return _PAGE.format(title=html.escape(title), overview=overview, summary=summary, body=sections)
 
 
 def _summary(traces: list[TraceRecord], shown: set[str], kept: int) -> str:
     """p50 / p99 per stage and hop over `traces`, and the slowest of them (linked)."""
+    services = {span["service"] for trace in traces for span in trace["spans"]}
+    # One process's own buffer has one service: its name before every row says nothing.
+    labels = dict.fromkeys(services, "") if len(services) == 1 else {}
     table = "\n".join(
-        f"<tr><td style='padding-left:{0.3 + 1.2 * row.depth:.1f}em'>{html.escape(row.name)}"
-        f"</td><td>{row.traces}</td><td>{row.p50:.2f}</td><td>{row.p99:.2f}</td></tr>"
-        for row in stage_rows(stage_times(traces, {}))
+        f"<tr><td style='padding-left:{0.3 + 1.2 * row.depth:.1f}em'>"
+        f"{html.escape(row.name.removeprefix('.'))}</td><td>{row.traces}</td>"
+        f"<td>{row.p50:.2f}</td><td>{row.p99:.2f}</td></tr>"
+        for row in stage_rows(stage_times(traces, labels))
     )
     worst = slowest(traces)
     about = ""
@@ -239,6 +243,7 @@ section.summary tbody tr:nth-child(odd) {{ background: #f6f6f6; }}
 .error {{ background: #d64a4a; }}
 </style></head>
 <body><h1>{title}</h1>
+{overview}
 <p>{summary}.</p>
 <p class="legend"><span><i class="server"></i>served request</span>
 <span><i class="internal"></i>stage</span><span><i class="client"></i>hop to an upstream</span>

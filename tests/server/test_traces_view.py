@@ -170,15 +170,17 @@ def test_the_page_opens_with_a_summary_of_every_trace_kept(
 ) -> None:
     html = _get(f"{chain['b'].base_url}/traces?last=1")[1].decode()
     summary = html.split('<section class="summary">', 1)[1].split("</section>", 1)[0]
+    # First thing under the title.
+    assert html.index('<section class="summary">') < html.index("<p>1 trace, newest first")
     assert html.index('<section class="summary">') < html.index('<section class="waterfall"')
     assert f"over the {REQUESTS} traces kept" in summary
     rows = re.findall(
         r"<tr><td[^>]*>([^<]+)</td><td>(\d+)</td><td>([\d.]+)</td><td>([\d.]+)", summary
     )
     assert [(name, int(n)) for name, n, _, _ in rows] == [
-        ("gw-b.server", REQUESTS),
-        ("gw-b.predict", REQUESTS),
-        ("gw-b.hop.predictor", REQUESTS),
+        ("server", REQUESTS),
+        ("predict", REQUESTS),
+        ("hop.predictor", REQUESTS),
     ]
     for _, _, p50, p99 in rows:
         assert 0 < float(p50) <= float(p99)
