@@ -263,20 +263,11 @@ class ModelServer:
             ) from None
         if self.settings.enable_grpc:
             try:
-                self._grpc_server, self.bound_grpc_port = await start_grpc_server(
-                    self.dataplane,
-                    self.settings,
-                    self.metrics,
-                    self.settings.grpc_port,
-                    tracer=self._tracer,
-                    service_name=self.service_name,
-                )
-            except (OSError, RuntimeError) as exc:  # gRPC's failed bind is a RuntimeError
+                await self._start_grpc(address, self.metrics)
+            except BaseException:
                 if self._runner is not None:
                     await self._runner.cleanup()
-                raise preflight.bind_error(
-                    "gRPC", "--grpc_port", address, self.settings.grpc_port, exc
-                ) from None
+                raise
         # The ports first, in a form tools read (the demo, the tests, the benchmarks).
         logger.info(
             "listening: REST on %s, gRPC on %s, address %s%s (service %s)",
@@ -287,6 +278,23 @@ class ModelServer:
             self.service_name,
         )
         self._loading = asyncio.create_task(self._load_models())
+
+    async def _start_grpc(self, address: str, metrics: Metrics) -> None:
+        port = self.settings.grpc_port
+        if not self.settings.grpc_reuse_port:  # workers share theirs: probed before the fork
+            # gRPC's own failed bind logs lines of its own before it raises: probe first.
+            preflight.check_port_free("gRPC", "--grpc_port", address, port)
+        try:
+            self._grpc_server, self.bound_grpc_port = await start_grpc_server(
+                self.dataplane,
+                self.settings,
+                metrics,
+                port,
+                tracer=self._tracer,
+                service_name=self.service_name,
+            )
+        except (OSError, RuntimeError) as exc:  # gRPC's failed bind is a RuntimeError
+            raise preflight.bind_error("gRPC", "--grpc_port", address, port, exc) from None
 
     async def shutdown(self) -> None:
         """Drain: not ready, stop listening, finish in-flight requests, stop models."""

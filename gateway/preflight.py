@@ -16,7 +16,14 @@ from gateway.hops.pool.target import PoolTargetError, parse_target
 from gateway.hops.settings import HopSettings
 from gateway.settings import ServerSettings
 
-__all__ = ["StartupError", "bind_error", "check", "check_host", "check_ports_free"]
+__all__ = [
+    "StartupError",
+    "bind_error",
+    "check",
+    "check_host",
+    "check_port_free",
+    "check_ports_free",
+]
 
 
 class StartupError(Exception):
@@ -75,12 +82,19 @@ def check_ports_free(settings: ServerSettings) -> None:
     if settings.enable_grpc:
         ports.append(("gRPC", "--grpc_port", settings.grpc_port))
     for what, flag, port in ports:
-        if port == 0:
-            continue
-        try:
-            _probe(settings.listen_address, port)
-        except OSError as exc:
-            raise bind_error(what, flag, settings.listen_address, port, exc) from None
+        check_port_free(what, flag, settings.listen_address, port)
+
+
+def check_port_free(what: str, flag: str, address: str, port: int) -> None:
+    """Bind `address`:`port` once and let it go (port 0: nothing to check); raises the one
+    line of `bind_error`. gRPC's own failed bind logs lines of its own first: probing spares
+    them."""
+    if port == 0:
+        return
+    try:
+        _probe(address, port)
+    except OSError as exc:
+        raise bind_error(what, flag, address, port, exc) from None
 
 
 def bind_error(what: str, flag: str, address: str, port: int, exc: BaseException) -> StartupError:

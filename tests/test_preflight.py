@@ -6,6 +6,7 @@ in use is found by binding it, so those start a real ``gateway serve`` process."
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -46,6 +47,10 @@ def served_refusal(*argv: str, local: bool = True) -> str:
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.count("gateway: error: ") == 1
+    # Nothing else but our own log lines (gRPC's failed bind logs lines of its own).
+    ours = re.compile(r"\d{4}-\d\d-\d\d [\d:,]+ [A-Z]+ gateway|gateway: error: ")
+    others = [line for line in done.stderr.splitlines() if not ours.match(line)]
+    assert others == [], done.stderr
     return done.stderr.splitlines()[-1].removeprefix("gateway: error: ")
 
 
