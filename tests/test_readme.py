@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from contextlib import ExitStack
@@ -166,6 +167,41 @@ def _answer(argv: list[str]) -> str:
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_the_readme_start_up_refusals_are_what_the_gateway_says(tmp_path: Path) -> None:
+    """Each mistake of "When it does not start", made on purpose by a real ``gateway serve``:
+    the line it stops with is the README's, but for the test's port and address."""
+    table = _section("### When it does not start")
+    shown = re.findall(r"^\| (.+?) \| `gateway: error: ([^`]+)`", table, re.M)
+    assert [mistake for mistake, _ in shown] == [
+        "a port taken", "a class not in the file", "a host that is not `HOST:PORT`",
+        "flags that contradict",
+    ]  # fmt: skip
+    (tmp_path / "scale.py").write_text("from gateway import Model\n\nclass Scale(Model): ...\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        mistakes = [
+            ["--http_port", port, "--grpc_port", "0"],
+            ["--transformer", "scale.py:Scael"],
+            ["--predictor_host", "a:1,b:2"],
+            ["--http_port", "9080", "--grpc_port", "9080"],
+        ]
+        for (mistake, expected), argv in zip(shown, mistakes, strict=True):
+            if mistake == "a port taken":
+                expected = expected.replace("9080", port).replace("0.0.0.0", "127.0.0.1")
+            assert _refusal(argv, tmp_path) == expected, mistake
+
+
+def _refusal(argv: list[str], cwd: Path) -> str:
+    """The one line ``gateway serve argv`` stops with, and its exit status 2."""
+    command = [sys.executable, "-m", "gateway", "serve", *argv, "--listen_address", "127.0.0.1"]
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("gateway: error: ")]
+    return line.removeprefix("gateway: error: ")
 
 
 def test_every_link_in_the_docs_resolves_in_a_clone() -> None:
