@@ -36,10 +36,10 @@ class StageRow(NamedTuple):
 
 
 def stage_times(traces: Sequence[TraceRecord], labels: Mapping[str, str]) -> StageTimes:
-    """Where the time of `traces` went, per service (named by `labels`, else by itself) and
-    stage; each hop whose upstream's spans are in the trace also gets a "wire" row: its
-    CLIENT span less the upstream's SERVER span, i.e. the network plus both ends' encoding
-    and decoding."""
+    """Where the time of `traces` went, per service (named by `labels`, else by itself; one
+    labelled "" has its stages unprefixed) and stage; each hop whose upstream's spans are in
+    the trace also gets a "wire" row: its CLIENT span less the upstream's SERVER span, i.e.
+    the network plus both ends' encoding and decoding."""
     times = StageTimes(traces=len(traces))
     for trace in traces:
         children: dict[str, list[SpanRecord]] = {}
@@ -49,7 +49,8 @@ def stage_times(traces: Sequence[TraceRecord], labels: Mapping[str, str]) -> Sta
         for row in rows(trace):
             span = row.span
             prefix = labels.get(span["service"], span["service"])
-            _add(times, spent, f"{prefix}.{_stage(span)}", row.depth, duration_ms(span))
+            stage = f"{prefix}.{_stage(span)}" if prefix else _stage(span)
+            _add(times, spent, stage, row.depth, duration_ms(span))
             upstream = [s for s in children.get(span["span_id"], []) if s["kind"] == "SERVER"]
             if span["kind"] == "CLIENT" and upstream:
                 target = labels.get(upstream[0]["service"], upstream[0]["service"])

@@ -130,7 +130,7 @@ def _summary(traces: list[TraceRecord], shown: set[str], kept: int) -> str:
     labels = dict.fromkeys(services, "") if len(services) == 1 else {}
     table = "\n".join(
         f"<tr><td style='padding-left:{0.3 + 1.2 * row.depth:.1f}em'>"
-        f"{html.escape(row.name.removeprefix('.'))}</td><td>{row.traces}</td>"
+        f"{html.escape(row.name)}</td><td>{row.traces}</td>"
         f"<td>{row.p50:.2f}</td><td>{row.p99:.2f}</td></tr>"
         for row in stage_rows(stage_times(traces, labels))
     )
