@@ -41,6 +41,7 @@ COVERED = {
     "docker compose up --build": "tests/deploy/test_compose.py",
     "scripts/check": ".ci/run",
     "scripts/gen_protos.py": "tests/test_protos.py",
+    "scripts/traces_screenshot.py": "tests/server/test_traces_screenshot.py",
     "OTEL_": "tests/test_tracing_export.py",
 }
 
