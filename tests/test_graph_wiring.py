@@ -4,6 +4,7 @@ built from the server's flags, and the graph they make, over real upstreams on 1
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -169,8 +170,12 @@ async def test_server_write_bounds_the_whole_graph(
     )
     hop = GraphUpstreams.from_spec(spec, BASE).build(metrics=None)
     async with hop:
-        with pytest.raises(UpstreamTimeout, match=r"did not answer within 0\.2"):
+        with pytest.raises(UpstreamTimeout) as info:
             await asyncio.wait_for(hop.infer(request(), {}), 20)
+    # The step had what was left of the graph's 0.2 s when it started (under load, less).
+    match = re.search(r"did not answer within (\d+\.\d+) s", str(info.value))
+    assert match is not None, str(info.value)
+    assert 0 < float(match[1]) <= 0.2
 
 
 async def test_the_graph_is_the_models_predictor_while_the_server_runs(

@@ -109,7 +109,36 @@ spec:
       - {name: busy, serviceName: busy}
       - {name: ok, serviceName: double}
 """
-GRAPHS = {"chain": CHAIN, "bridge": BRIDGE, "switch": SWITCH, "faults": FAULTS}
+# KServe's canary: most requests to the stable model, a share to the new one.
+CANARY = """
+apiVersion: serving.kserve.io/v1alpha1
+kind: InferenceGraph
+metadata: {name: canary}
+spec:
+  nodes:
+    root:
+      routerType: Splitter
+      steps:
+      - {name: stable, serviceName: dog, weight: 80}
+      - {name: canary, serviceName: cat, weight: 20}
+"""
+# A Sequence that stops early: the second step runs only when the first answered above 10.
+EARLY = """
+apiVersion: serving.kserve.io/v1alpha1
+kind: InferenceGraph
+metadata: {name: early}
+spec:
+  nodes:
+    root:
+      routerType: Sequence
+      steps:
+      - {name: a, serviceName: double}
+      - {name: b, serviceName: triple, data: $response, condition: 'predictions.#(>10)'}
+"""
+GRAPHS = {
+    "chain": CHAIN, "bridge": BRIDGE, "switch": SWITCH, "faults": FAULTS, "canary": CANARY,
+    "early": EARLY,
+}  # fmt: skip
 GATEWAY_FLAGS = (
     "--http_port", "0", "--grpc_port", "0", "--enable_latency_logging", "false",
     "--trace_buffer", "200", "--predictor_request_retries", "2",
@@ -229,6 +258,28 @@ def test_switch_without_a_match_is_kserves_404(served: Served) -> None:
         "error": "Failed to process request",
         "cause": "None of the routes matched with the switch condition",
     }
+
+
+def test_canary_splitter_shares_follow_the_weights(served: Served) -> None:
+    total = 200
+    answers = [post(served.url("canary"), {"instances": [i]})[2] for i in range(total)]
+    picked = [answer["predictions"][0] for answer in answers]
+    assert set(picked) <= {"dog", "cat"}
+    # 20 % to the canary: 40 expected; outside six standard deviations about once in 10**9.
+    sigma = (total * 0.2 * 0.8) ** 0.5
+    assert abs(picked.count("cat") - total * 0.2) < 6 * sigma
+
+
+def test_a_sequence_stops_early_when_a_condition_does_not_match(served: Served) -> None:
+    url = served.url("early")
+    _, metrics = get(served.url("early", "/metrics"))
+    triple_calls = sample(metrics, "gateway_hop_seconds_count", {"hop": "triple"})
+    # 1 doubled is 2: not above 10, so the Sequence answers the first step's answer.
+    assert post(url, {"instances": [1]})[:3:2] == (200, {"predictions": [2]})
+    _, metrics = get(served.url("early", "/metrics"))
+    assert sample(metrics, "gateway_hop_seconds_count", {"hop": "triple"}) == triple_calls
+    # 6 doubled is 12: the second step runs.
+    assert post(url, {"instances": [6]})[:3:2] == (200, {"predictions": [36]})
 
 
 def test_root_refuses_a_body_that_is_not_a_json_object(served: Served) -> None:
