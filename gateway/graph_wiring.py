@@ -148,12 +148,26 @@ class _Step(HopWrapper):
         super().__init__(inner)
         self.model_name = target.model_name if target is not None else None
         self.model_version = target.model_version if target is not None else None
+        self.v1 = target is None or target.protocol == "v1"
 
     async def infer(self, payload: Any, headers: Headers) -> Any:
         if isinstance(payload, InferRequest) and payload.model_version != self.model_version:
             payload = copy.copy(payload)
             payload.model_version = self.model_version
+        elif isinstance(payload, dict) and not self.v1:
+            payload = v1_answer_as_request(payload)
         return await self.inner.infer(payload, headers)
+
+
+def v1_answer_as_request(payload: dict[str, Any]) -> dict[str, Any]:
+    """A v1 step's answer (``predictions``) passed on as ``$response`` to a v2 or gRPC step:
+    its predictions are that step's ``instances``, value for value. A v1 step gets the answer
+    as it is, as KServe's router passes it."""
+    if "predictions" not in payload or "instances" in payload or "inputs" in payload:
+        return payload
+    request = {key: value for key, value in payload.items() if key != "predictions"}
+    request["instances"] = payload["predictions"]
+    return request
 
     async def ready(self, model_name: str | None = None) -> bool:
         return await self.inner.ready(model_name or self.model_name)

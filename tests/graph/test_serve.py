@@ -241,6 +241,13 @@ def test_v1_path_under_the_graphs_name(served: Served) -> None:
     assert post(url, {"instances": [1, 2]})[2] == {"predictions": [6, 12]}
 
 
+def test_a_v1_answer_is_the_next_v2_or_grpc_steps_instances(served: Served) -> None:
+    # x2 over gRPC, x2 over REST v1 (which gets the v1 answer as it is), x3 over REST v2
+    # (which gets the v1 answer's predictions as its instances).
+    status, _, answer = post(served.url("bridge"), {"instances": [1.5, -2.0]})
+    assert (status, answer) == (200, {"predictions": [18.0, -24.0]})
+
+
 def test_switch_on_a_field(served: Served) -> None:
     url = served.url("switch")
     assert post(url, {"kind": "dog"})[2] == {"predictions": ["dog"]}
