@@ -155,11 +155,14 @@ class _Step(HopWrapper):
             payload = copy.copy(payload)
             payload.model_version = self.model_version
         elif isinstance(payload, dict) and not self.v1:
-            payload = v1_answer_as_request(payload)
+            payload = _v1_answer_as_request(payload)
         return await self.inner.infer(payload, headers)
 
+    async def ready(self, model_name: str | None = None) -> bool:
+        return await self.inner.ready(model_name or self.model_name)
 
-def v1_answer_as_request(payload: dict[str, Any]) -> dict[str, Any]:
+
+def _v1_answer_as_request(payload: dict[str, Any]) -> dict[str, Any]:
     """A v1 step's answer (``predictions``) passed on as ``$response`` to a v2 or gRPC step:
     its predictions are that step's ``instances``, value for value. A v1 step gets the answer
     as it is, as KServe's router passes it."""
@@ -168,9 +171,6 @@ def v1_answer_as_request(payload: dict[str, Any]) -> dict[str, Any]:
     request = {key: value for key, value in payload.items() if key != "predictions"}
     request["instances"] = payload["predictions"]
     return request
-
-    async def ready(self, model_name: str | None = None) -> bool:
-        return await self.inner.ready(model_name or self.model_name)
 
 
 class _Deadline(HopWrapper):
