@@ -20,11 +20,13 @@ COPY gateway ./gateway
 # uvloop is the gateway's event loop whenever it is installed (--event-loop auto).
 RUN pip install . uvloop && rm -rf /tmp/src
 
-# A relative --transformer path (examples/transformer/transformer.py:IrisTransformer)
-# resolves here as it does from the root of a checkout. Your own transformer goes in an
-# image FROM this one: COPY my_transformer.py . and --transformer my_transformer.py:Class
+# A relative --transformer path (examples/transformer/transformer.py:IrisTransformer) or
+# --graph path (examples/graph/graph.yaml) resolves here as it does from the root of a
+# checkout. Your own transformer or graph goes in an image FROM this one: COPY
+# my_transformer.py . and --transformer my_transformer.py:Class
 WORKDIR /app
 COPY examples/transformer ./examples/transformer
+COPY examples/graph ./examples/graph
 
 # A numeric uid, so that Kubernetes can check runAsNonRoot without a passwd lookup.
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin gateway

@@ -69,9 +69,24 @@ def _serve(args: argparse.Namespace) -> int:
     cls: type[Model] = IdentityTransformer
     if args.transformer:
         cls = load_transformer(args.transformer)
-    model: Any = cls(args.model_name)
-    ModelServer(args=args).start([model])
+    name, options = args.model_name, dict[str, Any]()
+    if args.graph:
+        args, options = _graph(args)
+        name = options["root_model"]
+    model: Any = cls(name)
+    ModelServer(args=args, **options).start([model])
     return 0
+
+
+def _graph(args: argparse.Namespace) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """The flags and ModelServer options that serve the graph ``--graph`` names: a model
+    named after the graph whose predictor is the graph, answering ``POST /`` too."""
+    from gateway import graph_wiring
+    from gateway.wiring import Upstreams
+
+    spec = graph_wiring.load(args)
+    args = graph_wiring.server_flags(args, spec)
+    return args, {"upstreams": Upstreams.from_flags(args, spec), "root_model": spec.name}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--transformer",
         default=None,
         help="your Model subclass, as FILE.py:Class or module:Class (default: identity)",
+    )
+    serve.add_argument(
+        "--graph",
+        default=None,
+        metavar="FILE",
+        help="serve this KServe InferenceGraph (YAML or JSON) at / and as the model it names, "
+        "instead of one predictor",
+    )
+    serve.add_argument(
+        "--service",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="where a graph step's serviceName is, as KServe would put it in serviceUrl "
+        "(http://HOST:PORT/v1/models/M:predict, .../v2/models/M/infer, grpc://HOST:PORT/M); "
+        "repeatable",
     )
     serve.set_defaults(run=_serve)
     demo_cli.add_parser(commands)

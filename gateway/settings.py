@@ -34,5 +34,8 @@ class ServerSettings:
     max_concurrency: int | None = None
     # Seconds a client may take to send its request body (a slow body holds a connection).
     request_body_timeout: float = 60
+    # The model that answers ``POST /`` as KServe's graph router does (``--graph``); None:
+    # ``/`` is only the liveness probe.
+    root_model: str | None = None
     # Workers share the gRPC port through SO_REUSEPORT; a lone server must own its port.
     grpc_reuse_port: bool = False

@@ -12,17 +12,33 @@ import numpy as np
 
 from gateway.waterfall import SpanRecord, TraceRecord, duration_ms, rows
 
-__all__ = ["StageRow", "StageTimes", "slowest", "stage_rows", "stage_times"]
+__all__ = ["RowPath", "StageRow", "StageTimes", "slowest", "stage_rows", "stage_times"]
+
+
+# A row of the table: its key ("A.preprocess", "A->B wire", ...) and its parents' keys.
+RowPath = tuple[str, ...]
 
 
 @dataclass
 class StageTimes:
-    """Per row ("A.preprocess", "A->B wire", ...): its depth in the tree and its
-    milliseconds in each trace that had it, rows in the order they first appeared."""
+    """Per row, its milliseconds in each trace that had it; rows in tree order (a row's place
+    is its path of keys from the root: one stage reached two ways, as one service through two
+    steps of a graph, is two rows), siblings in the order they first appeared."""
 
     traces: int = 0
-    depth: dict[str, int] = field(default_factory=dict)
-    values: dict[str, list[float]] = field(default_factory=dict)
+    rows: list[RowPath] = field(default_factory=list)
+    values: dict[RowPath, list[float]] = field(default_factory=dict)
+
+    def add(self, path: RowPath) -> None:
+        """Make room for row `path`, as the last child of its parent so far."""
+        if path in self.values:
+            return
+        self.values[path] = []
+        parent = path[:-1]
+        place = len(self.rows)
+        if parent:
+            place = max(i for i, row in enumerate(self.rows) if row[: len(parent)] == parent) + 1
+        self.rows.insert(place, path)
 
 
 class StageRow(NamedTuple):
@@ -45,28 +61,32 @@ def stage_times(traces: Sequence[TraceRecord], labels: Mapping[str, str]) -> Sta
         children: dict[str, list[SpanRecord]] = {}
         for span in trace["spans"]:
             children.setdefault(span["parent_id"] or "", []).append(span)
-        spent: dict[str, float] = {}
+        paths: dict[str, RowPath] = {}
+        spent: dict[RowPath, float] = {}
         for row in rows(trace):
             span = row.span
             prefix = labels.get(span["service"], span["service"])
             stage = f"{prefix}.{_stage(span)}" if prefix else _stage(span)
-            _add(times, spent, stage, row.depth, duration_ms(span))
+            path = (*paths.get(span["parent_id"] or "", ()), stage)
+            paths[span["span_id"]] = path
+            _add(times, spent, path, duration_ms(span))
             upstream = [s for s in children.get(span["span_id"], []) if s["kind"] == "SERVER"]
             if span["kind"] == "CLIENT" and upstream:
                 target = labels.get(upstream[0]["service"], upstream[0]["service"])
                 wire = duration_ms(span) - sum(duration_ms(s) for s in upstream)
-                _add(times, spent, f"{prefix}->{target} wire", row.depth + 1, wire)
-        for key, milliseconds in spent.items():
-            times.values[key].append(milliseconds)
+                _add(times, spent, (*path, f"{prefix}->{target} wire"), wire)
+        for path, milliseconds in spent.items():
+            times.values[path].append(milliseconds)
     return times
 
 
 def stage_rows(times: StageTimes) -> list[StageRow]:
     """One row per stage: how many traces had it, its p50 and p99 milliseconds."""
     found = []
-    for key, values in times.values.items():
+    for path in times.rows:
+        values = times.values[path]
         p50, p99 = np.percentile(values, [50, 99])
-        found.append(StageRow(key, times.depth[key], len(values), float(p50), float(p99)))
+        found.append(StageRow(path[-1], len(path) - 1, len(values), float(p50), float(p99)))
     return found
 
 
@@ -75,11 +95,10 @@ def slowest(traces: Sequence[TraceRecord]) -> TraceRecord | None:
     return max(traces, key=lambda trace: trace["end_ns"] - trace["start_ns"], default=None)
 
 
-def _add(times: StageTimes, spent: dict[str, float], key: str, depth: int, ms: float) -> None:
-    times.depth.setdefault(key, depth)
-    times.values.setdefault(key, [])
+def _add(times: StageTimes, spent: dict[RowPath, float], path: RowPath, ms: float) -> None:
+    times.add(path)
     # Retries make several spans of one stage in a trace: the stage took their sum.
-    spent[key] = spent.get(key, 0.0) + ms
+    spent[path] = spent.get(path, 0.0) + ms
 
 
 def _stage(span: SpanRecord) -> str:

@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
+from gateway.graph import GraphSpec
+from gateway.graph_wiring import GraphUpstreams
 from gateway.hops.base import Hop
 from gateway.hops.factory import build_hop
 from gateway.hops.settings import HopSettings, RetryPolicy
@@ -31,9 +33,11 @@ class Upstreams:
 
     predictor: HopSettings
     explainer: HopSettings
+    # ``--graph``: the inference graph the model of that name runs as its predictor.
+    graph: GraphUpstreams | None = None
 
     @classmethod
-    def from_flags(cls, args: argparse.Namespace) -> Upstreams:
+    def from_flags(cls, args: argparse.Namespace, graph: GraphSpec | None = None) -> Upstreams:
         timeout = args.predictor_request_timeout_seconds
         headers = (h.strip().lower() for h in args.forward_headers.split(","))
         predictor = HopSettings(
@@ -67,7 +71,10 @@ class Upstreams:
             protocol=args.explainer_protocol,
             retry=replace(predictor.retry, retries=retries),
         )
-        return cls(predictor, explainer)
+        # Each step of a graph is reached as the predictor would be (its flags' retries,
+        # timeout, headers), at the address its service URL gives.
+        steps = GraphUpstreams.from_spec(graph, predictor) if graph is not None else None
+        return cls(predictor, explainer, steps)
 
 
 def model_predictor_config(
@@ -113,6 +120,13 @@ def connect(
     """Give `model` the predictor and explainer hops it lacks; returns the hops it built
     (hops a user set, a MockHop say, are left alone and are not ours to close)."""
     built: list[Hop] = []
+    graph = upstreams.graph
+    if graph is not None and model.name == graph.name and model.predictor_hop is None:
+        model.predictor_hop = graph.build(metrics=metrics, tracer=tracer)
+        # The graph's model is only as ready as every service the graph calls.
+        model.predictor_config = PredictorConfig(None, predictor_health_check=True)
+        built.append(model.predictor_hop)
+        logger.info("model %s -> graph of %d services", model.name, len(graph.hops))
     config = model_predictor_config(model, server_config)
     if config is not None and config.predictor_host and model.predictor_hop is None:
         predictor = predictor_settings(upstreams.predictor, config, model.name)

@@ -33,10 +33,12 @@ COVERED = {
     "curl -s localhost:9080/": "tests/test_readme.py",
     "gateway serve --help": "tests/test_flags.py",
     "gateway serve --transformer transformer.py": "tests/examples/test_transformer_example.py",
+    "gateway serve --graph examples/graph/graph.yaml": "tests/examples/test_graph_example.py",
     "gateway trace --url": "tests/server/test_traces_view.py",
     "python bench/server.py": "tests/test_readme.py",
     "python bench/codecs.py": "tests/test_readme.py",
     "python bench/hops.py": "tests/test_readme.py",
+    "python bench/graph.py": "tests/test_readme.py",
     "docker build -t inference-hop-gateway .": "tests/deploy/test_dockerfile.py",
     "docker compose up --build": "tests/deploy/test_compose.py",
     "scripts/check": ".ci/run",
@@ -232,7 +234,18 @@ def _slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-@pytest.mark.parametrize("script", ["bench/codecs.py", "bench/server.py", "bench/hops.py"])
+def test_the_readme_graph_commands_are_the_examples() -> None:
+    """The graph command the README shows is run, as written, by the example's own test."""
+    example = (ROOT / "examples" / "graph" / "README.md").read_text()
+    shown = [command for command in _commands() if command.startswith("gateway serve --graph")]
+    assert shown
+    for command in shown:
+        assert f"\n{command}\n" in example, command
+
+
+@pytest.mark.parametrize(
+    "script", ["bench/codecs.py", "bench/server.py", "bench/hops.py", "bench/graph.py"]
+)
 def test_the_benchmarks_run(script: str) -> None:
     result = subprocess.run(
         [sys.executable, script, "--quick"],

@@ -1,4 +1,5 @@
-"""``gateway demo``: start the four-process topology, send it requests over every protocol,
+"""``gateway demo``: start the six-process topology (a transformer chain and an inference
+graph), send it requests over every protocol,
 print where the time went, and stop everything.
 
 Exit codes: 0 when every request was answered right, 1 when some were not (or the demo
@@ -76,7 +77,7 @@ def _run(args: argparse.Namespace, signals: _Signals) -> int:
     buffer = min(len(kinds) + _TRACE_HEADROOM, _MAX_TRACE_BUFFER)
     topology = Topology(log_dir, trace_buffer=buffer)
     try:
-        print(f"gateway demo: starting 4 processes (logs in {log_dir})", file=sys.stderr)
+        print(f"gateway demo: starting 6 processes (logs in {log_dir})", file=sys.stderr)
         topology.start()
         result = asyncio.run(_load(topology, kinds, args))
         traces = report.collect(topology.children, since_ns=result.started_ns)
@@ -136,8 +137,8 @@ def _serve_until_interrupted() -> None:
 
 
 async def _load(topology: Topology, kinds: list[str], args: argparse.Namespace) -> load.LoadResult:
-    a = topology.children["A"]
-    client = load.Client(a.url, f"127.0.0.1:{a.grpc_port}", MODEL, args.batch)
+    a, graph = topology.children["A"], topology.children["G"]
+    client = load.Client(a.url, f"127.0.0.1:{a.grpc_port}", MODEL, args.batch, graph.url)
     try:
         return await load.run_load(client, kinds, args.concurrency)
     finally:
@@ -148,17 +149,18 @@ def add_parser(commands: Any) -> None:
     """Add the ``demo`` command to the CLI's subcommands."""
     demo = commands.add_parser(
         "demo",
-        help="run a four-process gateway chain locally, load it and show its latency",
-        description="Start a transformer chain (A -> B -> predictor, A -> explainer) as local "
-        "processes, send it requests over REST v2 JSON and binary, gRPC and v1 :explain, print "
-        "the latency of each stage and hop from their traces, and stop them. Exit codes: 0 all "
-        "answered right, 1 not, 130 on Ctrl-C.",
+        help="run a gateway chain and an inference graph locally, load them and show latency",
+        description="Start a transformer chain (A -> B -> predictor, A -> explainer) and an "
+        "inference graph (G: a Switch on a request field in front of an Ensemble of two "
+        "classifiers) as local processes, send them requests over REST v2 JSON and binary, "
+        "gRPC and v1 :explain, print the latency of each stage, hop, node and step from their "
+        "traces, and stop them. Exit codes: 0 all answered right, 1 not, 130 on Ctrl-C.",
     )
     demo.add_argument(
         "--requests",
         type=at_least(1),
         default=200,
-        help="predictions to send (default: %(default)s)",
+        help="predictions to send to A; the graph gets one per three (default: %(default)s)",
     )
     demo.add_argument(
         "--concurrency",

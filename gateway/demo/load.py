@@ -1,6 +1,7 @@
 """The demo's client: a stream of requests to transformer A over every protocol it speaks
-(REST v2 JSON, REST v2 binary, gRPC v2, and v1 ``:explain``), a few at a time, with a
-progress bar on stderr. Each answer is checked, so "0 errors" means right answers.
+(REST v2 JSON, REST v2 binary, gRPC v2, and v1 ``:explain``), and to the inference graph G
+(one classifier, or asked for the ensemble of two), a few at a time, with a progress bar on
+stderr. Each answer is checked, so "0 errors" means right answers.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from gateway.infer_type import InferInput
 
 __all__ = ["KINDS", "Client", "LoadResult", "Progress", "run_load"]
 
-KINDS = ("rest-json", "rest-binary", "grpc", "explain")
+KINDS = ("rest-json", "rest-binary", "grpc", "explain", "graph", "graph-ensemble")
 # One explanation per this many predictions: explainers are the slow, occasional path.
 EXPLAIN_EVERY = 20
+# One request to the graph per this many predictions, by turns to each of its branches.
+GRAPH_EVERY = 3
 # Flowers (cm) the requests are drawn from, one per class, jittered per request.
 _FLOWERS = np.array(
     [[5.1, 3.5, 1.4, 0.2], [6.4, 3.2, 4.5, 1.5], [6.3, 3.3, 6.0, 2.5]], dtype=np.float32
@@ -59,10 +62,13 @@ class LoadResult:
 class Client:
     """One connection pool per protocol to transformer A, as a real client would keep."""
 
-    def __init__(self, rest_url: str, grpc_target: str, model: str, batch: int) -> None:
+    def __init__(
+        self, rest_url: str, grpc_target: str, model: str, batch: int, graph_url: str = ""
+    ) -> None:
         self.model = model
         self.batch = batch
         self._rest = rest_url
+        self._graph = graph_url
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         self._channel = grpc.aio.insecure_channel(grpc_target)
         # Bytes in, bytes out: the gateway's own codecs build and read the messages.
@@ -81,11 +87,13 @@ class Client:
             "rest-binary": self.rest_binary,
             "grpc": self.grpc,
             "explain": self.explain,
+            "graph": self.graph,
+            "graph-ensemble": self.graph_ensemble,
         }[kind]
 
     async def rest_json(self) -> None:
         body, _ = self._request(binary=False).to_rest()
-        answer, length = await self._post(f"/v2/models/{self.model}/infer", orjson.dumps(body))
+        answer, length = await self._post(self._infer_url(self._rest), orjson.dumps(body))
         _check(InferResponse.from_bytes(answer, length), self.batch)
 
     async def rest_binary(self) -> None:
@@ -94,16 +102,31 @@ class Client:
         body, length = request.to_rest()
         assert isinstance(body, bytes)
         headers = {INFERENCE_HEADER: str(length), "Content-Type": BINARY_CONTENT_TYPE}
-        answer, answer_length = await self._post(f"/v2/models/{self.model}/infer", body, headers)
+        answer, answer_length = await self._post(self._infer_url(self._rest), body, headers)
         _check(InferResponse.from_bytes(answer, answer_length), self.batch)
 
     async def grpc(self) -> None:
         answer = await self._infer(self._request(binary=True).to_grpc_bytes(), timeout=30)
         _check(InferResponse.from_grpc_bytes(answer), self.batch)
 
+    async def graph(self) -> None:
+        """To the graph, which answers with its one classifier."""
+        await self._to_graph(ensemble=False)
+
+    async def graph_ensemble(self) -> None:
+        """To the graph, asked (a request parameter its Switch reads) for both classifiers."""
+        await self._to_graph(ensemble=True)
+
+    async def _to_graph(self, ensemble: bool) -> None:
+        request = self._request(binary=False)
+        request.parameters = {"ensemble": ensemble}
+        body, _ = request.to_rest()
+        answer, length = await self._post(self._infer_url(self._graph), orjson.dumps(body))
+        _check(InferResponse.from_bytes(answer, length), self.batch)
+
     async def explain(self) -> None:
         body = orjson.dumps({"instances": self._rows().tolist()})
-        answer, _ = await self._post(f"/v1/models/{self.model}:explain", body)
+        answer, _ = await self._post(f"{self._rest}/v1/models/{self.model}:explain", body)
         explanations = orjson.loads(answer).get("explanations")
         if not isinstance(explanations, list) or len(explanations) != self.batch:
             raise AssertionError(f"unexpected explanation: {answer[:200]!r}")
@@ -118,11 +141,14 @@ class Client:
         tensor.set_data_from_numpy(self._rows(), binary_data=binary)
         return InferRequest(self.model, [tensor])
 
+    def _infer_url(self, base: str) -> str:
+        return f"{base}/v2/models/{self.model}/infer"
+
     async def _post(
-        self, path: str, body: bytes, headers: dict[str, str] | None = None
+        self, url: str, body: bytes, headers: dict[str, str] | None = None
     ) -> tuple[bytes, int | None]:
         headers = headers or {"Content-Type": "application/json"}
-        async with self._session.post(self._rest + path, data=body, headers=headers) as answer:
+        async with self._session.post(url, data=body, headers=headers) as answer:
             content = await answer.read()
             if answer.status != 200:
                 raise AssertionError(f"HTTP {answer.status}: {content[:200]!r}")
@@ -140,14 +166,19 @@ def _check(response: InferResponse, batch: int) -> None:
 
 def schedule(predictions: int) -> list[str]:
     """The request kinds in order: predictions round-robin over the protocols, with an
-    explanation every `EXPLAIN_EVERY` predictions (at least one)."""
+    explanation every `EXPLAIN_EVERY` predictions and a request to the graph every
+    `GRAPH_EVERY` (at least one of each)."""
     kinds: list[str] = []
+    graph_kinds = ("graph", "graph-ensemble")
     for index in range(predictions):
         kinds.append(KINDS[index % 3])
         if index % EXPLAIN_EVERY == EXPLAIN_EVERY // 2:
             kinds.append("explain")
-    if "explain" not in kinds:
-        kinds.append("explain")
+        if index % GRAPH_EVERY == GRAPH_EVERY - 1:
+            kinds.append(graph_kinds[index // GRAPH_EVERY % 2])
+    for kind in ("explain", *graph_kinds):
+        if kind not in kinds:
+            kinds.append(kind)
     return kinds
 
 

@@ -1,6 +1,8 @@
 """The demo's models: a small iris classifier served as the predictor, an explainer for it,
 and the transformer in front of both, which turns raw measurements into the classifier's
-standardized inputs and its probabilities into labels.
+standardized inputs and its probabilities into labels; and for the demo's inference graph, a
+second classifier (nearest centroid) and the transformer in front of the graph, which averages
+the probabilities of every classifier the graph asked.
 
 Real code a user could copy: numpy only, every protocol (v2 REST JSON or binary, gRPC v2,
 and v1 for explanations) handled by the same few lines.
@@ -22,8 +24,10 @@ from gateway.model import Model
 __all__ = [
     "CLASSES",
     "FEATURES",
+    "IrisCentroids",
     "IrisClassifier",
     "IrisExplainer",
+    "IrisGraphTransformer",
     "IrisTransformer",
     "probabilities",
 ]
@@ -41,6 +45,11 @@ WEIGHTS = np.array(
     dtype=np.float32,
 )
 BIAS = np.array([-0.20, 2.07, -1.87], dtype=np.float32)
+# Each species' mean measurements (cm), for the nearest-centroid classifier.
+CENTROIDS = np.array(
+    [[5.006, 3.428, 1.462, 0.246], [5.936, 2.770, 4.260, 1.326], [6.588, 2.974, 5.552, 2.026]],
+    dtype=np.float32,
+)
 
 # The tensor names on each side of the transformer.
 RAW_INPUT = "measurements"  # what clients send: centimetres, [N, 4]
@@ -51,6 +60,16 @@ def probabilities(standardized: Floats) -> Floats:
     """Class probabilities, [N, 3], of standardized rows [N, 4] (a softmax of a linear map)."""
     logits = standardized @ WEIGHTS.T + BIAS
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    scores: Floats = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+    return scores
+
+
+def centroid_probabilities(standardized: Floats) -> Floats:
+    """Class probabilities, [N, 3], from each row's squared distance to each species' centroid
+    (a softmax of minus half of it), all in standardized units."""
+    centroids = standardize(CENTROIDS)
+    distances = ((standardized[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
+    exp = np.exp(-0.5 * (distances - distances.min(axis=1, keepdims=True)))
     scores: Floats = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
     return scores
 
@@ -89,15 +108,25 @@ class IrisClassifier(Model):
         super().__init__(name)
         self.ready = True
 
+    def scores(self, standardized: Floats) -> Floats:
+        return probabilities(standardized)
+
     async def predict(
         self, payload: Any, headers: dict[str, str] | None = None, response_headers: Any = None
     ) -> InferResponse:
         if not isinstance(payload, InferRequest):
             raise InvalidInput("the classifier speaks the v2 protocol only")
-        scores = probabilities(_rows(payload.get_input_by_name(MODEL_INPUT), MODEL_INPUT))
+        scores = self.scores(_rows(payload.get_input_by_name(MODEL_INPUT), MODEL_INPUT))
         output = InferOutput("probabilities", list(scores.shape), "FP32")
         output.set_data_from_numpy(scores)
         return InferResponse(payload.id or "", self.name, [output])
+
+
+class IrisCentroids(IrisClassifier):
+    """A second predictor, the same inputs and outputs: the nearest species' centroid."""
+
+    def scores(self, standardized: Floats) -> Floats:
+        return centroid_probabilities(standardized)
 
 
 class IrisExplainer(Model):
@@ -153,3 +182,32 @@ class IrisTransformer(Model):
         label = InferOutput("label", [len(labels)], "BYTES")
         label.set_data_from_numpy(labels)
         return InferResponse(result.id, self.name, [label, scores])
+
+
+class IrisGraphTransformer(IrisTransformer):
+    """In front of an inference graph of classifiers: as `IrisTransformer`, but the request's
+    parameters go on (the graph's Switch reads them), and the probabilities of every
+    classifier that answered (an Ensemble answers ``<step>.probabilities`` for each) are
+    averaged before the label is picked."""
+
+    async def preprocess(
+        self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
+    ) -> Any:
+        request = await super().preprocess(payload, headers)
+        if isinstance(payload, InferRequest) and isinstance(request, InferRequest):
+            request.parameters = payload.parameters
+        return request
+
+    async def postprocess(
+        self, result: Any, headers: dict[str, str] | None = None, response_headers: Any = None
+    ) -> Any:
+        if not isinstance(result, InferResponse):
+            return result
+        found = [o.as_numpy() for o in result.outputs if o.name.endswith("probabilities")]
+        if not found:
+            raise InvalidInput("no classifier of the graph answered with probabilities")
+        average = np.mean(found, axis=0).astype(np.float32)
+        scores = InferOutput("probabilities", list(average.shape), "FP32")
+        scores.set_data_from_numpy(average)
+        averaged = InferResponse(result.id, self.name, [scores], parameters=result.parameters)
+        return await super().postprocess(averaged, headers)

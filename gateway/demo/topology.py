@@ -1,8 +1,11 @@
-"""The demo's processes: the same four services as the docker-compose file, each a
-``gateway serve`` child process on free ports of 127.0.0.1.
+"""The demo's processes: the services of the docker-compose file, each a ``gateway serve``
+child process on free ports of 127.0.0.1.
 
     client --REST v2 / gRPC--> A (iris transformer) --REST v2--> B (identity) --gRPC--> predictor
                                A --REST v1 :explain--> explainer
+    client --REST v2--> G (inference graph: Switch on a request field)
+                          |-> predictor (gRPC), or, asked for an ensemble, at once:
+                          |-> predictor (gRPC) and centroids (a second classifier, REST v2)
 
 Ports are chosen by the kernel (port 0) and read from each child's ``listening:`` log line,
 so two demos never collide. Each child runs in a session of its own: a Ctrl-C in the
@@ -27,8 +30,9 @@ from pathlib import Path
 from typing import IO
 
 import gateway
+from gateway.demo import graph
 
-__all__ = ["MODEL", "Child", "DemoError", "Service", "Topology"]
+__all__ = ["GRAPH_SERVICE", "MODEL", "Child", "DemoError", "Service", "Topology"]
 
 MODEL = "iris"
 _LISTENING = re.compile(r"listening: REST on (\d+), gRPC on (\w+)")
@@ -37,6 +41,8 @@ STARTUP_TIMEOUT = 60.0
 # Children drain for this long on SIGTERM; the demo has nothing in flight by then.
 GRACE_PERIOD = 2.0
 _MODELS = "gateway.demo.models"
+# The service name of the graph's gateway (its spans carry it).
+GRAPH_SERVICE = "graph"
 
 
 class DemoError(Exception):
@@ -77,9 +83,10 @@ class Child:
         )
 
 
-def predictor_and_explainer() -> list[Service]:
+def predictors_and_explainer() -> list[Service]:
     return [
         Service("predictor", "predictor", ("--transformer", f"{_MODELS}:IrisClassifier")),
+        Service("centroids", "centroids", ("--transformer", f"{_MODELS}:IrisCentroids")),
         Service(
             "explainer",
             "explainer",
@@ -94,6 +101,24 @@ def transformer_b(predictor: Child) -> Service:
         "B",
         "transformer-b",
         ("--predictor_host", upstream, "--predictor_protocol", "grpc-v2"),
+    )
+
+
+def graph_gateway(predictor: Child, centroids: Child, graph_file: Path) -> Service:
+    """The inference graph, behind a transformer that standardizes what the client sends and
+    averages what the classifiers answer."""
+    return Service(
+        "G",
+        GRAPH_SERVICE,
+        (
+            *("--graph", str(graph_file)),
+            *("--transformer", f"{_MODELS}:IrisGraphTransformer"),
+            *("--service", f"logistic=grpc://127.0.0.1:{predictor.grpc_port}/{MODEL}"),
+            *(
+                "--service",
+                f"centroids=http://127.0.0.1:{centroids.http_port}/v2/models/{MODEL}/infer",
+            ),
+        ),
     )
 
 
@@ -127,9 +152,12 @@ class Topology:
         self._report = report
 
     def start(self) -> None:
-        """Start the four services, upstreams first, and wait until each is ready."""
-        predictor, explainer = self._start_wave(predictor_and_explainer())
-        (b,) = self._start_wave([transformer_b(predictor)])
+        """Start the services, upstreams first, and wait until each is ready."""
+        predictor, centroids, explainer = self._start_wave(predictors_and_explainer())
+        graph_file = graph.write(self.log_dir)
+        b, _ = self._start_wave(
+            [transformer_b(predictor), graph_gateway(predictor, centroids, graph_file)]
+        )
         self._start_wave([transformer_a(b, explainer)])
 
     def pids(self) -> list[int]:

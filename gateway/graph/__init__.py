@@ -2,8 +2,8 @@
 
 Public API::
 
-    load_graph(path, services=None, name=None) -> GraphSpec     YAML or JSON file
-    parse_graph(document, services=None, name=None) -> GraphSpec
+    load_graph(path, services=None, name=None, default_name=None) -> GraphSpec
+    parse_graph(document, services=None, name=None, default_name=None)
     GraphSpec, Node, Step, RouterType, Dependency, RouterTimeouts  frozen values
     GraphSpecError                                               invalid graph (a ValueError)
     StepTarget, parse_service_url(url), resolve_service(name, services)
@@ -17,22 +17,10 @@ Modules: `spec` (the values), `load` + `validate` (resource -> values, refusals)
 (step URLs), `conditions` (GJSON), `payloads` (what passes between steps), `routers` (the four
 router types), `observe` (spans, timings, metrics), `graph` (the runtime).
 
-Wiring that is not here (it belongs to the server, after the hop room is reorganised):
-
-1. ``gateway serve --graph FILE [--service NAME=URL ...]``: ``load_graph(FILE, services=...)``
-   (a `GraphSpecError` is a start-up error: print it, exit 2), then one hop per
-   ``spec.targets()`` entry built from its `StepTarget` (protocol, host, model name, TLS; the
-   hop's role named after the service) with the server's retry, timeout, tracing and header
-   settings, and ``Graph(spec, hops, metrics=server_metrics)``.
-2. Serve it: a model named ``spec.name`` whose predictor hop is the graph (REST v1, REST v2
-   and gRPC under the graph's name), and ``POST /`` answering the root node's dict as JSON;
-   a failure on ``/`` answers ``error_body(exc)`` with ``http_status(exc)``, as KServe's router
-   passes a failed step's body on.
-3. ``spec.router_timeouts``: serverRead / serverWrite / serverIdle to the REST server's
-   timeouts (serverWrite also as the deadline of a request that brings none).
-4. Readiness: the graph's model is ready when ``graph.ready()`` (every service ready), like
-   ``--predictor_health_check``.
-5. Demo, docker-compose, ``examples/graph/`` and the benchmark of issue 11.
+The wiring is one floor up, in `gateway.graph_wiring`: ``gateway serve --graph FILE --service
+NAME=URL`` loads the graph (a `GraphSpecError` exits 2), builds one hop per service from the
+server's flags, and serves the graph as the model it names (REST v1, REST v2, gRPC) and at
+``POST /`` (`gateway.server.rest_graph`).
 """
 
 from gateway.graph.conditions import Condition

@@ -11,6 +11,7 @@ A transformer can hold one and call it from ``predict``, or take it as its predi
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import random
 import time
@@ -24,6 +25,7 @@ from gateway.graph.routers import ROUTERS
 from gateway.graph.spec import GraphSpec, GraphSpecError, Node, Step
 from gateway.hops.base import Headers, Hop
 from gateway.infer_request import InferRequest
+from gateway.infer_response import InferResponse
 from gateway.metrics import Metrics
 from gateway.passthrough import Passthrough
 from gateway.request_context import RequestContext
@@ -76,7 +78,17 @@ class Graph(Hop):
                 f"graph {self.name!r} takes a JSON object or a v2 request, "
                 f"not {type(payload).__name__}"
             )
-        return await self._node(self.spec.root, payload, headers)
+        if isinstance(payload, InferRequest) and payload.request_outputs:
+            # The outputs a client asks for are the graph's (the server picks them from its
+            # answer), not any step's.
+            payload = copy.copy(payload)
+            payload.request_outputs = None
+        answer = await self._node(self.spec.root, payload, headers)
+        if isinstance(payload, InferRequest) and isinstance(answer, InferResponse):
+            # The client called the graph: the answer is the graph's, not its last step's.
+            answer.model_name = payload.model_name
+            answer.model_version = payload.model_version
+        return answer
 
     async def explain(self, payload: Any, headers: Headers) -> Any:
         raise UnsupportedProtocol("graph", f"graph {self.name!r} has no explain")

@@ -50,11 +50,13 @@ def load_graph(
     *,
     services: Mapping[str, str] | None = None,
     name: str | None = None,
+    default_name: str | None = None,
 ) -> GraphSpec:
     """The graph in the file `source` (YAML, or JSON, which is YAML too).
 
     `services` maps a ``serviceName`` to its URL; given, every service name must be in it.
-    `name` names a bare spec (and overrides a resource's ``metadata.name``)."""
+    `name` names a bare spec (and overrides a resource's ``metadata.name``); `default_name`
+    names a graph that names itself nowhere."""
     path = Path(source)
     try:
         text = path.read_text(encoding="utf-8")
@@ -65,11 +67,15 @@ def load_graph(
     except yaml.YAMLError as exc:
         detail = " ".join(str(exc).split())
         raise GraphSpecError(f"graph {str(path)!r} is not YAML or JSON: {detail}") from None
-    return parse_graph(document, services=services, name=name)
+    return parse_graph(document, services=services, name=name, default_name=default_name)
 
 
 def parse_graph(
-    document: Any, *, services: Mapping[str, str] | None = None, name: str | None = None
+    document: Any,
+    *,
+    services: Mapping[str, str] | None = None,
+    name: str | None = None,
+    default_name: str | None = None,
 ) -> GraphSpec:
     """The graph in a parsed resource (or bare spec); see `load_graph`."""
     if not isinstance(document, Mapping):
@@ -79,6 +85,7 @@ def parse_graph(
         name = name or resource_name
     else:
         spec = document
+    name = name or default_name
     if not name:
         raise GraphSpecError("the graph needs a name (metadata.name)")
     if not NAME.fullmatch(name):

@@ -27,7 +27,7 @@ from gateway.errors import GatewayError, InvalidInput, PayloadTooLarge, http_sta
 from gateway.header_rules import REQUEST_ID, http_response_header
 from gateway.metrics import Metrics
 from gateway.request_context import RequestContext
-from gateway.server import openapi, rest_v1, rest_v2, traces_view
+from gateway.server import openapi, rest_graph, rest_v1, rest_v2, traces_view
 from gateway.server.cloudevents import EventSettings
 from gateway.server.envelope import Envelope, Inbound, SpanStart, answer_headers, request_id
 from gateway.server.rest_common import (
@@ -67,7 +67,11 @@ def create_app(
     """The REST app for `dataplane` (not yet listening); `tracer` None: no spans;
     `recent_spans`: the buffer ``/traces`` shows (None: the page says how to turn it on);
     `service_name`: what its Server-Timing headers call it."""
-    table = routes(settings.enable_docs_url, traces=recent_spans is not None)
+    table = routes(
+        settings.enable_docs_url,
+        traces=recent_spans is not None,
+        graph=settings.root_model is not None,
+    )
     # aiohttp refuses a longer body as it reads it (a chunked one has no Content-Length).
     app = web.Application(client_max_size=settings.max_request_bytes, middlewares=[_serve])
     app[DATAPLANE] = dataplane
@@ -80,16 +84,20 @@ def create_app(
     app[rest_v1.EVENT_SETTINGS] = EventSettings.from_env(os.environ)
     if recent_spans is not None:
         app[traces_view.RECENT_SPANS] = recent_spans
+    if settings.root_model is not None:
+        app[rest_graph.ROOT_MODEL] = settings.root_model
     for route in table:
         app.router.add_route(route.method, route.path, route.handler, expect_handler=_expect)
     return app
 
 
-def routes(docs: bool = False, traces: bool = False) -> list[Route]:
+def routes(docs: bool = False, traces: bool = False, graph: bool = False) -> list[Route]:
     """Every route the app serves; the docs routes only when `docs`, the trace view only
-    when `traces` (else its routes say how to turn it on)."""
+    when `traces` (else its routes say how to turn it on), ``POST /`` only when serving a
+    `graph`."""
     return [
         *_SERVER_ROUTES,
+        *(rest_graph.ROUTES if graph else ()),
         *rest_v1.ROUTES,
         *rest_v2.ROUTES,
         *(_DOCS_ROUTES if docs else ()),
@@ -189,7 +197,7 @@ async def _inference(
     span = _span_start(route, request) if envelope.tracer is not None else None
     # CLIENT_CLOSED is kept if the client goes away before the answer is ready.
     with envelope.inbound(request[CONTEXT], span, str(CLIENT_CLOSED)) as inbound:
-        inbound.model = request.match_info.get("name", "")
+        inbound.model = _model_name(request)
         response = await _respond(request, functools.partial(_admitted, inbound, handler))
         inbound.status = str(response.status)
         if inbound.span is not None:
@@ -214,12 +222,18 @@ def _span_start(route: Route, request: web.Request) -> SpanStart:
         "http.route": template,
         "url.path": request.path,
         "url.scheme": request.scheme,
-        "gateway.model_name": request.match_info.get("name", ""),
+        "gateway.model_name": _model_name(request),
         "gateway.request_id": request[CONTEXT].request_id,
     }
     if request.remote:
         attributes["client.address"] = request.remote
     return SpanStart(f"{request.method} {template}", request.headers, attributes)
+
+
+def _model_name(request: web.Request) -> str:
+    """The model a request is for: the one its path names, else the one that answers
+    ``POST /`` (the graph's)."""
+    return request.match_info.get("name") or request.app.get(rest_graph.ROOT_MODEL, "")
 
 
 async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -1,5 +1,6 @@
-"""``gateway demo`` as a user runs it: a real process that starts four more, loads them,
-prints the latency table and stops them all; and stops them all on Ctrl-C too."""
+"""``gateway demo`` as a user runs it: a real process that starts six more (a transformer
+chain and an inference graph), loads them, prints the latency tables and stops them all; and
+stops them all on Ctrl-C too."""
 
 from __future__ import annotations
 
@@ -37,6 +38,20 @@ HOP_ROWS = [
     "predictor.predict",
     "A.postprocess",
 ]
+# The graph's rows: each node and step, both branches of its Switch, both classifiers of
+# its Ensemble, each reached through its own hop.
+GRAPH_ROWS = {
+    "G.node.root": 10,
+    "G.step.root.logistic": 5,
+    "G.step.root.ensemble": 5,
+    "G.node.ensemble": 5,
+    "G.step.ensemble.logistic": 5,
+    "G.step.ensemble.centroids": 5,
+    "G.hop.centroids": 5,
+    "G->centroids wire": 5,
+    "centroids.predict": 5,
+    "G.postprocess": 10,
+}
 EXPLAIN_ROWS = [
     "A.explain",
     "A.hop.explainer",
@@ -154,17 +169,23 @@ def test_demo_runs_to_completion_and_reports_every_hop() -> None:
             assert 0 <= float(p50) <= float(p99)
         for name in EXPLAIN_ROWS:
             assert int(_row(out, name)[0]) >= 1
-        for kind in ("rest-json", "rest-binary", "grpc", "explain"):
+        # Each graph request: one in three predictions, by turns to each branch.
+        for name, count in GRAPH_ROWS.items():
+            assert int(_row(out, name)[0]) == count, name
+        for kind in ("rest-json", "rest-binary", "grpc", "explain", "graph", "graph-ensemble"):
             assert re.search(rf"^ +{kind} +\d+ +[\d.]+ +[\d.]+ +0$", out, re.MULTILINE), out
-        assert re.search(r"^31 requests in [\d.]+ s: [\d.]+ requests/s, errors: 0$", out, re.M)
+        assert re.search(r"^41 requests in [\d.]+ s: [\d.]+ requests/s, errors: 0$", out, re.M)
         assert "A typical request" in out
+        assert "A typical request to the graph's Ensemble" in out
         assert "/traces" in out
         assert "gateway trace --url" in out
         html = re.search(r"file://(\S+)", out)
         assert html, out
-        assert Path(html.group(1)).read_text().count('<section class="waterfall"') == 31
+        page = Path(html.group(1)).read_text()
+        assert page.count('<section class="waterfall"') == 41
+        assert "step ensemble.centroids" in page
         children = running.children()
-        assert set(children) == {"predictor", "explainer", "B", "A"}
+        assert set(children) == {"predictor", "centroids", "explainer", "B", "G", "A"}
         assert not [pid for pid in children.values() if _alive(pid)]
 
 
@@ -174,7 +195,7 @@ def test_ctrl_c_stops_every_child_and_exits_130(moment: str) -> None:
         running.wait_for(moment)
         children = running.children()
         if moment == "requests [":
-            assert len(children) == 4
+            assert len(children) == 6
             # The demo reports every process it started, and started no others.
             assert set(children.values()) == _children_of(running.process.pid)
         spawned = _children_of(running.process.pid)  # those not yet reported too

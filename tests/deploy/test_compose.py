@@ -1,6 +1,7 @@
 """docker-compose.yml, checked without Docker: its structure, then every service run as a
 local process with the command line its container runs (tests/deploy/local_compose.py), and
-requests sent through transformer-a. So the demo cannot drift from the CLI."""
+requests sent through transformer-a and the inference graph. So the demo cannot drift from
+the CLI."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import joblib
@@ -22,6 +24,8 @@ import tritonclient.grpc as triton_grpc
 import yaml
 
 from gateway.__main__ import load_transformer
+from gateway.demo.models import centroid_probabilities, probabilities, standardize
+from gateway.graph import load_graph, parse_service_url
 from tests.deploy import images
 from tests.deploy.local_compose import (
     LocalCompose,
@@ -40,6 +44,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
 MODEL = "iris"
 ENTRY = "transformer-a"
+GRAPH = "graph"
 JAEGER_OTLP = "http://jaeger:4318"
 RECORDS = [
     {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
@@ -75,7 +80,8 @@ def listening(service: str) -> dict[int, str]:
 
 
 def upstreams(service: str) -> dict[str, tuple[str, int, str]]:
-    """A gateway's hops: role -> (service, container port, protocol)."""
+    """A gateway's hops: role -> (service, container port, protocol); a graph's are named
+    after its services."""
     flags = gateway_flags(SERVICES[service])
     found = {}
     for role, host, protocol in (
@@ -85,6 +91,11 @@ def upstreams(service: str) -> dict[str, tuple[str, int, str]]:
         if host:
             name, _, port = host.rpartition(":")
             found[role] = (name, int(port), protocol)
+    for entry in flags.service:
+        role, _, url = entry.partition("=")
+        target = parse_service_url(url)
+        name, _, port = target.host.rpartition(":")
+        found[role] = (name, int(port), target.protocol)
     return found
 
 
@@ -94,7 +105,9 @@ def upstreams(service: str) -> dict[str, tuple[str, int, str]]:
 def test_services() -> None:
     assert {"transformer-a", "transformer-b", "explainer", "predictor", "jaeger"} <= set(SERVICES)
     assert "prometheus" in SERVICES
-    assert GATEWAYS == ["explainer", "transformer-a", "transformer-b"]
+    assert GATEWAYS == [
+        "centroids", "explainer", "graph", "logistic", "transformer-a", "transformer-b",
+    ]  # fmt: skip
     assert ONE_SHOT == ["train"]
     # One image for every gateway, built from this repository.
     assert len({SERVICES[name]["image"] for name in GATEWAYS}) == 1
@@ -109,13 +122,31 @@ def test_services() -> None:
 def test_gateway_command_is_gateway_serve(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
     line = argv(SERVICES[service])
     flags = images.parse_serve(line)
-    assert flags.model_name == MODEL
+    # The image's working directory holds examples/ as the repository's root does.
+    monkeypatch.chdir(ROOT)
+    if flags.graph:
+        services = dict(entry.split("=", 1) for entry in flags.service)
+        assert load_graph(flags.graph, services=services).name == MODEL
+        assert_in_image(ROOT / flags.graph)
+    else:
+        assert flags.model_name == MODEL
     if flags.transformer:
-        # The image's working directory holds examples/ as the repository's root does.
-        monkeypatch.chdir(ROOT)
         load_transformer(flags.transformer)
-        path = ROOT / flags.transformer.rpartition(":")[0]
-        assert images.in_context(path), f"{path} is not sent to the image build"
+        location = flags.transformer.rpartition(":")[0]
+        if location.endswith(".py"):
+            assert_in_image(ROOT / location)
+
+
+def assert_in_image(path: Path) -> None:
+    """`path` (in the repository) is sent to the build and copied into the image's working
+    directory at the same place."""
+    assert images.in_context(path), f"{path} is not sent to the image build"
+    relative = path.relative_to(ROOT).as_posix()
+    copies = [rest.split() for key, rest in images.instructions() if key == "COPY"]
+    assert any(
+        relative.startswith(sources[0].rstrip("/") + "/") and target == f"./{sources[0]}"
+        for *sources, target in copies
+    ), f"no COPY puts {relative} in the image's working directory"
 
 
 def test_hops_form_the_chain() -> None:
@@ -299,22 +330,53 @@ def test_explain_through_the_explainer(demo: Demo) -> None:
         assert set(explanation["decisive_features"]) <= set(demo.spec["features"])
 
 
+def graph_request(rows: list[list[float]]) -> dict[str, Any]:
+    """A request to the graph for both classifiers: measurements in centimetres."""
+    measurements = {"name": "measurements", "shape": [len(rows), 4], "datatype": "FP32",
+                    "data": [value for row in rows for value in row]}  # fmt: skip
+    return {"parameters": {"ensemble": True}, "inputs": [measurements]}
+
+
+FLOWERS = [[5.1, 3.5, 1.4, 0.2], [6.4, 3.2, 4.5, 1.5], [6.3, 3.3, 6.0, 2.5], [5.9, 3.0, 5.1, 1.8]]
+
+
+def test_the_graph_averages_both_classifiers(demo: Demo) -> None:
+    url = demo.url(GRAPH, f"/v2/models/{MODEL}/infer")
+    code, answer = post_json(url, graph_request(FLOWERS))
+    assert code == 200, answer
+    outputs = {output["name"]: output for output in answer["outputs"]}
+    rows = standardize(np.array(FLOWERS, dtype=np.float32))
+    average = (probabilities(rows) + centroid_probabilities(rows)) / 2
+    np.testing.assert_allclose(
+        np.reshape(outputs["probabilities"]["data"], (-1, 3)), average, rtol=1e-5
+    )
+    labels = [["setosa", "versicolor", "virginica"][i] for i in average.argmax(axis=1)]
+    assert outputs["label"]["data"] == labels
+
+
 def test_every_gateway_serves_metrics(demo: Demo) -> None:
     post_json(demo.url(ENTRY, f"/v1/models/{MODEL}:explain"), {"instances": RECORDS[:1]})
     post_json(demo.url(ENTRY, f"/v1/models/{MODEL}:predict"), {"instances": RECORDS[:1]})
+    post_json(demo.url(GRAPH, f"/v2/models/{MODEL}/infer"), graph_request(FLOWERS[:1]))
     for service in GATEWAYS:
         with urllib.request.urlopen(demo.url(service, "/metrics"), timeout=5) as response:
             text = response.read().decode()
-        answered = re.findall(r'gateway_requests_total\{code="200",model_name="(\w+)"', text)
+        # An HTTP 200, or gRPC's OK (the graph calls logistic over gRPC).
+        answered = re.findall(r'gateway_requests_total\{code="(?:200|OK)",model_name="(\w+)"', text)
         assert MODEL in answered, f"{service} counted no answered request:\n{text}"
 
 
 def test_every_gateway_sends_traces(demo: Demo) -> None:
     post_json(demo.url(ENTRY, f"/v1/models/{MODEL}:explain"), {"instances": RECORDS[:1]})
     post_json(demo.url(ENTRY, f"/v1/models/{MODEL}:predict"), {"instances": RECORDS[:1]})
+    post_json(demo.url(GRAPH, f"/v2/models/{MODEL}/infer"), graph_request(FLOWERS[:1]))
     # One request's trace crosses the gateways: context travels with every hop. Each gateway
-    # exports in batches, on its own schedule: wait (bounded) for the spans of both requests.
-    wanted = ({"transformer-a", "transformer-b"}, {"transformer-a", "explainer"})
+    # exports in batches, on its own schedule: wait (bounded) for the spans of the requests.
+    wanted = (
+        {"transformer-a", "transformer-b"},
+        {"transformer-a", "explainer"},
+        {"graph", "logistic", "centroids"},
+    )
     deadline = time.monotonic() + 15
     while True:
         traces: dict[str, set[str]] = {}
@@ -325,7 +387,7 @@ def test_every_gateway_sends_traces(demo: Demo) -> None:
             break
         time.sleep(0.1)
     assert set(GATEWAYS) <= demo.traces.services()
-    assert crossing == [True, True], traces
+    assert crossing == [True, True, True], traces
 
 
 def test_compose_paths_exist() -> None:

@@ -22,6 +22,7 @@ from gateway.hops.base import Headers
 from gateway.hops.mock import MockHop
 from gateway.model import Model
 from gateway.passthrough import Passthrough
+from gateway.tensor import RequestedOutput
 from tests.graph.support import (
     NOT_FOUND_BODY,
     answer,
@@ -227,3 +228,21 @@ async def test_a_transformer_holds_and_calls_a_graph() -> None:
 )  # fmt: skip
 def test_error_bodies(error: Any, body: dict[str, Any]) -> None:
     assert error_body(error) == body
+
+
+async def test_the_answer_to_a_v2_request_is_the_graphs() -> None:
+    """The last step's answer, named after the graph the client called (and its version),
+    while each step was asked for no output the client asked the graph for."""
+    step = MockHop(doubled)
+    graph = Graph(
+        spec("nodes: {root: {routerType: Sequence, steps: [{serviceName: d}]}}"), {"d": step}
+    )
+    request = tensor_request()
+    request.model_version = "3"
+    request.request_outputs = [RequestedOutput("y")]
+    response = await infer(graph, request)
+    assert isinstance(response, InferResponse)
+    assert (response.model_name, response.model_version) == ("g", "3")
+    assert response.outputs[0].name == "y"
+    assert step.calls[0].payload.request_outputs is None
+    assert request.request_outputs == [RequestedOutput("y")]  # the caller's is left alone

@@ -16,63 +16,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway import InferInput, InferOutput, InferRequest, InferResponse
+from gateway import InferInput, InferRequest, InferResponse
 from gateway.errors import UpstreamStatusError, UpstreamTimeout, http_status
 from gateway.graph import Graph, NoRouteMatched
 from gateway.model import Model
 from tests.graph.support import hops_for, in_memory_tracer, request, spec
 from tests.hops.upstreams import serve_grpc, serve_rest
-from tests.models import SlowModel
-
-
-class Scale(Model):
-    """v1: each of ``instances`` (or a previous step's ``predictions``) times `factor`;
-    v2: each input times `factor`, as an output named after the model."""
-
-    def __init__(self, name: str, factor: float) -> None:
-        super().__init__(name)
-        self.factor = factor
-        self.ready = True
-        self.headers: list[dict[str, str]] = []
-
-    async def predict(self, payload: Any, headers: Any = None, response_headers: Any = None) -> Any:
-        self.headers.append(dict(headers or {}))
-        if isinstance(payload, InferRequest):
-            outputs = []
-            for tensor in payload.inputs:
-                out = InferOutput(f"{tensor.name}", tensor.shape, tensor.datatype)
-                out.set_data_from_numpy(tensor.as_numpy() * np.float32(self.factor))
-                outputs.append(out)
-            return InferResponse(payload.id or "", self.name, outputs)
-        values = payload.get("instances", payload.get("predictions"))
-        return {"predictions": [value * self.factor for value in values]}
-
-
-class Animal(Model):
-    """v1: answers which model it is, for a Switch or a Splitter to be seen choosing."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.ready = True
-
-    async def predict(self, payload: Any, headers: Any = None, response_headers: Any = None) -> Any:
-        return {"predictions": [self.name]}
-
-
-class Busy(Model):
-    """Answers 503 to the first `failures` calls, then works."""
-
-    def __init__(self, name: str, failures: int) -> None:
-        super().__init__(name)
-        self.ready = True
-        self.failures = failures
-        self.calls = 0
-
-    async def predict(self, payload: Any, headers: Any = None, response_headers: Any = None) -> Any:
-        self.calls += 1
-        if self.calls <= self.failures:
-            raise UpstreamStatusError("busy, try again", status=503)
-        return {"predictions": ["recovered"]}
+from tests.models import Animal, Busy, Scale, SlowModel
 
 
 @dataclass
