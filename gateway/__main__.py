@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway import trace_cli
-from gateway.demo import cli as demo_cli
 from gateway.flags import parser as kserve_flags
 from gateway.model import Model
 from gateway.version import __version__
@@ -57,7 +55,9 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(serve_only: bool = False) -> argparse.ArgumentParser:
+    """The CLI; `serve_only` leaves out the other commands, whose tooling a gateway that
+    serves never imports."""
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -73,8 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="your Model subclass, as FILE.py:Class or module:Class (default: identity)",
     )
     serve.set_defaults(run=_serve)
-    demo_cli.add_parser(commands)
-    trace_cli.add_parser(commands)
+    if not serve_only:
+        from gateway import trace_cli
+        from gateway.demo import cli as demo_cli
+
+        demo_cli.add_parser(commands)
+        trace_cli.add_parser(commands)
     return parser
 
 
@@ -83,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         # KServe starts a transformer container with only its flags: that means `serve`.
         argv.insert(0, "serve")
-    args = build_parser().parse_args(argv)
+    args = build_parser(serve_only=argv[:1] == ["serve"]).parse_args(argv)
     try:
         return int(args.run(args))
     except (ValueError, ImportError) as exc:

@@ -3,9 +3,9 @@
 Tracing is off unless an exporter is asked for (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, or ``OTEL_TRACES_EXPORTER=otlp`` / ``console``). Off
 means no tracer at all: the servers and hops get None and skip every span, so the cost is one
-``is None`` test, and no exporter is imported or started. On, `configure_tracing` returns a
-tracer of a provider of our own, never the global one, and the servers and hops are given it
-explicitly; tests do the same with an in-memory exporter.
+``is None`` test, and neither the OpenTelemetry SDK nor an exporter is imported. On,
+`configure_tracing` returns a tracer of a provider of our own, never the global one, and the
+servers and hops are given it explicitly; tests do the same with an in-memory exporter.
 
 Context travels in the formats ``OTEL_PROPAGATORS`` names (`gateway.tracing_propagation`);
 the ids of a sampled request go into its answer, logs and exemplars (`gateway.tracing_ids`).
@@ -16,15 +16,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.util.types import Attributes
 
@@ -32,7 +28,10 @@ from gateway.tracing_propagation import extract, inject, propagator
 from gateway.version import __version__
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
     from gateway.request_context import RequestContext
+    from gateway.tracing_recent import RecentSpans
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
@@ -122,6 +121,10 @@ def tracer_provider(
     nothing to send spans to. The global provider is left alone."""
     if not settings.enabled and not extra_processors:
         return None
+    # Imported here: a gateway with tracing off never loads the SDK.
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
     provider = TracerProvider(
         resource=Resource.create({SERVICE_NAME: settings.service_name}),
         # Flush batched spans when the process exits; a provider with only in-memory
@@ -206,73 +209,19 @@ def server_span(
         otel_context.detach(token)
 
 
-# Recent spans, for a latency view of the traces this process took part in
-
-
-class RecentSpans(SpanProcessor):
-    """Keeps the last `capacity` finished spans, grouped by trace (oldest trace first), and
-    at most `max_traces` traces when given.
-
-    When full, the oldest trace gives up its oldest span (or, past `max_traces`, all of its
-    spans): the memory stays bounded however many spans one trace has.
-    """
-
-    def __init__(self, capacity: int = 2048, max_traces: int | None = None) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be 1 or more, not {capacity}")
-        if max_traces is not None and max_traces < 1:
-            raise ValueError(f"max_traces must be 1 or more, not {max_traces}")
-        self.capacity = capacity
-        self.max_traces = max_traces
-        self._size = 0
-        # Insertion order is the order traces were first seen: the first one is the oldest.
-        self._traces: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
-        # Spans end on the event loop and in executor threads alike.
-        self._lock = threading.Lock()
-
-    def on_end(self, span: ReadableSpan) -> None:
-        context = span.context
-        if context is None:
-            return
-        with self._lock:
-            self._traces.setdefault(context.trace_id, []).append(span)
-            self._size += 1
-            if self.max_traces is not None and len(self._traces) > self.max_traces:
-                _, dropped = self._traces.popitem(last=False)
-                self._size -= len(dropped)
-            if self._size > self.capacity:
-                oldest = next(iter(self._traces))
-                spans = self._traces[oldest]
-                # A trace's spans were added in order, so its first one is the oldest.
-                del spans[0]
-                self._size -= 1
-                if not spans:
-                    del self._traces[oldest]
-
-    def traces(self) -> dict[int, list[ReadableSpan]]:
-        """trace id -> its spans still kept, in the order they ended."""
-        with self._lock:
-            return {trace_id: list(spans) for trace_id, spans in self._traces.items()}
-
-    def trace(self, trace_id: int) -> list[ReadableSpan]:
-        with self._lock:
-            return list(self._traces.get(trace_id, ()))
-
-    def clear(self) -> None:
-        with self._lock:
-            self._size = 0
-            self._traces.clear()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-# Spans kept per trace: a chained request leaves about six in each gateway; retries add more.
-SPANS_PER_TRACE = 32
-
-
 def recent_spans(traces: int) -> RecentSpans | None:
     """A buffer of the last `traces` traces (``--trace_buffer``); None when 0 (off)."""
     if traces <= 0:
         return None
+    from gateway.tracing_recent import SPANS_PER_TRACE, RecentSpans
+
     return RecentSpans(capacity=traces * SPANS_PER_TRACE, max_traces=traces)
+
+
+def __getattr__(name: str) -> object:
+    # `RecentSpans` is an SDK span processor: loaded when asked for, not with this module.
+    if name == "RecentSpans":
+        from gateway.tracing_recent import RecentSpans
+
+        return RecentSpans
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
