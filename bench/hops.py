@@ -923,12 +923,15 @@ def _floor_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench.hops --role floor")
     parser.add_argument("--rest-upstream", required=True, help="http://host:port")
     parser.add_argument("--grpc-upstream", required=True, help="host:port")
+    parser.add_argument("--http-port", type=int, default=0, help="default: any free one")
+    parser.add_argument("--grpc-port", type=int, default=0, help="default: any free one")
     args = parser.parse_args(argv)
-    _run_loop(_floor(args.rest_upstream.rstrip("/"), args.grpc_upstream))
+    upstreams = (args.rest_upstream.rstrip("/"), args.grpc_upstream)
+    _run_loop(_floor(*upstreams, args.http_port, args.grpc_port))
     return 0
 
 
-async def _floor(rest_upstream: str, grpc_upstream: str) -> None:
+async def _floor(rest_upstream: str, grpc_upstream: str, http_port: int, grpc_port: int) -> None:
     import asyncio
     import signal
     import warnings
@@ -957,7 +960,7 @@ async def _floor(rest_upstream: str, grpc_upstream: str) -> None:
     app.router.add_post("/{path:.*}", forward)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, harness.LOCALHOST, 0).start()
+    await web.TCPSite(runner, harness.LOCALHOST, http_port).start()
     http_port = runner.addresses[0][1]
 
     channel = grpc.aio.insecure_channel(grpc_upstream, options=list(harness.GRPC_OPTIONS))
@@ -977,7 +980,7 @@ async def _floor(rest_upstream: str, grpc_upstream: str) -> None:
             return handler
 
     server = grpc.aio.server(handlers=[Forward()], options=list(harness.GRPC_OPTIONS))
-    grpc_port = server.add_insecure_port(f"{harness.LOCALHOST}:0")
+    grpc_port = server.add_insecure_port(f"{harness.LOCALHOST}:{grpc_port}")
     await server.start()
     print(f"listening: REST on {http_port}, gRPC on {grpc_port}", flush=True)
     stop = asyncio.Event()
