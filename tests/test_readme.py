@@ -31,6 +31,8 @@ COVERED = {
     "python bench/server.py": "tests/test_readme.py",
     "python bench/codecs.py": "tests/test_readme.py",
     "python bench/hops.py": "tests/test_readme.py",
+    "python bench/startup.py": "tests/test_readme.py",
+    "python bench/workers.py": "tests/test_readme.py",
     "docker build -t inference-hop-gateway .": "tests/deploy/test_dockerfile.py",
     "docker compose up --build": "tests/deploy/test_compose.py",
     "scripts/check": ".ci/run",
@@ -107,7 +109,10 @@ async def test_the_readme_transformer_runs_as_shown(tmp_path: Path) -> None:
     assert outputs["top"]["data"] == [1, 0]
 
 
-@pytest.mark.parametrize("script", ["bench/codecs.py", "bench/server.py", "bench/hops.py"])
+@pytest.mark.parametrize(
+    "script",
+    ["bench/codecs.py", "bench/server.py", "bench/hops.py", "bench/startup.py", "bench/workers.py"],
+)
 def test_the_benchmarks_run(script: str) -> None:
     result = subprocess.run(
         [sys.executable, script, "--quick"],
