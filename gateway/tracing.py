@@ -198,10 +198,12 @@ def server_span(
         with tracer.start_as_current_span(
             name,
             kind=SpanKind.SERVER,
-            attributes=attributes,
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
+            # The sampler has decided: a span it dropped takes no attributes.
+            if attributes and span.is_recording():
+                span.set_attributes(attributes)
             if context is not None:
                 context.span = span
             yield span
