@@ -16,6 +16,7 @@ share the second CPU. Run from the repo root:
     python bench/hops.py --payloads v2-binary-1m,grpc-1m --predictors grpc-v2
     python bench/hops.py --quick               # direct, our gateway and the floor; 0.5 s cells
     python bench/hops.py --loads fixed --rate-share 0.3   # open loop only, at 30 %
+    python bench/hops.py --passthrough-only --skip-kserve  # the rows the CPU targets judge
 
 Each hop process is measured under two loads: closed (16 callers back to back: the process
 saturated) and fixed (an open loop at a share, 50 % by default, of the floor's closed-loop
@@ -420,6 +421,8 @@ def run_variant(
     requests/s of the fixed load)."""
     hop_cpus, load_cpus = cpus
     carried = [case for case in cases if variant.carries(case)]
+    if args.passthrough_only and variant.predictor is not None:
+        carried = [case for case in carried if case.passthrough(variant.predictor)]
     cells = []
 
     def predictor_of(case: Payload) -> str:
@@ -745,6 +748,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated, from {','.join(ROUTES)} (default: all)",
     )
     parser.add_argument("--skip-kserve", action="store_true", help="no KServe transformer")
+    parser.add_argument(
+        "--passthrough-only",
+        action="store_true",
+        help="only the rows where the predictor speaks the client's protocol",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
