@@ -13,15 +13,14 @@ the ids of a sampled request go into its answer, logs and exemplars (`gateway.tr
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import Span, SpanKind, Tracer, set_span_in_context
 from opentelemetry.util.types import Attributes
 
 from gateway.tracing_propagation import extract, inject, propagator
@@ -177,38 +176,50 @@ def configure_tracing(
     return provider.get_tracer(SCOPE, __version__)
 
 
-@contextlib.contextmanager
-def server_span(
-    tracer: Tracer,
-    name: str,
-    headers: Mapping[str, str],
-    attributes: Attributes = None,
-    context: RequestContext | None = None,
-) -> Iterator[Span]:
+class server_span:
     """A SERVER span, current inside the block, continuing the trace `headers` carry; it is
     also `context`'s span (for the access line, written after the block).
 
     The caller sets the status and records what failed: a REST handler's errors become
-    responses, and gRPC's abort raises an exception that is no error of its own.
+    responses, and gRPC's abort raises an exception that is no error of its own. A class, not
+    the SDK's generator-based ``start_as_current_span``: it runs on every traced request.
     """
-    # The inbound context is made current, not only the span's parent: its baggage then
-    # travels on from every hop, in the formats configured.
-    token = otel_context.attach(extract(headers))
-    try:
-        with tracer.start_as_current_span(
-            name,
-            kind=SpanKind.SERVER,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            # The sampler has decided: a span it dropped takes no attributes.
-            if attributes and span.is_recording():
-                span.set_attributes(attributes)
-            if context is not None:
-                context.span = span
-            yield span
-    finally:
-        otel_context.detach(token)
+
+    __slots__ = ("_attributes", "_context", "_headers", "_name", "_span", "_token", "_tracer")
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        name: str,
+        headers: Mapping[str, str],
+        attributes: Attributes = None,
+        context: RequestContext | None = None,
+    ) -> None:
+        self._tracer = tracer
+        self._name = name
+        self._headers = headers
+        self._attributes = attributes
+        self._context = context
+
+    def __enter__(self) -> Span:
+        # The inbound context is made current, not only the span's parent: its baggage then
+        # travels on from every hop, in the formats configured.
+        inbound = extract(self._headers)
+        span = self._tracer.start_span(self._name, inbound, kind=SpanKind.SERVER)
+        # The sampler has decided: a span it dropped takes no attributes.
+        if self._attributes and span.is_recording():
+            span.set_attributes(self._attributes)
+        self._span = span
+        self._token = otel_context.attach(set_span_in_context(span, inbound))
+        if self._context is not None:
+            self._context.span = span
+        return span
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            otel_context.detach(self._token)
+        finally:
+            self._span.end()
 
 
 def recent_spans(traces: int) -> RecentSpans | None:

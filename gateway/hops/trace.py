@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_span_in_context
 from opentelemetry.util.types import AttributeValue
 from prometheus_client import Histogram
 
@@ -89,14 +90,11 @@ class Traced(HopWrapper):
     ) -> Any:
         assert self.tracer is not None
         # The sampler decides first; a span it drops costs no attributes, and a kept one
-        # gets them all at once when the attempt ends.
-        with self.tracer.start_as_current_span(
-            self.span_name,
-            kind=SpanKind.CLIENT,
-            # Recorded below, with the upstream's status alongside.
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
+        # gets them all at once when the attempt ends. Started and made current by hand:
+        # the SDK's start_as_current_span is two generator-based context managers.
+        span = self.tracer.start_span(self.span_name, kind=SpanKind.CLIENT)
+        token = otel_context.attach(set_span_in_context(span))
+        try:
             # A copy: the caller's dict is shared by every attempt and must keep the
             # inbound context, not this attempt's.
             outbound = dict(headers)
@@ -115,6 +113,9 @@ class Traced(HopWrapper):
                     attributes[self._size_key("response")] = size
                 span.set_attributes(attributes)
             return response
+        finally:
+            otel_context.detach(token)
+            span.end()
 
     def _attempt_attributes(
         self, verb: str, number: int, payload: Any
