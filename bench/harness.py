@@ -459,7 +459,9 @@ def check_grpc_echo(target: str, body: bytes, headers: Mapping[str, str] | None 
 
 @dataclass(frozen=True)
 class Load:
-    """One measured cell: `concurrency` callers sending `body` back to back.
+    """One measured cell: `concurrency` callers sending `body` back to back (a closed loop),
+    or, with `rate`, requests started at that many per second whatever the answers do (an
+    open loop, at most `concurrency` in flight: a request due while all are busy waits).
 
     kind "http": POST `body` with `headers` to the URL `target`, over one aiohttp session
     with a `concurrency`-connection pool. kind "grpc": call `method` with the serialized
@@ -480,6 +482,7 @@ class Load:
     cpus: frozenset[int] | None = None  # where the load process runs
     nice: int = 0  # the load process's niceness (see `set_nice`)
     timeout: float = 30.0
+    rate: float | None = None  # requests/s for an open loop; None: closed loop
 
 
 @dataclass(frozen=True)
@@ -679,7 +682,8 @@ async def _run(load: Load) -> Result:
 
 
 async def _drive(send: Send, load: Load) -> Result:
-    """`load.concurrency` callers of `send` for warm-up + duration; the window's figures."""
+    """`load.concurrency` callers of `send` (or `load.rate` sends a second) for warm-up +
+    duration; the window's figures."""
     clock = time.perf_counter
     me = os.getpid()
     server = load.server_pid
@@ -698,20 +702,44 @@ async def _drive(send: Send, load: Load) -> Result:
         watched[name] = [cpu_seconds(pid) for pid in load.watch_pids]
         marks[name] = (clock(), server_stat, cpu_seconds(me), machine_cpu_seconds())
 
+    async def one(sent: float) -> None:
+        try:
+            error = await send()
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        now = clock()
+        if error is None:
+            done.append((now, now - sent))
+        else:
+            failed.append(now)
+            if not errors:
+                errors.append(error)
+
     async def caller() -> None:
         while clock() < window_end:
-            sent = clock()
-            try:
-                error = await send()
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            now = clock()
-            if error is None:
-                done.append((now, now - sent))
-            else:
-                failed.append(now)
-                if not errors:
-                    errors.append(error)
+            await one(clock())
+
+    async def schedule(rate: float) -> None:
+        # Requests are due at fixed times; latency counts from the due time, so a request
+        # that waited for a free slot shows it (no coordinated omission).
+        slots = asyncio.Semaphore(load.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def slotted(due: float) -> None:
+            async with slots:
+                await one(due)
+
+        sent = 0
+        while (now := clock()) < window_end:
+            due_count = int((now - started) * rate) + 1
+            while sent < due_count:
+                task = asyncio.create_task(slotted(started + sent / rate))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                sent += 1
+            await asyncio.sleep(max(0.0, started + sent / rate - clock()))
+        if tasks:
+            await asyncio.wait(tasks, timeout=load.timeout)
 
     async def edges() -> None:
         await asyncio.sleep(max(0.0, window_start - clock()))
@@ -719,7 +747,10 @@ async def _drive(send: Send, load: Load) -> Result:
         await asyncio.sleep(max(0.0, window_end - clock()))
         mark("end")
 
-    await asyncio.gather(edges(), *(caller() for _ in range(load.concurrency)))
+    if load.rate:
+        await asyncio.gather(edges(), schedule(load.rate))
+    else:
+        await asyncio.gather(edges(), *(caller() for _ in range(load.concurrency)))
     (t0, server0, client0, machine0), (t1, server1, client1, machine1) = (
         marks["start"],
         marks["end"],

@@ -15,6 +15,13 @@ share the second CPU. Run from the repo root:
     python bench/hops.py --skip-kserve         # no KServe
     python bench/hops.py --payloads v2-binary-1m,grpc-1m --predictors grpc-v2
     python bench/hops.py --quick               # direct, our gateway and the floor; 0.5 s cells
+    python bench/hops.py --loads fixed --rate-share 0.3   # open loop only, at 30 %
+    python bench/hops.py --passthrough-only --skip-kserve  # the rows the CPU targets judge
+
+Each hop process is measured under two loads: closed (16 callers back to back: the process
+saturated) and fixed (an open loop at a share, 50 % by default, of the floor's closed-loop
+requests/s on that payload, the same rate for every route: a process partly busy, as a
+gateway usually is). CPU per request is compared with the floor's at the same load.
 
 A benchmark, not a test: it exits 0 whether or not the targets are met (each is printed as
 PASS or FAIL); it exits 1 only when our gateway cannot be measured (it did not start, answered
@@ -25,6 +32,7 @@ wrongly, or failed requests). ``python -m bench.hops --role floor|otlp-sink|kser
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -56,6 +64,11 @@ DIRECT, OURS, TRACED, KSERVE, FLOOR = "direct", "gateway", "gateway+otel", "kser
 ROUTES = (DIRECT, OURS, TRACED, KSERVE, FLOOR)
 PREDICTORS = ("v1", "v2", "grpc-v2")
 
+# Loads: closed (callers back to back) and fixed (an open loop at a share of the floor's rate).
+CLOSED, FIXED = "closed", "fixed"
+LOADS = (CLOSED, FIXED)
+RATE_SHARE = 0.5
+
 CPU_TARGET = 1.2  # our CPU per request at most this multiple of the floor's (pass-through) ...
 TRACED_CPU_TARGET = 1.5  # ... and this with tracing on
 BRIDGE_CPU_TARGET = 2.0  # REST binary 1 MiB -> gRPC predictor vs the floor's REST binary
@@ -65,6 +78,9 @@ LOAD_BOUND = 0.9  # a load process this busy (and a hop process less so) limits 
 STEAL_NOTE = 0.05  # hypervisor steal worth a note (a share of one CPU)
 
 LEGEND = """
+- load: closed = 16 callers back to back (the hop process saturated); fixed = requests started
+  at a fixed rate (open loop), a share of the floor's closed-loop req/s on the payload, the
+  same for every route; latency counts from when each request was due.
 - route: direct = load -> predictor; gateway = load -> our gateway -> predictor (tracing off);
   gateway+otel = the same with tracing on (OTLP/HTTP to a local sink on the load CPU that
   discards what it gets); kserve = KServe's transformer; floor = the minimal aiohttp /
@@ -360,10 +376,11 @@ class Cell:
     result: Result | None
     error: str | None = None  # why there is no result, or what failed during it
     note: str = ""
+    load: str = CLOSED
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return self.route, self.payload, self.predictor
+    def key(self) -> tuple[str, str, str, str]:
+        return self.route, self.payload, self.predictor, self.load
 
     @property
     def ok(self) -> bool:
@@ -381,16 +398,31 @@ def run_direct(
     return cells
 
 
+def wanted_loads(
+    variant: Variant, case: Payload, loads: Sequence[str], rates: dict[str, float]
+) -> list[str]:
+    """The loads to measure `case` under. The fixed rate comes from the floor's closed-loop
+    figure, so the floor always runs closed too, and the others run fixed once it is known."""
+    if variant.route == FLOOR and FIXED in loads:
+        return [CLOSED, FIXED]
+    return [load for load in loads if load == CLOSED or case.key in rates]
+
+
 def run_variant(
     variant: Variant,
     cases: Sequence[Payload],
     upstreams: Upstreams,
     args: argparse.Namespace,
     cpus: tuple[frozenset[int], frozenset[int]],
+    rates: dict[str, float],
 ) -> list[Cell]:
-    """Start one process in the middle, check then measure every payload it carries, stop it."""
+    """Start one process in the middle, check then measure every payload it carries under
+    each load, stop it. The floor's first closed-loop figures set `rates` (payload key ->
+    requests/s of the fixed load)."""
     hop_cpus, load_cpus = cpus
     carried = [case for case in cases if variant.carries(case)]
+    if args.passthrough_only and variant.predictor is not None:
+        carried = [case for case in carried if case.passthrough(variant.predictor)]
     cells = []
 
     def predictor_of(case: Payload) -> str:
@@ -402,7 +434,9 @@ def run_variant(
         except (RuntimeError, OSError) as exc:
             _progress(f"{variant.label} did not start: {exc}")
             return [
-                Cell(variant.route, c.key, predictor_of(c), None, "did not start") for c in carried
+                Cell(variant.route, c.key, predictor_of(c), None, "did not start", load=load)
+                for c in carried
+                for load in wanted_loads(variant, c, _loads(args, variant, c), rates)
             ]
         watch: tuple[int, ...] = (upstreams.predictor.pid,)
         if variant.route == TRACED and upstreams.sink is not None:
@@ -410,25 +444,41 @@ def run_variant(
         exported = _sink_bytes(upstreams.sink) if variant.route == TRACED else None
         for case in carried:
             target = case.target(server)
-            load = _load(args, case, target, server.pid, watch, load_cpus)
-            dropped = _spans_dropped(server)
             check = functools.partial(
                 case.check, server, variant.predictor, json_ok=variant.route == KSERVE
             )
-            cell = _measure(variant.route, case, predictor_of(case), load, check)
-            dropped = _spans_dropped(server) - dropped
-            if variant.route == TRACED and dropped:
-                cell = _with_note(cell, f"{dropped} spans dropped")
-            cells.append(cell)
+            for kind in wanted_loads(variant, case, _loads(args, variant, case), rates):
+                rate = rates.get(case.key) if kind == FIXED else None
+                if kind == FIXED and rate is None:
+                    error = "no rate: the floor's closed loop was not measured"
+                    cells.append(Cell(variant.route, case.key, predictor_of(case), None, error,
+                                      load=kind))  # fmt: skip
+                    continue
+                load = _load(args, case, target, server.pid, watch, load_cpus, rate)
+                dropped = _spans_dropped(server)
+                cell = _measure(variant.route, case, predictor_of(case), load, check, kind)
+                dropped = _spans_dropped(server) - dropped
+                if variant.route == TRACED and dropped:
+                    cell = _with_note(cell, f"{dropped} spans dropped")
+                cells.append(cell)
+                first = variant.route == FLOOR and kind == CLOSED and case.key not in rates
+                if first and cell.result is not None and cell.result.rps:
+                    rates[case.key] = args.rate_share * cell.result.rps
     # Stopped now, so the exporter has flushed what it still held.
     if exported is not None and _sink_bytes(upstreams.sink) == exported:
         cells = [_with_note(cell, "no spans reached the sink") for cell in cells]
     return cells
 
 
+def _loads(args: argparse.Namespace, variant: Variant, case: Payload) -> list[str]:
+    if args.quick and variant.predictor and not case.passthrough(variant.predictor):
+        return [CLOSED]  # a smoke test: the fixed load on the rows it judges
+    return list(args.loads)
+
+
 def _with_note(cell: Cell, note: str) -> Cell:
     note = f"{cell.note}, {note}" if cell.note else note
-    return Cell(cell.route, cell.payload, cell.predictor, cell.result, cell.error, note)
+    return dataclasses.replace(cell, note=note)
 
 
 def _load(
@@ -438,6 +488,7 @@ def _load(
     pid: int,
     watch: tuple[int, ...],
     load_cpus: frozenset[int],
+    rate: float | None = None,
 ) -> Load:
     return Load(
         kind=case.kind,
@@ -451,29 +502,36 @@ def _load(
         watch_pids=watch,
         cpus=load_cpus,
         nice=args.nice,
+        rate=rate,
     )
 
 
 def _measure(
-    route: str, case: Payload, predictor: str, load: Load, check: Callable[[], str | None]
+    route: str,
+    case: Payload,
+    predictor: str,
+    load: Load,
+    check: Callable[[], str | None],
+    kind: str = CLOSED,
 ) -> Cell:
-    label = f"{route} / {case.name} / predictor {predictor}"
+    rate = f" at {load.rate:,.0f} req/s" if load.rate else ""
+    label = f"{route} / {case.name} / predictor {predictor} / {kind}{rate}"
     try:
         note = check() or ""
     except Exception as exc:
         _progress(f"{label}: wrong answer: {exc}")
-        return Cell(route, case.key, predictor, None, f"wrong answer: {_one_line(exc)}")
+        return Cell(route, case.key, predictor, None, f"wrong answer: {_one_line(exc)}", load=kind)
     _progress(f"{label} ...")
     try:
         result = harness.measure(load)
     except RuntimeError as exc:
         _progress(f"{label}: {exc}")
-        return Cell(route, case.key, predictor, None, "the load process failed")
+        return Cell(route, case.key, predictor, None, "the load process failed", load=kind)
     error = None
     if result.errors:
         first = " ".join((result.first_error or "").split())[:100]
         error = f"{result.errors} failed requests, first: {first}"
-    return Cell(route, case.key, predictor, result, error, note)
+    return Cell(route, case.key, predictor, result, error, note, kind)
 
 
 def _one_line(exc: Exception, limit: int = 100) -> str:
@@ -511,15 +569,16 @@ def _sink_bytes(sink: Server | None) -> int | None:
 
 
 def results_table(cells: Sequence[Cell], cases: Sequence[Payload]) -> str:
-    header = ["payload", "predictor", "route", "req/s", "p50 ms", "p99 ms", "hop CPU/req ms",
-              "hop CPU", "pred CPU/req ms", "load CPU", "other CPU", "note"]  # fmt: skip
+    header = ["payload", "predictor", "route", "load", "req/s", "p50 ms", "p99 ms",
+              "hop CPU/req ms", "hop CPU", "pred CPU/req ms", "load CPU", "other CPU",
+              "note"]  # fmt: skip
     names = {case.key: case.name for case in cases}
     order = {key: i for i, key in enumerate(PAYLOAD_KEYS)}
     route_order = {route: i for i, route in enumerate(ROUTES)}
 
-    def sort_key(cell: Cell) -> tuple[int, int, int]:
+    def sort_key(cell: Cell) -> tuple[int, int, int, int]:
         predictor = -1 if cell.route in (DIRECT, FLOOR) else PREDICTORS.index(cell.predictor)
-        return order[cell.payload], predictor, route_order[cell.route]
+        return order[cell.payload], LOADS.index(cell.load), predictor, route_order[cell.route]
 
     rows = []
     for cell in sorted(cells, key=sort_key):
@@ -527,7 +586,7 @@ def results_table(cells: Sequence[Cell], cases: Sequence[Payload]) -> str:
         predictor = "(same)" if cell.route in (DIRECT, FLOOR) else cell.predictor
         result = cell.result
         if result is None:
-            rows.append([name, predictor, cell.route, *["-"] * 8, cell.error or ""])
+            rows.append([name, predictor, cell.route, cell.load, *["-"] * 8, cell.error or ""])
             continue
         notes = [text for text in (cell.error, cell.note) if text]
         hop_util = result.server_util
@@ -546,6 +605,7 @@ def results_table(cells: Sequence[Cell], cases: Sequence[Payload]) -> str:
                 name,
                 predictor,
                 cell.route,
+                cell.load,
                 f"{result.rps:,.0f}",
                 harness.ms(result.p50),
                 harness.ms(result.p99),
@@ -557,7 +617,7 @@ def results_table(cells: Sequence[Cell], cases: Sequence[Payload]) -> str:
                 ", ".join(notes),
             ]
         )
-    return harness.markdown_table(header, rows, frozenset(range(3, 11)))
+    return harness.markdown_table(header, rows, frozenset(range(4, 12)))
 
 
 @dataclass
@@ -576,51 +636,47 @@ class Verdicts:
 
 
 def targets_table(
-    cells: Sequence[Cell], cases: Sequence[Payload], routes: frozenset[str]
+    cells: Sequence[Cell], cases: Sequence[Payload], routes: frozenset[str], loads: Sequence[str]
 ) -> tuple[str, Verdicts]:
-    """Per (payload, predictor protocol) through our gateway: the ratios and their targets."""
+    """Per (payload, predictor protocol) through our gateway: the ratios and their targets.
+    CPU per request is compared with the floor's under the same load, for each load."""
     by_key = {cell.key: cell for cell in cells}
     verdicts = Verdicts()
-    header = ["payload", "predictor", "path", "CPU/req ours : floor", "traced : floor",
-              "req/s ours : direct", "p99 ours : KServe", "CPU/req KServe : ours"]  # fmt: skip
+    header = ["payload", "predictor", "path"]
+    header += [f"CPU/req ours : floor, {load}" for load in loads]
+    header += [f"traced : floor, {load}" for load in loads]
+    header += ["req/s ours : direct", "p99 ours : KServe", "CPU/req KServe : ours"]
     rows = []
     for case in cases:
-        floor_cell = by_key.get((FLOOR, case.key, case.protocol))
-        direct_cell = by_key.get((DIRECT, case.key, case.protocol))
+        direct_cell = by_key.get((DIRECT, case.key, case.protocol, CLOSED))
         for predictor in case.predictors:
-            mine = by_key.get((OURS, case.key, predictor))
-            if mine is None:
+            mine = by_key.get((OURS, case.key, predictor, CLOSED))
+            if mine is None and not any((OURS, case.key, predictor, x) in by_key for x in loads):
                 continue
-            traced = by_key.get((TRACED, case.key, predictor))
-            theirs = by_key.get((KSERVE, case.key, predictor))
+            theirs = by_key.get((KSERVE, case.key, predictor, CLOSED))
             passthrough = case.passthrough(predictor)
             label = f"{case.name} -> {predictor}"
             path = "pass-through" if passthrough else "bridged"
-
-            cpu = _ratio(mine, floor_cell, "cpu")
-            if FLOOR not in routes:
-                cpu_text = "-"
-            elif passthrough:
-                cpu_text = verdicts.judge(f"{label}: CPU/req vs floor", cpu, CPU_TARGET)
-            elif case.binary and predictor == "grpc-v2":
-                cpu_text = verdicts.judge(
-                    f"{label}: bridging CPU/req vs floor", cpu, BRIDGE_CPU_TARGET
-                )
-            else:
-                cpu_text = _info(cpu)
-
-            traced_cpu = _ratio(traced, floor_cell, "cpu")
-            if TRACED not in routes or FLOOR not in routes:
-                traced_text = "-"
-            elif passthrough:
-                traced_text = verdicts.judge(
-                    f"{label}: CPU/req with tracing vs floor", traced_cpu, TRACED_CPU_TARGET
-                )
-            else:
-                traced_text = _info(traced_cpu)
+            row = [case.name, predictor, path]
+            for route, limit in ((OURS, CPU_TARGET), (TRACED, TRACED_CPU_TARGET)):
+                for load in loads:
+                    cell = by_key.get((route, case.key, predictor, load))
+                    floor_cell = by_key.get((FLOOR, case.key, case.protocol, load))
+                    cpu = _ratio(cell, floor_cell, "cpu")
+                    what = f"{label}, {load}: CPU/req{' with tracing' if route == TRACED else ''}"
+                    if route not in routes or FLOOR not in routes or cell is None:
+                        row.append("-")
+                    elif passthrough:
+                        row.append(verdicts.judge(f"{what} vs floor", cpu, limit))
+                    elif route == OURS and case.binary and predictor == "grpc-v2":
+                        row.append(
+                            verdicts.judge(f"{what} bridged vs floor", cpu, BRIDGE_CPU_TARGET)
+                        )
+                    else:
+                        row.append(_info(cpu))
 
             rps = _ratio(mine, direct_cell, "rps")
-            if DIRECT not in routes:
+            if DIRECT not in routes or CLOSED not in loads:
                 rps_text = "-"
             elif case.small:
                 rps_text = verdicts.judge(f"{label}: req/s vs direct", rps, RPS_TARGET, False)
@@ -635,9 +691,7 @@ def targets_table(
                     kserve_cpu = _info(_ratio(theirs, mine, "cpu"))
                 else:
                     p99_text = f"KServe fails: {_short_error(theirs.error)}"
-            rows.append(
-                [case.name, predictor, path, cpu_text, traced_text, rps_text, p99_text, kserve_cpu]
-            )
+            rows.append([*row, rps_text, p99_text, kserve_cpu])
     return harness.markdown_table(header, rows), verdicts
 
 
@@ -701,9 +755,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--skip-kserve", action="store_true", help="no KServe transformer")
     parser.add_argument(
+        "--passthrough-only",
+        action="store_true",
+        help="only the rows where the predictor speaks the client's protocol",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
-        help="direct, our gateway (tracing off) and the floor, 0.5 s cells (a smoke test)",
+        help="direct, our gateway (tracing off) and the floor, 0.5 s cells, the fixed load on "
+        "pass-through rows only (a smoke test)",
+    )
+    parser.add_argument(
+        "--loads",
+        type=lambda v: _choices(v, LOADS, "load"),
+        default=list(LOADS),
+        help="closed (callers back to back) and/or fixed (an open loop at --rate-share of the "
+        "floor's closed-loop req/s); default: both",
+    )
+    parser.add_argument(
+        "--rate-share",
+        type=float,
+        default=RATE_SHARE,
+        help="the fixed load's rate, as a share of the floor's closed-loop req/s "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--gateway-arg",
@@ -761,7 +835,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             notes.append(found)
             routes.discard(KSERVE)
     if FLOOR in routes:
-        variants.append(Variant(FLOOR, None, floor(python, nice)))
+        # First: its closed-loop figures set the fixed load's rate for everyone.
+        variants.insert(0, Variant(FLOOR, None, floor(python, nice)))
+    elif FIXED in args.loads:
+        notes.append("No fixed-rate load: its rate comes from the floor, which did not run.")
+        args.loads = [load for load in args.loads if load != FIXED]
 
     started = time.perf_counter()
     print(f"# Hop-chain benchmark: {os.cpu_count()} CPUs, hop process on CPU {sorted(hop_cpus)}, "
@@ -781,6 +859,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
 
     rounds: list[list[Cell]] = []
+    rates: dict[str, float] = {}  # payload key -> requests/s of the fixed load
     with ExitStack() as stack:
         try:
             predictor = stack.enter_context(predictor_server(python, load_cpus, nice))
@@ -798,7 +877,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if DIRECT in routes:
                 cells += run_direct(cases, predictor, args, load_cpus)
             for variant in variants:
-                cells += run_variant(variant, cases, upstreams, args, (hop_cpus, load_cpus))
+                # The rates come from the first round; later rounds keep them.
+                known = rates if number == 0 else dict(rates)
+                cells += run_variant(variant, cases, upstreams, args, (hop_cpus, load_cpus), known)
             rounds.append(cells)
     cells = harness.median_cells(rounds)
 
@@ -806,11 +887,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(LEGEND)
     for note in notes:
         print(f"\n{note}")
-    table, verdicts = targets_table(cells, cases, frozenset(routes))
+    if rates:
+        shown = ", ".join(f"{c.name} {rates[c.key]:,.0f}" for c in cases if c.key in rates)
+        print(f"\nFixed load ({args.rate_share:.0%} of the floor's closed-loop req/s): {shown}.")
+    table, verdicts = targets_table(cells, cases, frozenset(routes), args.loads)
     print("\n## Through our gateway: ratios and targets\n")
     print(table)
     print(
-        f"\nTargets: CPU/req at most {CPU_TARGET:g}x the floor's on pass-through rows "
+        f"\nTargets: CPU/req at most {CPU_TARGET:g}x the floor's (same load) on pass-through rows "
         f"({TRACED_CPU_TARGET:g}x with tracing on); REST binary 1 MiB -> grpc-v2 at most "
         f"{BRIDGE_CPU_TARGET:g}x the floor's REST binary pass-through; req/s at least "
         f"{RPS_TARGET:g}x direct on small payloads; p99 at most {P99_TARGET:g}x KServe's. "
@@ -854,12 +938,15 @@ def _floor_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench.hops --role floor")
     parser.add_argument("--rest-upstream", required=True, help="http://host:port")
     parser.add_argument("--grpc-upstream", required=True, help="host:port")
+    parser.add_argument("--http-port", type=int, default=0, help="default: any free one")
+    parser.add_argument("--grpc-port", type=int, default=0, help="default: any free one")
     args = parser.parse_args(argv)
-    _run_loop(_floor(args.rest_upstream.rstrip("/"), args.grpc_upstream))
+    upstreams = (args.rest_upstream.rstrip("/"), args.grpc_upstream)
+    _run_loop(_floor(*upstreams, args.http_port, args.grpc_port))
     return 0
 
 
-async def _floor(rest_upstream: str, grpc_upstream: str) -> None:
+async def _floor(rest_upstream: str, grpc_upstream: str, http_port: int, grpc_port: int) -> None:
     import asyncio
     import signal
     import warnings
@@ -888,7 +975,7 @@ async def _floor(rest_upstream: str, grpc_upstream: str) -> None:
     app.router.add_post("/{path:.*}", forward)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, harness.LOCALHOST, 0).start()
+    await web.TCPSite(runner, harness.LOCALHOST, http_port).start()
     http_port = runner.addresses[0][1]
 
     channel = grpc.aio.insecure_channel(grpc_upstream, options=list(harness.GRPC_OPTIONS))
@@ -908,7 +995,7 @@ async def _floor(rest_upstream: str, grpc_upstream: str) -> None:
             return handler
 
     server = grpc.aio.server(handlers=[Forward()], options=list(harness.GRPC_OPTIONS))
-    grpc_port = server.add_insecure_port(f"{harness.LOCALHOST}:0")
+    grpc_port = server.add_insecure_port(f"{harness.LOCALHOST}:{grpc_port}")
     await server.start()
     print(f"listening: REST on {http_port}, gRPC on {grpc_port}", flush=True)
     stop = asyncio.Event()

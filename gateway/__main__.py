@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway import trace_cli
-from gateway.demo import cli as demo_cli
 from gateway.flags import HelpFormatter
 from gateway.flags import parser as kserve_flags
 from gateway.model import Model
@@ -89,7 +87,9 @@ def _graph(args: argparse.Namespace) -> tuple[argparse.Namespace, dict[str, Any]
     return args, {"upstreams": Upstreams.from_flags(args, spec), "root_model": spec.name}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(serve_only: bool = False) -> argparse.ArgumentParser:
+    """The CLI; `serve_only` leaves out the other commands, whose tooling a gateway that
+    serves never imports."""
     parser = argparse.ArgumentParser(prog="gateway", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -123,8 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         "repeatable",
     )
     serve.set_defaults(run=_serve)
-    demo_cli.add_parser(commands)
-    trace_cli.add_parser(commands)
+    if not serve_only:
+        from gateway import trace_cli
+        from gateway.demo import cli as demo_cli
+
+        demo_cli.add_parser(commands)
+        trace_cli.add_parser(commands)
     return parser
 
 
@@ -133,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         # KServe starts a transformer container with only its flags: that means `serve`.
         argv.insert(0, "serve")
-    parser = build_parser()
+    parser = build_parser(serve_only=argv[:1] == ["serve"])
     args, unknown = parser.parse_known_args(argv)
     command = _subparser(parser, args.command)
     messages = unknown_flags(command, unknown)

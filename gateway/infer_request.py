@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from gateway import messages
 from gateway._proto import pb
@@ -14,6 +12,9 @@ from gateway.codecs import grpc as grpc_codec
 from gateway.codecs import rest as rest_codec
 from gateway.errors import InvalidInput
 from gateway.tensor import Buffer, InferInput, RequestedOutput, plain_parameters
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class InferRequest:
@@ -156,6 +157,9 @@ class InferRequest:
     def as_dataframe(self) -> pd.DataFrame:
         """The inputs as columns: [N] or [N, 1] inputs as one column each, wider inputs as a
         column of row arrays. BYTES become text where they are UTF-8."""
+        # Imported here: pandas is most of a start's import time, and few models use it.
+        import pandas as pd
+
         columns: dict[str, Any] = {}
         for tensor in self.inputs:
             array = tensor.as_numpy()

@@ -132,11 +132,12 @@ class Model(InferenceModel):
             with request_context.stage("preprocess"):
                 payload = await _call(self.preprocess, body, headers)
         payload = self.validate(payload)
+        # A default predict / explain only forwards: its hop's span is the one to see.
         if verb is InferenceVerb.EXPLAIN:
-            with request_context.stage("explain"):
+            with request_context.stage("explain", cls.explain is not Model.explain):
                 response = await _call(self.explain, payload, headers)
         elif verb is InferenceVerb.PREDICT:
-            with request_context.stage("predict"):
+            with request_context.stage("predict", cls.predict is not Model.predict):
                 response = await _call(self.predict, payload, headers, *extra)
         else:
             raise NotImplementedError(f"unknown verb {verb}")

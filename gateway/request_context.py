@@ -76,17 +76,20 @@ class serving:
 
 class stage:
     """Time the block as stage `name` of the current request (if any), and trace it as an
-    INTERNAL span when the request has a tracer."""
+    INTERNAL span when the request has a tracer and `traced` (a stage running user code: a
+    default stage that only forwards has its hop's CLIENT span, and a span around it would
+    say nothing more)."""
 
-    __slots__ = ("_context", "_name", "_span", "_start")
+    __slots__ = ("_context", "_name", "_span", "_start", "_traced")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, traced: bool = True) -> None:
         self._name = name
+        self._traced = traced
 
     def __enter__(self) -> None:
         self._context = context = _current.get()
         self._span: contextlib.AbstractContextManager[object] | None = None
-        if context is not None and context.tracer is not None:
+        if self._traced and context is not None and context.tracer is not None:
             self._span = context.tracer.start_as_current_span(self._name)
             self._span.__enter__()
         self._start = time.perf_counter()

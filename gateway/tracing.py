@@ -3,9 +3,9 @@
 Tracing is off unless an exporter is asked for (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, or ``OTEL_TRACES_EXPORTER=otlp`` / ``console``). Off
 means no tracer at all: the servers and hops get None and skip every span, so the cost is one
-``is None`` test, and no exporter is imported or started. On, `configure_tracing` returns a
-tracer of a provider of our own, never the global one, and the servers and hops are given it
-explicitly; tests do the same with an in-memory exporter.
+``is None`` test, and neither the OpenTelemetry SDK nor an exporter is imported. On,
+`configure_tracing` returns a tracer of a provider of our own, never the global one, and the
+servers and hops are given it explicitly; tests do the same with an in-memory exporter.
 
 Context travels in the formats ``OTEL_PROPAGATORS`` names (`gateway.tracing_propagation`);
 the ids of a sampled request go into its answer, logs and exemplars (`gateway.tracing_ids`).
@@ -13,26 +13,24 @@ the ids of a sampled request go into its answer, logs and exemplars (`gateway.tr
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import threading
-from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import Span, SpanKind, Tracer, set_span_in_context
 from opentelemetry.util.types import Attributes
 
 from gateway.tracing_propagation import extract, inject, propagator
 from gateway.version import __version__
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
     from gateway.request_context import RequestContext
+    from gateway.tracing_recent import RecentSpans
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
@@ -122,6 +120,10 @@ def tracer_provider(
     nothing to send spans to. The global provider is left alone."""
     if not settings.enabled and not extra_processors:
         return None
+    # Imported here: a gateway with tracing off never loads the SDK.
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
     provider = TracerProvider(
         resource=Resource.create({SERVICE_NAME: settings.service_name}),
         # Flush batched spans when the process exits; a provider with only in-memory
@@ -174,105 +176,65 @@ def configure_tracing(
     return provider.get_tracer(SCOPE, __version__)
 
 
-@contextlib.contextmanager
-def server_span(
-    tracer: Tracer,
-    name: str,
-    headers: Mapping[str, str],
-    attributes: Attributes = None,
-    context: RequestContext | None = None,
-) -> Iterator[Span]:
+class server_span:
     """A SERVER span, current inside the block, continuing the trace `headers` carry; it is
     also `context`'s span (for the access line, written after the block).
 
     The caller sets the status and records what failed: a REST handler's errors become
-    responses, and gRPC's abort raises an exception that is no error of its own.
-    """
-    # The inbound context is made current, not only the span's parent: its baggage then
-    # travels on from every hop, in the formats configured.
-    token = otel_context.attach(extract(headers))
-    try:
-        with tracer.start_as_current_span(
-            name,
-            kind=SpanKind.SERVER,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            if context is not None:
-                context.span = span
-            yield span
-    finally:
-        otel_context.detach(token)
-
-
-# Recent spans, for a latency view of the traces this process took part in
-
-
-class RecentSpans(SpanProcessor):
-    """Keeps the last `capacity` finished spans, grouped by trace (oldest trace first), and
-    at most `max_traces` traces when given.
-
-    When full, the oldest trace gives up its oldest span (or, past `max_traces`, all of its
-    spans): the memory stays bounded however many spans one trace has.
+    responses, and gRPC's abort raises an exception that is no error of its own. A class, not
+    the SDK's generator-based ``start_as_current_span``: it runs on every traced request.
     """
 
-    def __init__(self, capacity: int = 2048, max_traces: int | None = None) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be 1 or more, not {capacity}")
-        if max_traces is not None and max_traces < 1:
-            raise ValueError(f"max_traces must be 1 or more, not {max_traces}")
-        self.capacity = capacity
-        self.max_traces = max_traces
-        self._size = 0
-        # Insertion order is the order traces were first seen: the first one is the oldest.
-        self._traces: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
-        # Spans end on the event loop and in executor threads alike.
-        self._lock = threading.Lock()
+    __slots__ = ("_attributes", "_context", "_headers", "_name", "_span", "_token", "_tracer")
 
-    def on_end(self, span: ReadableSpan) -> None:
-        context = span.context
-        if context is None:
-            return
-        with self._lock:
-            self._traces.setdefault(context.trace_id, []).append(span)
-            self._size += 1
-            if self.max_traces is not None and len(self._traces) > self.max_traces:
-                _, dropped = self._traces.popitem(last=False)
-                self._size -= len(dropped)
-            if self._size > self.capacity:
-                oldest = next(iter(self._traces))
-                spans = self._traces[oldest]
-                # A trace's spans were added in order, so its first one is the oldest.
-                del spans[0]
-                self._size -= 1
-                if not spans:
-                    del self._traces[oldest]
+    def __init__(
+        self,
+        tracer: Tracer,
+        name: str,
+        headers: Mapping[str, str],
+        attributes: Attributes = None,
+        context: RequestContext | None = None,
+    ) -> None:
+        self._tracer = tracer
+        self._name = name
+        self._headers = headers
+        self._attributes = attributes
+        self._context = context
 
-    def traces(self) -> dict[int, list[ReadableSpan]]:
-        """trace id -> its spans still kept, in the order they ended."""
-        with self._lock:
-            return {trace_id: list(spans) for trace_id, spans in self._traces.items()}
+    def __enter__(self) -> Span:
+        # The inbound context is made current, not only the span's parent: its baggage then
+        # travels on from every hop, in the formats configured.
+        inbound = extract(self._headers)
+        span = self._tracer.start_span(self._name, inbound, kind=SpanKind.SERVER)
+        # The sampler has decided: a span it dropped takes no attributes.
+        if self._attributes and span.is_recording():
+            span.set_attributes(self._attributes)
+        self._span = span
+        self._token = otel_context.attach(set_span_in_context(span, inbound))
+        if self._context is not None:
+            self._context.span = span
+        return span
 
-    def trace(self, trace_id: int) -> list[ReadableSpan]:
-        with self._lock:
-            return list(self._traces.get(trace_id, ()))
-
-    def clear(self) -> None:
-        with self._lock:
-            self._size = 0
-            self._traces.clear()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-# Spans kept per trace: a chained request leaves about six in each gateway; retries add more.
-SPANS_PER_TRACE = 32
+    def __exit__(self, *exc: object) -> None:
+        try:
+            otel_context.detach(self._token)
+        finally:
+            self._span.end()
 
 
 def recent_spans(traces: int) -> RecentSpans | None:
     """A buffer of the last `traces` traces (``--trace_buffer``); None when 0 (off)."""
     if traces <= 0:
         return None
+    from gateway.tracing_recent import SPANS_PER_TRACE, RecentSpans
+
     return RecentSpans(capacity=traces * SPANS_PER_TRACE, max_traces=traces)
+
+
+def __getattr__(name: str) -> object:
+    # `RecentSpans` is an SDK span processor: loaded when asked for, not with this module.
+    if name == "RecentSpans":
+        from gateway.tracing_recent import RecentSpans
+
+        return RecentSpans
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

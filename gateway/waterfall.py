@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from opentelemetry.sdk.resources import SERVICE_NAME
-from opentelemetry.sdk.trace import ReadableSpan
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan
 
 __all__ = [
     "Row",
@@ -29,6 +29,9 @@ __all__ = [
 # Attributes worth showing: those the gateway and OpenTelemetry's HTTP / RPC conventions set.
 # Anything else (a user's own span attributes may hold payload data) stays out of the view.
 _SHOWN_PREFIXES = ("gateway.", "http.", "rpc.", "server.", "url.", "error.")
+# The resource attribute naming the service (the SDK's ``SERVICE_NAME``; not imported from
+# it, so that this module loads without the SDK).
+SERVICE_NAME = "service.name"
 
 
 class SpanRecord(TypedDict):

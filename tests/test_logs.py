@@ -168,3 +168,52 @@ def test_a_logging_config_can_name_the_json_formatter() -> None:
     configurator = logging.config.DictConfigurator({"version": 1})
     formatter = configurator.configure_formatter({"()": "gateway.logs.JsonFormatter"})
     assert isinstance(formatter, logs.JsonFormatter)
+
+
+@pytest.mark.parametrize("trace", [None, ("ab" * 16, "cd" * 8)])
+def test_a_line_built_without_a_record_is_the_formatters_line(
+    monkeypatch: pytest.MonkeyPatch, trace: tuple[str, str] | None
+) -> None:
+    """`info` builds a line itself when it goes to one batched handler with the default
+    format: the text is what logging's own path writes, to the millisecond."""
+    out, reference = io.StringIO(), io.StringIO()
+    handler = logs.BatchedStreamHandler(out)
+    handler.setFormatter(logs.Formatter())
+    logger = logging.getLogger("tests.logs.direct")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    monkeypatch.setattr(logs.time, "time", lambda: 1_700_000_000.987654)
+    try:
+        assert logs._direct_handler(logger) == (handler, handler.formatter)
+        logs.info(logger, "id: %s, ms: %.3f", "r1", 1.23456, trace=trace)
+        # logging's own path: a record through a formatter of the same format.
+        if trace is None:
+            record = logger.makeRecord(logger.name, logging.INFO, "f", 0, "id: %s, ms: %.3f",
+                                       ("r1", 1.23456), None)  # fmt: skip
+        else:
+            record = logs.traced_record(logger, "id: %s, ms: %.3f", ("r1", 1.23456), trace)
+        reference.write(logs.Formatter().format(record) + "\n")
+        handler.flush()
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    assert out.getvalue() == reference.getvalue()
+    assert ",987 INFO tests.logs.direct: id: r1, ms: 1.235" in out.getvalue()
+
+
+def test_a_line_with_a_filter_on_its_way_goes_through_logging(stream: CountingStream) -> None:
+    logger = logging.getLogger("tests.logs")
+    seen: list[str] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        seen.append(record.getMessage())
+        return True
+
+    logger.addFilter(keep)
+    try:
+        assert logs._direct_handler(logger) is None
+        logs.info(logger, "x %s", 1)
+    finally:
+        logger.removeFilter(keep)
+    assert seen == ["x 1"]

@@ -39,6 +39,8 @@ COVERED = {
     "python bench/codecs.py": "tests/test_readme.py",
     "python bench/hops.py": "tests/test_readme.py",
     "python bench/graph.py": "tests/test_readme.py",
+    "python bench/startup.py": "tests/test_readme.py",
+    "python bench/workers.py": "tests/test_readme.py",
     "docker build -t inference-hop-gateway .": "tests/deploy/test_dockerfile.py",
     "docker compose up --build": "tests/deploy/test_compose.py",
     "scripts/check": ".ci/run",
@@ -244,7 +246,15 @@ def test_the_readme_graph_commands_are_the_examples() -> None:
 
 
 @pytest.mark.parametrize(
-    "script", ["bench/codecs.py", "bench/server.py", "bench/hops.py", "bench/graph.py"]
+    "script",
+    [
+        "bench/codecs.py",
+        "bench/server.py",
+        "bench/hops.py",
+        "bench/graph.py",
+        "bench/startup.py",
+        "bench/workers.py",
+    ],
 )
 def test_the_benchmarks_run(script: str) -> None:
     result = subprocess.run(
@@ -252,7 +262,7 @@ def test_the_benchmarks_run(script: str) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=150,  # a bound on a hung run, not a speed check: hops.py --quick takes ~60 s
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "|" in result.stdout  # it printed its table

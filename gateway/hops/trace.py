@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_span_in_context
 from opentelemetry.util.types import AttributeValue
 from prometheus_client import Histogram
 
@@ -88,6 +89,37 @@ class Traced(HopWrapper):
         self, verb: str, call: Call, payload: Any, headers: Headers, number: int
     ) -> Any:
         assert self.tracer is not None
+        # The sampler decides first; a span it drops costs no attributes, and a kept one
+        # gets them all at once when the attempt ends. Started and made current by hand:
+        # the SDK's start_as_current_span is two generator-based context managers.
+        span = self.tracer.start_span(self.span_name, kind=SpanKind.CLIENT)
+        token = otel_context.attach(set_span_in_context(span))
+        try:
+            # A copy: the caller's dict is shared by every attempt and must keep the
+            # inbound context, not this attempt's.
+            outbound = dict(headers)
+            tracing.inject(outbound)
+            try:
+                response = await call(payload, outbound)
+            except BaseException as exc:
+                if span.is_recording():
+                    self._failed(span, self._attempt_attributes(verb, number, payload), exc)
+                raise
+            if span.is_recording():
+                attributes = self._attempt_attributes(verb, number, payload)
+                attributes.update(self._ok_attributes)
+                size = _size(response)
+                if size is not None:
+                    attributes[self._size_key("response")] = size
+                span.set_attributes(attributes)
+            return response
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    def _attempt_attributes(
+        self, verb: str, number: int, payload: Any
+    ) -> dict[str, AttributeValue]:
         attributes = dict(self._attributes)
         attributes["gateway.hop.verb"] = verb
         attributes["gateway.hop.attempt"] = number
@@ -99,42 +131,20 @@ class Traced(HopWrapper):
         size = _size(payload)
         if size is not None:
             attributes[self._size_key("request")] = size
-        with self.tracer.start_as_current_span(
-            self.span_name,
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-            # Recorded below, with the upstream's status alongside.
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            # A copy: the caller's dict is shared by every attempt and must keep the
-            # inbound context, not this attempt's.
-            outbound = dict(headers)
-            tracing.inject(outbound)
-            try:
-                response = await call(payload, outbound)
-            except BaseException as exc:
-                self._failed(span, exc)
-                raise
-            self._succeeded(span, response)
-            return response
+        return attributes
 
-    def _succeeded(self, span: Span, response: Any) -> None:
-        size = _size(response)
-        if size is None:
-            span.set_attributes(self._ok_attributes)
-        else:
-            span.set_attributes({**self._ok_attributes, self._size_key("response"): size})
-
-    def _failed(self, span: Span, exc: BaseException) -> None:
+    def _failed(
+        self, span: Span, attributes: dict[str, AttributeValue], exc: BaseException
+    ) -> None:
         if isinstance(exc, UpstreamStatusError):
             if self._grpc:
-                span.set_attribute("rpc.grpc.status_code", exc.code.value[0])
-                span.set_attribute("gateway.hop.status", exc.code.name)
+                attributes["rpc.grpc.status_code"] = exc.code.value[0]
+                attributes["gateway.hop.status"] = exc.code.name
             else:
-                span.set_attribute("http.response.status_code", exc.status)
-                span.set_attribute("gateway.hop.status", str(exc.status))
-        span.set_attribute("error.type", type(exc).__name__)
+                attributes["http.response.status_code"] = exc.status
+                attributes["gateway.hop.status"] = str(exc.status)
+        attributes["error.type"] = type(exc).__name__
+        span.set_attributes(attributes)
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
 

@@ -16,7 +16,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
@@ -39,7 +39,9 @@ from gateway.server.rest_common import (
     json_response,
 )
 from gateway.settings import ServerSettings
-from gateway.tracing import RecentSpans
+
+if TYPE_CHECKING:
+    from gateway.tracing_recent import RecentSpans
 
 __all__ = ["create_app", "routes"]
 

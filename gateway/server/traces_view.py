@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import html
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from gateway.errors import InvalidInput
 from gateway.server.rest_common import Route, json_response
 from gateway.trace_stats import slowest, stage_rows, stage_times
-from gateway.tracing import RecentSpans
 from gateway.waterfall import Row, TraceRecord, duration_ms, rows, trace_records
+
+if TYPE_CHECKING:
+    from gateway.tracing_recent import RecentSpans
 
 __all__ = ["OFF", "OFF_ROUTES", "RECENT_SPANS", "ROUTES", "page"]
 
-RECENT_SPANS = web.AppKey("recent_spans", RecentSpans)
+# Typed by annotation: the class is an SDK span processor, loaded only with a buffer.
+RECENT_SPANS: web.AppKey[RecentSpans] = web.AppKey("recent_spans")
 
 # Traces drawn on the page unless ?last= says otherwise: a page of hundreds is unreadable.
 PAGE_TRACES = 20

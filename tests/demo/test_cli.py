@@ -27,11 +27,9 @@ _STARTED = re.compile(r"started (\S+) .*: pid (\d+), REST 127\.0\.0\.1:(\d+)")
 HOP_ROWS = [
     "A.server",
     "A.preprocess",
-    "A.predict",
     "A.hop.predictor",
     "A->B wire",
     "B.server",
-    "B.predict",
     "B.hop.predictor",
     "B->predictor wire",
     "predictor.server",
@@ -53,7 +51,6 @@ GRAPH_ROWS = {
     "G.postprocess": 10,
 }
 EXPLAIN_ROWS = [
-    "A.explain",
     "A.hop.explainer",
     "A->explainer wire",
     "explainer.server",
