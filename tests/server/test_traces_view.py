@@ -180,7 +180,7 @@ def test_the_page_opens_with_a_summary_of_every_trace_kept(
     )
     assert [(name, int(n)) for name, n, _, _ in rows] == [
         ("server", REQUESTS),
-        ("predict", REQUESTS),
+        # A default predict only forwards: its hop's span stands for it (no stage row).
         ("hop.predictor", REQUESTS),
     ]
     for _, _, p50, p99 in rows:
