@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+
+from gateway.codecs.limits import DecodeLimits
 
 MIB = 1 << 20
+_LIMITS = DecodeLimits()
 
 
 @dataclass(frozen=True)
@@ -36,3 +40,26 @@ class ServerSettings:
     request_body_timeout: float = 60
     # Workers share the gRPC port through SO_REUSEPORT; a lone server must own its port.
     grpc_reuse_port: bool = False
+    # What one request may hold besides its bytes (`gateway.codecs.limits`): JSON text,
+    # values decoded one by one, JSON object members, gRPC bytes protobuf parses.
+    max_json_bytes: int = _LIMITS.json_bytes
+    max_request_values: int = _LIMITS.values
+    max_request_keys: int = _LIMITS.keys
+    grpc_max_parsed_bytes: int = _LIMITS.grpc_parsed_bytes
+    # Seconds a REST client may leave its answer unread before its connection is closed.
+    write_timeout: float = 30
+    # Bytes of an answer queued for one REST client at once (the rest waits in memory).
+    max_write_buffer: int = 1 * MIB
+    # Client connections the REST server keeps open at once; None: from the process's
+    # descriptor limit (see `gateway.server.connections`).
+    max_connections: int | None = None
+
+    @cached_property
+    def decode_limits(self) -> DecodeLimits:
+        """The limits the doors decode requests within."""
+        return DecodeLimits(
+            json_bytes=self.max_json_bytes,
+            values=self.max_request_values,
+            keys=self.max_request_keys,
+            grpc_parsed_bytes=self.grpc_max_parsed_bytes,
+        )

@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 
+from gateway import offload
 from gateway._proto import SERVICE_NAME, pb
 from gateway.codecs import grpc as grpc_codec
 from gateway.errors import (
@@ -45,6 +46,7 @@ from gateway.hops.common import (
 from gateway.hops.settings import HopSettings
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
+from gateway.messages import encoding_weight
 from gateway.passthrough import Passthrough, PassthroughResponse
 
 __all__ = ["GrpcHop", "upstream_error"]
@@ -169,8 +171,14 @@ class GrpcHop(Hop):
                 request_outputs=request.request_outputs,
                 model_version=request.model_version,
             )
-        answer = await self._model_infer(request.to_grpc_bytes(), headers)
-        return decoded(self.name, lambda: InferResponse.from_grpc_bytes(answer))
+        data = await offload.run(request.to_grpc_bytes, encoding_weight(request.inputs))
+        answer = await self._model_infer(data, headers)
+        return await offload.run(
+            lambda: decoded(self.name, lambda: InferResponse.from_grpc_bytes(answer)),
+            decoded(
+                self.name, lambda: grpc_codec.decode_weight(answer, grpc_codec.RAW_OUTPUT_FIELD)
+            ),
+        )
 
     async def _model_infer(self, data: bytes, headers: Headers) -> bytes:
         """One ModelInfer call within the call's time budget, its errors mapped to ours."""

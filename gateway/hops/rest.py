@@ -32,6 +32,7 @@ import orjson
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from gateway import offload
 from gateway.codecs import rest as rest_codec
 from gateway.errors import (
     InvalidInput,
@@ -55,7 +56,7 @@ from gateway.hops.common import (
 from gateway.hops.settings import HopSettings
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
-from gateway.messages import v1_tensors, v1_value
+from gateway.messages import encoding_weight, v1_tensors, v1_value
 from gateway.passthrough import Passthrough, PassthroughResponse
 from gateway.tensor import InferOutput
 
@@ -115,8 +116,12 @@ class RestHop(Hop):
             raise unsupported_payload(payload)
         if self.protocol == "v2":
             return await self._infer_v2(payload, headers)
-        answer = await self._post(self._v1_url("predict"), _v1_body(payload), headers)
-        return decoded(self.name, lambda: _v1_response(orjson.loads(answer.body), payload))
+        body = await offload.run(lambda: _v1_body(payload), encoding_weight(payload.inputs))
+        answer = await self._post(self._v1_url("predict"), body, headers)
+        return await offload.run(
+            lambda: decoded(self.name, lambda: _v1_response(orjson.loads(answer.body), payload)),
+            offload.weight(len(answer.body)),
+        )
 
     async def explain(self, payload: Any, headers: Headers) -> Any:
         """Explanations are free-form JSON: the parsed answer is returned as it is."""
@@ -161,12 +166,19 @@ class RestHop(Hop):
     # Requests
 
     async def _infer_v2(self, request: InferRequest, headers: Headers) -> InferResponse:
-        body, length = request.rest_body(self._binary(request))
+        binary = self._binary(request)
+        body, length = await offload.run(
+            lambda: request.rest_body(binary), encoding_weight(request.inputs)
+        )
         answer = await self._post(
             self._v2_url("infer", request.model_version), body, headers, length
         )
-        return decoded(
-            self.name, lambda: InferResponse.from_bytes(answer.body, _json_length(answer))
+        answer_length = decoded(self.name, lambda: _json_length(answer))
+        return await offload.run(
+            lambda: decoded(
+                self.name, lambda: InferResponse.from_bytes(answer.body, answer_length)
+            ),
+            rest_codec.decode_weight(answer.body, answer_length),
         )
 
     async def _passthrough(

@@ -20,13 +20,16 @@ from typing import Any, NoReturn
 import grpc
 from opentelemetry.trace import Status, StatusCode, Tracer
 
+from gateway import offload
 from gateway._proto import SERVICE_NAME, pb
 from gateway.codecs import grpc as grpc_codec
+from gateway.codecs.limits import DecodeLimits
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, InferenceError, InvalidInput, grpc_code
 from gateway.header_rules import REQUEST_ID, usable_request_id
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
+from gateway.messages import encoding_weight
 from gateway.metrics import Metrics
 from gateway.model import InferenceVerb
 from gateway.passthrough import Passthrough, PassthroughResponse
@@ -69,7 +72,7 @@ def create_grpc_server(
 ) -> grpc.aio.Server:
     """A gRPC server for `dataplane`, not yet bound or started (call it inside the loop);
     `tracer` None: no spans."""
-    servicer = _Servicer(dataplane)
+    servicer = _Servicer(dataplane, settings.decode_limits)
     envelope = Envelope(dataplane, metrics, tracer)
     handlers = {}
     for method in SERVICE.methods:
@@ -176,8 +179,9 @@ async def _abort(
 class _Servicer:
     """The service's methods, named as in the .proto."""
 
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, limits: DecodeLimits | None = None) -> None:
         self.dataplane = dataplane
+        self.limits = limits or DecodeLimits()
 
     async def ServerLive(self, request: Any, context: Context) -> Any:
         return pb.ServerLiveResponse(live=self.dataplane.live())
@@ -225,19 +229,25 @@ class _Servicer:
     async def ModelInfer(self, data: bytes, call: _Call) -> bytes:
         """Decode, call the model, encode: the envelope around it is `_Call`'s."""
         name = grpc_codec.string_field(data, _MODEL_NAME_FIELD)
-        request = self._decode(name, data, call)
+        request = await self._decode(name, data, call)
         with call.inbound.admitted():
             result = await self.dataplane.infer(name, request, call.headers, call.response_headers)
+        if isinstance(result, InferResponse):
+            return await offload.run(lambda: _encode(result), encoding_weight(result.outputs))
         return _encode(result)
 
-    def _decode(self, name: str, data: bytes, call: _Call) -> InferRequest | Passthrough:
+    async def _decode(self, name: str, data: bytes, call: _Call) -> InferRequest | Passthrough:
         """The request, or its bytes when they can go to the predictor undecoded."""
         request: InferRequest | Passthrough
         if self.dataplane.passthrough(name, PROTOCOL, True, InferenceVerb.PREDICT):
             request = Passthrough(PROTOCOL, name, data)
             message_id = grpc_codec.string_field(data, _ID_FIELD)
         else:
-            request = InferRequest.from_grpc_bytes(data)
+            limits = self.limits
+            request = await offload.run(
+                lambda: InferRequest.from_grpc_bytes(data, limits),
+                grpc_codec.decode_weight(data, grpc_codec.RAW_INPUT_FIELD),
+            )
             message_id = request.id or ""
         call.adopt(message_id)
         call.inbound.model = name

@@ -34,6 +34,7 @@ from gateway.server.rest_common import (
     BODY_TIMEOUT,
     CONTEXT,
     DATAPLANE,
+    LIMITS,
     RESPONSE_HEADERS,
     Route,
     json_response,
@@ -71,6 +72,7 @@ def create_app(
     app[DATAPLANE] = dataplane
     app[SETTINGS] = settings
     app[BODY_TIMEOUT] = settings.request_body_timeout
+    app[LIMITS] = settings.decode_limits
     app[METRICS] = metrics
     app[ENVELOPE] = Envelope(dataplane, metrics, tracer)
     app[ROUTES] = {route.handler: route for route in table}
