@@ -31,7 +31,7 @@ from gateway.metrics import Metrics
 from gateway.model import BaseKServeModel, Model
 from gateway.model_repository import ModelRepository
 from gateway.predictor_config import PredictorConfig
-from gateway.server import access_log, allocator, workers
+from gateway.server import access_log, allocator, connections, workers
 from gateway.server.grpc import start_grpc_server
 from gateway.server.rest import create_app
 from gateway.server.workers import Shared
@@ -276,8 +276,16 @@ class ModelServer:
             tracer=self._tracer,
             recent_spans=self.recent_spans,
         )
-        runner = web.AppRunner(
+        settings = self.settings
+        limits = connections.ClientLimits(
+            max_connections=settings.max_connections or connections.default_max_connections(),
+            write_timeout=settings.write_timeout,
+            max_write_buffer=settings.max_write_buffer,
+            closed=lambda reason: metrics.connections_closed.labels(reason).inc(),
+        )
+        runner = connections.GatewayRunner(
             app,
+            limits,
             handle_signals=False,
             access_log_class=access_log.access_logger_class(
                 self.settings.access_log_format, traced=self._tracer is not None

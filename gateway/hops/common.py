@@ -20,7 +20,9 @@ from gateway.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from gateway.header_rules import valid_http_header
 from gateway.hops.settings import HopSettings
+from gateway.sanitize import upstream_text
 
 __all__ = [
     "READY_TIMEOUT",
@@ -56,19 +58,34 @@ def call_timeout(settings: HopSettings, cap: float | None = None) -> float:
 
 # An entry runs to the next comma outside a quoted string (desc="a, b" is one entry).
 _TIMING_ENTRY = re.compile(r'(?:[^,"]|"(?:\\.|[^"\\])*")+')
+# What the upstreams of one request may add to its Server-Timing header, so that the header
+# stays one clients read (many cap a header line at 8 KiB): the gateway's own entries always
+# go out, the upstreams' up to these bounds (the rest is dropped).
+MAX_UPSTREAM_TIMINGS = 32
+MAX_UPSTREAM_TIMING_BYTES = 4096
+_MAX_ENTRY = 256
 
 
 def merge_server_timing(values: Iterable[str], role: str) -> None:
     """Add an upstream's Server-Timing entries to the current request's, each named after
-    `role` (``predict;dur=3`` from the predictor becomes ``predictor.predict;dur=3``)."""
+    `role` (``predict;dur=3`` from the predictor becomes ``predictor.predict;dur=3``); what is
+    not a valid header value, or past the bounds above, is dropped."""
     context = request_context.current()
     if context is None:
         return
+    timings = context.upstream_timings
+    used = sum(len(entry) + 2 for entry in timings)
     for value in values:
-        for entry in _TIMING_ENTRY.findall(value):
-            entry = entry.strip()
-            if entry:
-                context.upstream_timings.append(f"{role}.{entry}")
+        for match in _TIMING_ENTRY.finditer(value):
+            entry = match.group().strip()
+            named = f"{role}.{entry}"
+            if len(timings) >= MAX_UPSTREAM_TIMINGS:
+                return
+            if len(named) > _MAX_ENTRY or used + len(named) + 2 > MAX_UPSTREAM_TIMING_BYTES:
+                continue
+            if entry and named.isascii() and valid_http_header("server-timing", named):
+                timings.append(named)
+                used += len(named) + 2
 
 
 def retry_after(value: str | None) -> float | None:
@@ -102,7 +119,7 @@ def decoded(role: str, decode: Callable[[], T]) -> T:
         return decode()
     except (GatewayError, ValueError, TypeError) as exc:
         raise UpstreamProtocolError(
-            f"the {role}'s answer cannot be read: {exc}", upstream=role
+            f"the {role}'s answer cannot be read: {upstream_text(str(exc))}", upstream=role
         ) from exc
 
 

@@ -20,6 +20,7 @@ reached the upstream's model::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import warnings
@@ -43,6 +44,8 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.header_rules import valid_http_header
+from gateway.hops.answers import read_answer
 from gateway.hops.base import Headers, Hop
 from gateway.hops.common import (
     READY_TIMEOUT,
@@ -58,6 +61,7 @@ from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
 from gateway.messages import encoding_weight, v1_tensors, v1_value
 from gateway.passthrough import Passthrough, PassthroughResponse
+from gateway.sanitize import upstream_text
 from gateway.tensor import InferOutput
 
 __all__ = ["TIMEOUT_HEADER", "RestHop", "upstream_error"]
@@ -201,6 +205,13 @@ class RestHop(Hop):
             # data is cut short (the decoding path refuses the same answer with a 502).
             decoded(self.name, lambda: rest_codec.check_binary_sizes(answer.body, length))
         content_type = answer.headers.get("Content-Type", JSON)
+        if not valid_http_header("content-type", content_type):
+            # It would go back to the client as it is, and fail there as the answer is sent.
+            raise UpstreamProtocolError(
+                f"the {self.name} answered with a Content-Type that is not a valid header "
+                f"value: {upstream_text(content_type, 64)!r}",
+                upstream=self.name,
+            )
         return PassthroughResponse(answer.body, length, content_type)
 
     def _json(self, answer: _Answer) -> Any:
@@ -250,7 +261,9 @@ class RestHop(Hop):
                 # A redirected POST would turn into a GET; an inference call is not redirected.
                 allow_redirects=False,
             ) as response:
-                answer = _Answer(response.status, response.headers, await response.read())
+                limit = self.settings.max_response_bytes
+                body = await read_answer(response, limit, self.name)
+                answer = _Answer(response.status, response.headers, body)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise upstream_error(exc, self.name, timeout) from exc
         merge_server_timing(answer.headers.getall("Server-Timing", ()), self.name)
@@ -281,6 +294,9 @@ class RestHop(Hop):
                 timeout=aiohttp.ClientTimeout(total=None),
                 # Tensors compress poorly: compressing them costs both ends CPU for little.
                 headers={"Accept-Encoding": "identity"},
+                # An answer compressed anyway is decoded within the size limit, not by aiohttp
+                # (which would inflate it whole: a small body can expand to gigabytes).
+                auto_decompress=False,
             )
         return self._session
 
@@ -310,14 +326,20 @@ def upstream_error(exc: BaseException, role: str, timeout: float) -> UpstreamErr
     if isinstance(exc, aiohttp.ClientOSError) and _UNSENT in str(exc):
         # The request could not be written (a pooled connection the upstream had just
         # closed): an incomplete request cannot have reached its model.
-        return UpstreamUnavailable(f"cannot send to the {role}: {exc}", upstream=role)
+        return UpstreamUnavailable(
+            f"cannot send to the {role}: {upstream_text(str(exc))}", upstream=role
+        )
     for types, error, template in _ERRORS:
         if isinstance(exc, types):
             reason = template.format(role=role, timeout=timeout)
-            # A response error's str() repeats the whole request; its message is the point.
+            # A response error's str() repeats the whole request; its message is the point,
+            # and it may quote what the upstream sent.
             detail = exc.message if isinstance(exc, aiohttp.ClientResponseError) else str(exc)
+            detail = upstream_text(detail)
             return error(f"{reason}: {detail}" if detail else reason, upstream=role)
-    return UpstreamProtocolError(f"the call to the {role} failed: {exc!r}", upstream=role)
+    return UpstreamProtocolError(
+        f"the call to the {role} failed: {upstream_text(repr(exc))}", upstream=role
+    )
 
 
 # Helpers
@@ -359,16 +381,16 @@ def _v1_response(answer: Any, request: InferRequest) -> InferResponse:
 
 
 def _error_text(body: bytes) -> str:
-    """The upstream's ``{"error": ...}`` message, else the start of its body."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        parsed = None
+    """The upstream's ``{"error": ...}`` message, else the start of its body: one line, cut
+    short (`gateway.sanitize`)."""
+    parsed = None
+    if len(body) <= _LARGE_BODY:  # an error message, not something worth parsing at length
+        with contextlib.suppress(orjson.JSONDecodeError):
+            parsed = orjson.loads(body)
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(error, str):
-        return error
-    text = body[:ERROR_TEXT_LIMIT].decode("utf-8", "replace").strip()
-    return text + "..." if len(body) > ERROR_TEXT_LIMIT else text
+        return upstream_text(error)
+    return upstream_text(body, ERROR_TEXT_LIMIT)
 
 
 def _segment(name: str) -> str:

@@ -27,7 +27,7 @@ from gateway.errors import GatewayError, InvalidInput, PayloadTooLarge, http_sta
 from gateway.header_rules import REQUEST_ID, http_response_header
 from gateway.metrics import Metrics
 from gateway.request_context import RequestContext
-from gateway.server import openapi, rest_v1, rest_v2, traces_view
+from gateway.server import connections, openapi, rest_v1, rest_v2, traces_view
 from gateway.server.cloudevents import EventSettings
 from gateway.server.envelope import Envelope, Inbound, SpanStart, answer_headers, request_id
 from gateway.server.rest_common import (
@@ -152,6 +152,7 @@ async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     else:  # health probes, metadata and /metrics are not traced: probes would flood traces
         response = await _respond(request, handler)
     _add_headers(response, request[RESPONSE_HEADERS], context)
+    connections.paced(response, request.app[SETTINGS].max_write_buffer)
     if _body_abandoned(request, response):
         await _send_and_close(request, response)
     return response
