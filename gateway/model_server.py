@@ -9,7 +9,6 @@ and upstream connections close.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -18,6 +17,8 @@ import os
 import signal
 import socket
 import ssl
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ from gateway.model import BaseKServeModel, Model
 from gateway.model_repository import ModelRepository
 from gateway.predictor_config import PredictorConfig
 from gateway.server import access_log, allocator, connections, workers
+from gateway.server.drain import CLOSE_SECONDS, BoundedExecutor, Drain, stop_serving
 from gateway.server.grpc import start_grpc_server
 from gateway.server.rest import create_app
 from gateway.server.workers import Shared
@@ -109,6 +111,9 @@ class ModelServer:
         self._runner: web.AppRunner | None = None
         self._grpc_server: Any = None
         self._loading: asyncio.Task[None] | None = None
+        self.drain = Drain(self.settings.grace_period)
+        self._executor: BoundedExecutor | None = None
+        self._stopped_at: float | None = None
         # Set in worker processes: the REST socket they share, and where metrics are pooled.
         self._shared_socket: socket.socket | None = None
         self._metrics_dir: str | None = None
@@ -193,12 +198,27 @@ class ModelServer:
                     raise
             else:
                 uvloop.run(self.serve())
+                self._exit_on_time()
                 return
         asyncio.run(self.serve())
+        self._exit_on_time()
+
+    def _exit_on_time(self) -> None:
+        """Exit now if threads still run sync model code past the stop's deadline: the
+        interpreter would wait for them (the requests they served were answered already)."""
+        busy = self._executor.busy() if self._executor is not None else 0
+        if busy:
+            logger.warning("exiting with %d threads still running model code", busy)
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
     def stop(self, sig: int) -> None:
         """Begin a graceful stop (safe to call from a signal handler or another thread)."""
         logger.info("stopping on signal %s", sig)
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
         self.dataplane.draining = True
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
@@ -224,7 +244,8 @@ class ModelServer:
         self._stop = asyncio.Event()
         loop.set_exception_handler(self._exception_handler or self.default_exception_handler)
         threads = self.settings.max_asyncio_workers or min(32, (os.cpu_count() or 1) + 4)
-        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=threads))
+        self._executor = BoundedExecutor(max_workers=threads)
+        loop.set_default_executor(self._executor)
         self.metrics = Metrics(self._metrics_dir)
         # Built here, in each worker process: a batch exporter's thread does not survive fork.
         # Each worker keeps its own recent traces: /traces shows the worker that answers.
@@ -241,22 +262,25 @@ class ModelServer:
                 self.metrics,
                 self.settings.grpc_port,
                 tracer=self._tracer,
+                drain=self.drain,
             )
         logger.info("listening: REST on %s, gRPC on %s", self.bound_http_port, self.bound_grpc_port)
         self._loading = asyncio.create_task(self._load_models())
 
     async def shutdown(self) -> None:
-        """Drain: not ready, stop listening, finish in-flight requests, stop models."""
+        """Drain (`gateway.server.drain`): not ready, stop listening, give in-flight requests
+        the grace period, answer those still running, then stop models."""
         self.dataplane.draining = True
+        stopped_at = self._stopped_at or time.monotonic()
+        if self._executor is not None:
+            # Sync model code still running past this is not waited for (see run_process).
+            self._executor.deadline = stopped_at + self.settings.grace_period + 0.75
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
-        grace = self.settings.grace_period
-        stops = []
-        if self._runner is not None:
-            stops.append(self._runner.cleanup())
-        if self._grpc_server is not None:
-            stops.append(self._grpc_server.stop(grace))
-        await asyncio.gather(*stops, return_exceptions=True)
+        try:
+            await stop_serving(self.drain, self._runner, self._grpc_server)
+        except Exception:
+            logger.exception("stopping the servers failed")
         for name, model in list(self.registered_models.get_models().items()):
             try:
                 if isinstance(model, Model):
@@ -275,6 +299,7 @@ class ModelServer:
             metrics,
             tracer=self._tracer,
             recent_spans=self.recent_spans,
+            drain=self.drain,
         )
         settings = self.settings
         limits = connections.ClientLimits(
@@ -293,7 +318,8 @@ class ModelServer:
             access_log_format=access_log.aiohttp_format(self.settings.access_log_format),
             logger=access_log.server_logger(),
             keepalive_timeout=self.settings.timeout_keep_alive,
-            shutdown_timeout=self.settings.grace_period,
+            # The grace period is the drain's (gateway.server.drain); aiohttp only closes.
+            shutdown_timeout=CLOSE_SECONDS,
         )
         await runner.setup()
         ssl_context = _ssl_context(self._options)
