@@ -36,6 +36,8 @@ class RequestContext:
     tracer: Tracer | None = None
     # The request's SERVER span, while and after it is served; None when tracing is off.
     span: Span | None = None
+    # time.monotonic() when it arrived (its head; the body may have come long after).
+    arrived: float = field(default_factory=time.monotonic)
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (negative once passed), None without one."""

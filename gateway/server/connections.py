@@ -97,6 +97,14 @@ class _Handler(RequestHandler):
         server.open += 1
         super().connection_made(transport)
 
+    def close(self) -> None:
+        """Close once idle (the start of a stop): a connection whose request is still being
+        served keeps reading, since aiohttp drops the bytes that arrive after `close`, so a
+        body still on its way would never come; the answer closes it instead (`Drain`)."""
+        if self._request_in_progress:
+            return
+        super().close()
+
     def connection_lost(self, exc: BaseException | None) -> None:
         server = cast("_Server | None", self._manager)
         if server is not None:

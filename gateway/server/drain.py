@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -36,25 +37,32 @@ def expired_message(grace: float) -> str:
 class Drain:
     """The requests in flight in one server process, and their end at a stop."""
 
-    __slots__ = ("_idle", "expired", "grace", "tasks")
+    __slots__ = ("_cut", "_idle", "expired", "grace", "stopping", "tasks")
 
     def __init__(self, grace: float) -> None:
         self.grace = grace
-        self.tasks: set[asyncio.Task[object]] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
         # True once the grace period has run out: a cancelled request answers, not vanishes.
         self.expired = False
+        # True from the stop's start: answers close their connection.
+        self.stopping = False
+        self._cut: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
 
     def tracked(self) -> _Tracked:
         """Count the current task (one request) as in flight for the block."""
         return _Tracked(self)
 
-    def cut_off(self, task: asyncio.Task[object] | None) -> bool:
-        """Whether `task` was cancelled by the end of the grace period (and so must answer):
-        if so, it is no longer cancelled."""
-        if not self.expired or task is None or not task.cancelling():
+    def cut_off(self) -> bool:
+        """Whether the current task (a request) was cancelled by the end of the grace period,
+        and so must answer: if so, it is no longer counted as cancelled."""
+        task = asyncio.current_task()
+        if task is None or task not in self._cut:
             return False
-        task.uncancel()
+        self._cut.discard(task)
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+        if uncancel is not None:
+            uncancel()
         return True
 
     async def wait(self, seconds: float) -> int:
@@ -76,6 +84,7 @@ class Drain:
         return how many."""
         self.expired = True
         running = [task for task in self.tasks if not task.done()]
+        self._cut.update(running)
         for task in running:
             task.cancel()
         if running:
@@ -86,8 +95,10 @@ class Drain:
             )
         return len(running)
 
-    def _done(self, task: asyncio.Task[object] | None) -> None:
-        self.tasks.discard(task)  # type: ignore[arg-type]
+    def _done(self, task: asyncio.Task[Any] | None) -> None:
+        if task is not None:
+            self.tasks.discard(task)
+            self._cut.discard(task)
         if not self.tasks and self._idle is not None:
             self._idle.set()
 
@@ -99,9 +110,9 @@ class _Tracked:
 
     def __init__(self, drain: Drain) -> None:
         self._drain = drain
-        self._task: asyncio.Task[object] | None = None
+        self._task: asyncio.Task[Any] | None = None
 
-    def __enter__(self) -> asyncio.Task[object] | None:
+    def __enter__(self) -> asyncio.Task[Any] | None:
         self._task = task = asyncio.current_task()
         if task is not None:
             self._drain.tasks.add(task)
@@ -140,6 +151,7 @@ async def stop_serving(
 ) -> None:
     """Stop taking requests, give those in flight the grace period, answer the rest, close."""
     grace = drain.grace
+    drain.stopping = True
     grpc_stopped = None
     if grpc_server is not None:
         # New calls are refused from now on; gRPC's own cancelling of the calls left (with a

@@ -11,6 +11,7 @@ tracer it is a SERVER span, and its stage times go back in the ``server-timing``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,7 @@ from gateway.metrics import Metrics
 from gateway.model import InferenceVerb
 from gateway.passthrough import Passthrough, PassthroughResponse
 from gateway.server import grpc_metadata
+from gateway.server.drain import Drain, expired_message
 from gateway.server.envelope import Envelope, SpanStart, request_id
 from gateway.server.grpc_metadata import Context, Headers
 from gateway.settings import ServerSettings
@@ -69,11 +71,13 @@ def create_grpc_server(
     metrics: Metrics,
     *,
     tracer: Tracer | None = None,
+    drain: Drain | None = None,
 ) -> grpc.aio.Server:
     """A gRPC server for `dataplane`, not yet bound or started (call it inside the loop);
-    `tracer` None: no spans."""
+    `tracer` None: no spans; `drain`: where the server's stop finds the calls in flight."""
     servicer = _Servicer(dataplane, settings.decode_limits)
     envelope = Envelope(dataplane, metrics, tracer)
+    drain = drain or Drain(settings.grace_period)
     handlers = {}
     for method in SERVICE.methods:
         # ModelInfer parses its own bytes, so raw contents skip protobuf.
@@ -82,7 +86,7 @@ def create_grpc_server(
         if method.name == "ModelInfer":
             # Only inference is in the envelope: counted, measured and (given a tracer)
             # traced; health and metadata probes would flood the traces.
-            behavior = _enveloped(envelope, behavior)
+            behavior = _enveloped(envelope, drain, behavior)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             _guarded(method.name, behavior, parse)
         )
@@ -111,9 +115,10 @@ async def start_grpc_server(
     port: int,
     *,
     tracer: Tracer | None = None,
+    drain: Drain | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Create, bind (port 0 picks a free port) and start a server; returns it and its port."""
-    server = create_grpc_server(dataplane, settings, metrics, tracer=tracer)
+    server = create_grpc_server(dataplane, settings, metrics, tracer=tracer, drain=drain)
     bound = server.add_insecure_port(f"{settings.listen_address}:{port}")
     if not bound:  # older gRPC reports a failed bind as port 0 instead of raising
         raise OSError(f"cannot listen on {settings.listen_address}:{port}")
@@ -258,9 +263,10 @@ class _Call:
     """ModelInfer's side of the envelope (`gateway.server.envelope`): the client's metadata
     in; the model's response metadata, the trailers and the status code out."""
 
-    __slots__ = ("context", "headers", "inbound", "response_headers")
+    __slots__ = ("context", "drain", "headers", "inbound", "response_headers")
 
-    def __init__(self, envelope: Envelope, context: Context) -> None:
+    def __init__(self, envelope: Envelope, drain: Drain, context: Context) -> None:
+        self.drain = drain
         self.context = context
         self.headers = grpc_metadata.headers(context)
         ctx = envelope.context(PROTOCOL, request_id(self.headers), grpc_metadata.deadline(context))
@@ -277,7 +283,7 @@ class _Call:
     async def run(self, behavior: Callable[[bytes, _Call], Awaitable[bytes]], data: bytes) -> bytes:
         inbound, context = self.inbound, self.context
         code = grpc.StatusCode.OK
-        with inbound:
+        with inbound, self.drain.tracked():
             try:
                 body = await behavior(data, self)
                 metadata = grpc_metadata.response_metadata(self.response_headers)
@@ -288,7 +294,10 @@ class _Call:
             except Exception as exc:
                 code = _status_code(exc)
                 await _abort(context, "ModelInfer", exc, grpc_metadata.trailers(inbound.context))
-            except BaseException:
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError) and self.drain.cut_off():
+                    code = grpc.StatusCode.UNAVAILABLE
+                    await context.abort(code, expired_message(self.drain.grace))
                 # Cancelled by gRPC: the client went away, or its deadline passed.
                 remaining = inbound.context.remaining()
                 expired = remaining is not None and remaining <= 0
@@ -303,12 +312,12 @@ class _Call:
 
 
 def _enveloped(
-    envelope: Envelope, model_infer: Callable[[bytes, _Call], Awaitable[bytes]]
+    envelope: Envelope, drain: Drain, model_infer: Callable[[bytes, _Call], Awaitable[bytes]]
 ) -> Behavior:
     """ModelInfer inside the request envelope both doors share."""
 
     async def call(data: bytes, context: Context) -> bytes:
-        return await _Call(envelope, context).run(model_infer, data)
+        return await _Call(envelope, drain, context).run(model_infer, data)
 
     return call
 

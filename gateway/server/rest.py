@@ -29,6 +29,7 @@ from gateway.metrics import Metrics
 from gateway.request_context import RequestContext
 from gateway.server import connections, openapi, rest_v1, rest_v2, traces_view
 from gateway.server.cloudevents import EventSettings
+from gateway.server.drain import Drain, expired_message
 from gateway.server.envelope import Envelope, Inbound, SpanStart, answer_headers, request_id
 from gateway.server.rest_common import (
     BODY_TIMEOUT,
@@ -54,6 +55,7 @@ OPENAPI = web.AppKey("openapi", dict[str, Any])
 # Route by handler, for the middleware to tell which requests are inference.
 ROUTES = web.AppKey("routes", dict[Handler, Route])
 ENVELOPE = web.AppKey("envelope", Envelope)
+DRAIN = web.AppKey("drain", Drain)
 
 
 def create_app(
@@ -63,9 +65,11 @@ def create_app(
     *,
     tracer: Tracer | None = None,
     recent_spans: RecentSpans | None = None,
+    drain: Drain | None = None,
 ) -> web.Application:
     """The REST app for `dataplane` (not yet listening); `tracer` None: no spans;
-    `recent_spans`: the buffer ``/traces`` shows (None: no such routes)."""
+    `recent_spans`: the buffer ``/traces`` shows (None: no such routes); `drain`: where
+    the server's stop finds the requests in flight."""
     table = routes(settings.enable_docs_url, traces=recent_spans is not None)
     # aiohttp refuses a longer body as it reads it (a chunked one has no Content-Length).
     app = web.Application(client_max_size=settings.max_request_bytes, middlewares=[_serve])
@@ -75,6 +79,7 @@ def create_app(
     app[LIMITS] = settings.decode_limits
     app[METRICS] = metrics
     app[ENVELOPE] = Envelope(dataplane, metrics, tracer)
+    app[DRAIN] = drain or Drain(settings.grace_period)
     app[ROUTES] = {route.handler: route for route in table}
     app[OPENAPI] = openapi.document(table, dataplane.server_name, dataplane.server_version)
     app[rest_v1.EVENT_SETTINGS] = EventSettings.from_env(os.environ)
@@ -147,10 +152,14 @@ async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     context = envelope.context(route.protocol if route is not None else "", client_id, deadline)
     request[CONTEXT] = context
     request[RESPONSE_HEADERS] = {}
-    if route is not None and route.inference:
-        response = await _inference(envelope, route, request, handler)
-    else:  # health probes, metadata and /metrics are not traced: probes would flood traces
-        response = await _respond(request, handler)
+    drain = request.app[DRAIN]
+    with drain.tracked():
+        if route is not None and route.inference:
+            response = await _inference(envelope, route, request, handler)
+        else:  # health probes, metadata and /metrics are not traced: probes would flood traces
+            response = await _respond(request, handler)
+    if drain.stopping:
+        response.force_close()  # no further request on it: the server is stopping
     _add_headers(response, request[RESPONSE_HEADERS], context)
     connections.paced(response, request.app[SETTINGS].max_write_buffer)
     if _body_abandoned(request, response):
@@ -164,7 +173,7 @@ def _body_abandoned(request: web.Request, response: web.StreamResponse) -> bool:
     return (
         request.transport is not None  # else the client is gone: nothing to send or close
         and not body.is_eof()
-        and (response.status == 408 or body.exception() is not None)
+        and (response.status == 408 or body.exception() is not None or request.app[DRAIN].expired)
     )
 
 
@@ -241,6 +250,11 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
         return _error(CLIENT_CLOSED, "the client closed the connection")
     except Exception as exc:
         return _unexpected(request, exc)
+    except asyncio.CancelledError:
+        drain = request.app[DRAIN]
+        if not drain.cut_off():
+            raise
+        return _error(503, expired_message(drain.grace))
 
 
 def _unexpected(request: web.Request, exc: Exception) -> web.Response:
