@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gateway import request_context
@@ -39,6 +40,8 @@ class DataPlane:
         self.starting = True
         self._draining_since: float | None = None
         self.max_concurrency = max_concurrency
+        # More conditions of readiness (a worker: are all its siblings alive?).
+        self.conditions: list[Callable[[], bool]] = []
         self.in_flight = 0
 
     @property
@@ -69,6 +72,8 @@ class DataPlane:
     async def ready(self) -> bool:
         """Ready when started, not draining, and every registered model is ready."""
         if self.starting or self.draining:
+            return False
+        if not all(condition() for condition in self.conditions):
             return False
         models = self.repository.get_models()
         for name, model in models.items():

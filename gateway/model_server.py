@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 from aiohttp import web
 
 from gateway import logs, tracing
@@ -117,6 +118,7 @@ class ModelServer:
         # Set in worker processes: the REST socket they share, and where metrics are pooled.
         self._shared_socket: socket.socket | None = None
         self._metrics_dir: str | None = None
+        self._worker: Shared | None = None
         self.bound_http_port: int | None = None
         self.bound_grpc_port: int | None = None
         self.metrics: Metrics | None = None
@@ -181,6 +183,8 @@ class ModelServer:
         """Run this (forked) worker's servers on what it shares with the other workers."""
         self._shared_socket = shared.rest_socket
         self._metrics_dir = shared.metrics_dir
+        self.dataplane.conditions.append(shared.all_alive)
+        self._worker = shared
         self.settings = dataclasses.replace(
             self.settings, grpc_port=shared.grpc_port, grpc_reuse_port=True
         )
@@ -263,9 +267,12 @@ class ModelServer:
                 self.settings.grpc_port,
                 tracer=self._tracer,
                 drain=self.drain,
+                credentials=_grpc_credentials(self._options),
             )
         logger.info("listening: REST on %s, gRPC on %s", self.bound_http_port, self.bound_grpc_port)
         self._loading = asyncio.create_task(self._load_models())
+        if self._worker is not None:
+            self._worker.mark_serving()
 
     async def shutdown(self) -> None:
         """Drain (`gateway.server.drain`): not ready, stop listening, give in-flight requests
@@ -390,6 +397,15 @@ def _predictor_config_from(args: Any) -> PredictorConfig | None:
         predictor_request_retries=args.predictor_request_retries,
         predictor_health_check=args.enable_predictor_health_check,
     )
+
+
+def _grpc_credentials(options: dict[str, Any]) -> grpc.ServerCredentials | None:
+    """The REST port's certificate for the gRPC port too: both ports or neither use TLS."""
+    certfile, keyfile = options.get("ssl_certfile"), options.get("ssl_keyfile")
+    if not (certfile and keyfile):
+        return None
+    with open(keyfile, "rb") as key, open(certfile, "rb") as chain:
+        return grpc.ssl_server_credentials([(key.read(), chain.read())])
 
 
 def _ssl_context(options: dict[str, Any]) -> ssl.SSLContext | None:

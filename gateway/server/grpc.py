@@ -116,10 +116,16 @@ async def start_grpc_server(
     *,
     tracer: Tracer | None = None,
     drain: Drain | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Create, bind (port 0 picks a free port) and start a server; returns it and its port."""
+    """Create, bind (port 0 picks a free port) and start a server, with TLS given
+    `credentials`; returns it and its port."""
     server = create_grpc_server(dataplane, settings, metrics, tracer=tracer, drain=drain)
-    bound = server.add_insecure_port(f"{settings.listen_address}:{port}")
+    address = f"{settings.listen_address}:{port}"
+    if credentials is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, credentials)
     if not bound:  # older gRPC reports a failed bind as port 0 instead of raising
         raise OSError(f"cannot listen on {settings.listen_address}:{port}")
     await server.start()
