@@ -194,7 +194,8 @@ async def test_a_killed_worker_is_replaced_and_the_server_is_not_ready_meanwhile
             assert status == 503
             await _wait_ready(session, server)
         after = _children(server.process.pid)
-        assert len(after) == 2 and str(victim) not in after, (before, after)
+        assert len(after) == 2, (before, after)
+        assert str(victim) not in after, (before, after)
         assert "replacing it" in server.output()
         server.signal(signal.SIGTERM)
         assert await asyncio.to_thread(server.wait, 30) == 0, server.output()[-2000:]
@@ -202,10 +203,10 @@ async def test_a_killed_worker_is_replaced_and_the_server_is_not_ready_meanwhile
 
 async def test_tls_flags_secure_the_grpc_port_as_well_as_rest(tmp_path: Path) -> None:
     authority = make_authority(tmp_path)
+    ca = Path(authority.ca_file).read_bytes()
     tls = ("--ssl_certfile", authority.cert_file, "--ssl_keyfile", authority.key_file)
     with run_server(APP, "--http_port", "0", "--grpc_port", "0", *tls) as server:
         address = f"127.0.0.1:{server.grpc_port}"
-        ca = Path(authority.ca_file).read_bytes()
         live = f"/{SERVICE_NAME}/ServerLive"
         async with grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca)) as channel:
             assert await channel.unary_unary(live)(b"", timeout=10) == b"\x08\x01"  # live: true
