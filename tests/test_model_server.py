@@ -203,7 +203,7 @@ async def test_a_killed_worker_is_replaced_and_the_server_is_not_ready_meanwhile
 
 async def test_tls_flags_secure_the_grpc_port_as_well_as_rest(tmp_path: Path) -> None:
     authority = make_authority(tmp_path)
-    ca = Path(authority.ca_file).read_bytes()
+    ca = await asyncio.to_thread(Path(authority.ca_file).read_bytes)
     tls = ("--ssl_certfile", authority.cert_file, "--ssl_keyfile", authority.key_file)
     with run_server(APP, "--http_port", "0", "--grpc_port", "0", *tls) as server:
         address = f"127.0.0.1:{server.grpc_port}"
