@@ -38,7 +38,32 @@ def test_a_request_that_cannot_be_parsed_is_logged_without_its_bytes() -> None:
             logger.name, logging.ERROR, __file__, 0, "Error handling request from %s",
             ("10.0.0.1",), sys.exc_info(),
         )  # fmt: skip
-    assert logger.filters[0].filter(record)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        assert logger.filters[0].filter(record)
+    finally:
+        logger.setLevel(level)
     assert record.getMessage() == "malformed HTTP request from 10.0.0.1: 400 BadHttpMessage"
+    assert record.levelno == logging.DEBUG  # a client can send thousands: not an ERROR
     assert record.exc_info is None
     assert secret not in record.getMessage()
+
+
+def test_a_request_that_cannot_be_parsed_is_not_logged_above_debug() -> None:
+    logger = access_log.server_logger()
+    try:
+        raise BadHttpMessage("junk")
+    except BadHttpMessage:
+        import sys
+
+        record = logger.makeRecord(
+            logger.name, logging.ERROR, __file__, 0, "Error handling request from %s",
+            ("10.0.0.1",), sys.exc_info(),
+        )  # fmt: skip
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        assert not logger.filters[0].filter(record)
+    finally:
+        logger.setLevel(level)
