@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import ssl
 import warnings
@@ -36,7 +37,9 @@ from yarl import URL
 from gateway import offload
 from gateway.codecs import rest as rest_codec
 from gateway.errors import (
+    GatewayError,
     InvalidInput,
+    Overloaded,
     UnsupportedProtocol,
     UpstreamError,
     UpstreamProtocolError,
@@ -321,8 +324,15 @@ _ERRORS: tuple[tuple[_Types, type[UpstreamError], str], ...] = (
 _UNSENT = "Can not write request body"
 
 
-def upstream_error(exc: BaseException, role: str, timeout: float) -> UpstreamError:
+def upstream_error(exc: BaseException, role: str, timeout: float) -> GatewayError:
     """Our error for an aiohttp / socket error of a call to `role` (raise it ``from exc``)."""
+    if _out_of_descriptors(exc):
+        # This process's condition, not the upstream's: said as such, and not retried.
+        return Overloaded(
+            f"the gateway is out of file descriptors and cannot open a connection to the "
+            f"{role}; try again later",
+            retry_after=1,
+        )
     if isinstance(exc, aiohttp.ClientOSError) and _UNSENT in str(exc):
         # The request could not be written (a pooled connection the upstream had just
         # closed): an incomplete request cannot have reached its model.
@@ -340,6 +350,17 @@ def upstream_error(exc: BaseException, role: str, timeout: float) -> UpstreamErr
     return UpstreamProtocolError(
         f"the call to the {role} failed: {upstream_text(repr(exc))}", upstream=role
     )
+
+
+def _out_of_descriptors(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what it wraps) says this process has no descriptor left."""
+    for _ in range(8):  # bounded: a chain of causes is short
+        if exc is None:
+            return False
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            return True
+        exc = getattr(exc, "os_error", None) or exc.__cause__ or exc.__context__
+    return False
 
 
 # Helpers
