@@ -112,6 +112,7 @@ class ModelServer:
         self._runner: web.AppRunner | None = None
         self._grpc_server: Any = None
         self._loading: asyncio.Task[None] | None = None
+        self._trimming: asyncio.Task[None] | None = None
         self.drain = Drain(self.settings.grace_period)
         self._executor: BoundedExecutor | None = None
         self._stopped_at: float | None = None
@@ -271,6 +272,7 @@ class ModelServer:
             )
         logger.info("listening: REST on %s, gRPC on %s", self.bound_http_port, self.bound_grpc_port)
         self._loading = asyncio.create_task(self._load_models())
+        self._trimming = asyncio.create_task(allocator.trim_periodically())
         if self._worker is not None:
             self._worker.mark_serving()
 
@@ -284,6 +286,8 @@ class ModelServer:
             self._executor.deadline = stopped_at + self.settings.grace_period + 0.75
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
+        if self._trimming is not None:
+            self._trimming.cancel()
         try:
             await stop_serving(self.drain, self._runner, self._grpc_server)
         except Exception:
