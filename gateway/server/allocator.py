@@ -17,6 +17,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable
+from typing import Any
 
 logger = logging.getLogger("gateway.allocator")
 
@@ -27,17 +28,23 @@ MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 256 << 20
 
 
-def tune() -> bool:
-    """Apply the settings; False where they do not apply (not glibc, or turned off)."""
+def _libc(function: str) -> Any:
+    """glibc's `function`, or None (tuning turned off, or a libc without it: musl...)."""
     if os.environ.get("GATEWAY_MALLOC_TUNING", "1") == "0":
-        return False
+        return None
     name = ctypes.util.find_library("c")
     if name is None:
-        return False
+        return None
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and others have no mallopt
+        return getattr(ctypes.CDLL(name), function)
+    except (OSError, AttributeError):
+        return None
+
+
+def tune() -> bool:
+    """Apply the settings; False where they do not apply (not glibc, or turned off)."""
+    mallopt = _libc("mallopt")
+    if mallopt is None:
         return False
     applied = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
@@ -55,16 +62,8 @@ TRIM_INTERVAL = 5.0
 def trimmer() -> Callable[[], object] | None:
     """glibc's ``malloc_trim(0)``, which gives the free memory of every arena back to the
     system; None where there is none (not glibc, or tuning turned off)."""
-    if os.environ.get("GATEWAY_MALLOC_TUNING", "1") == "0":
-        return None
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return functools.partial(trim, 0)
+    trim = _libc("malloc_trim")
+    return None if trim is None else functools.partial(trim, 0)
 
 
 async def trim_periodically(interval: float = TRIM_INTERVAL) -> None:

@@ -24,20 +24,25 @@ def test_our_fast_logger_for_the_default_line_only() -> None:
     assert access_log.access_logger_class("%a") is AccessLogger
 
 
+def _parse_error_record(logger: logging.Logger, text: str) -> logging.LogRecord:
+    """The record aiohttp makes for a request it cannot parse, quoting `text`."""
+    try:
+        raise BadHttpMessage(text)
+    except BadHttpMessage:
+        import sys
+
+        return logger.makeRecord(
+            logger.name, logging.ERROR, __file__, 0, "Error handling request from %s",
+            ("10.0.0.1",), sys.exc_info(),
+        )  # fmt: skip
+
+
 def test_a_request_that_cannot_be_parsed_is_logged_without_its_bytes() -> None:
     logger = access_log.server_logger()
     assert access_log.server_logger() is logger
     assert len(logger.filters) == 1, "the filter is added once"
     secret = "Authorization: Bearer s3cr3t"
-    try:
-        raise BadHttpMessage(secret)
-    except BadHttpMessage:
-        import sys
-
-        record = logger.makeRecord(
-            logger.name, logging.ERROR, __file__, 0, "Error handling request from %s",
-            ("10.0.0.1",), sys.exc_info(),
-        )  # fmt: skip
+    record = _parse_error_record(logger, secret)
     level = logger.level
     logger.setLevel(logging.DEBUG)
     try:
@@ -52,15 +57,7 @@ def test_a_request_that_cannot_be_parsed_is_logged_without_its_bytes() -> None:
 
 def test_a_request_that_cannot_be_parsed_is_not_logged_above_debug() -> None:
     logger = access_log.server_logger()
-    try:
-        raise BadHttpMessage("junk")
-    except BadHttpMessage:
-        import sys
-
-        record = logger.makeRecord(
-            logger.name, logging.ERROR, __file__, 0, "Error handling request from %s",
-            ("10.0.0.1",), sys.exc_info(),
-        )  # fmt: skip
+    record = _parse_error_record(logger, "junk")
     level = logger.level
     logger.setLevel(logging.INFO)
     try:
