@@ -168,8 +168,11 @@ def _tensor(cls: type[T], fields: TensorFields, budget: ValueBudget | None = Non
     as each is read: the first fault in a message is the one reported.)"""
     if fields.raw is not None:
         if budget is not None and str(fields.datatype).upper() == "BYTES":
-            # Counted by its shape before its elements are split out, one by one.
-            budget.take(element_count(fields.shape, fields.name), fields.name)
+            # Counted before its elements are split out, one by one: as many as its shape says,
+            # or as its bytes can hold (4 bytes of length each), whichever is fewer; a shape
+            # its bytes cannot fill is refused next, as such (400).
+            declared = element_count(fields.shape, fields.name)
+            budget.take(min(declared, len(fields.raw) // 4), fields.name)
         tensor: T = cls.from_raw(
             fields.name, fields.shape, fields.datatype, fields.raw, fields.parameters
         )
