@@ -136,24 +136,32 @@ class _Supervisor:
                 os.kill(process.pid, sig)
 
     def watch(self) -> None:
-        """Until every worker has exited after a stop: replace the workers that die."""
+        """Until every worker has exited: replace those that die after they began serving,
+        until a stop. One that exits cleanly, or fails before it ever served (a start-up
+        error that a replacement would only repeat), is not replaced."""
         due: dict[int, float] = {}  # slot -> when its replacement starts
+        ended: set[int] = set()  # slots whose worker exited and is not replaced
         while True:
             running = [p for p in self.processes.values() if p.is_alive()]
-            if self._stopping and not running:
+            if not running and not due:
                 return
             now = time.monotonic()
             for slot in [slot for slot, at in due.items() if at <= now]:
                 del due[slot]
-                if not self._stopping:
+                if self._stopping:
+                    ended.add(slot)
+                else:
                     self.start(slot)
             timeout = max(0.0, min(due.values()) - now) if due else None
             multiprocessing.connection.wait([p.sentinel for p in running], timeout)
             for slot, process in self.processes.items():
-                if process.is_alive() or slot in due:
+                if process.is_alive() or slot in due or slot in ended:
                     continue
+                process.join()
+                served = bool(self._shared.serving[slot])
                 self._shared.serving[slot] = 0
-                if self._stopping:
+                if self._stopping or process.exitcode == 0 or not served:
+                    ended.add(slot)
                     continue
                 delay = self._backoff(slot)
                 logger.error(
@@ -163,7 +171,6 @@ class _Supervisor:
                     process.exitcode,
                     delay,
                 )
-                process.join()
                 due[slot] = time.monotonic() + delay
 
     def _backoff(self, slot: int) -> float:
