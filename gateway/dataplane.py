@@ -7,8 +7,11 @@ The servers only decode their wire format into calls here and encode what comes 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
+from gateway import request_context
 from gateway.errors import InferenceError, ModelNotFound, ModelNotReady, Overloaded
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
@@ -35,9 +38,31 @@ class DataPlane:
         self.server_version = server_version
         # Set while models load at start-up and once a stop has begun: not ready either way.
         self.starting = True
-        self.draining = False
+        self._draining_since: float | None = None
         self.max_concurrency = max_concurrency
+        # More conditions of readiness (a worker: are all its siblings alive?).
+        self.conditions: list[Callable[[], bool]] = []
         self.in_flight = 0
+
+    @property
+    def draining(self) -> bool:
+        """Whether a stop has begun: not ready, and no request arriving from now on is served
+        (those that arrived before, even with their body still on its way, are)."""
+        return self._draining_since is not None
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        if not value:
+            self._draining_since = None
+        elif self._draining_since is None:
+            self._draining_since = time.monotonic()
+
+    def _refused_by_stop(self) -> bool:
+        since = self._draining_since
+        if since is None:
+            return False
+        context = request_context.current()
+        return context is None or context.arrived >= since
 
     # Health and metadata
 
@@ -47,6 +72,8 @@ class DataPlane:
     async def ready(self) -> bool:
         """Ready when started, not draining, and every registered model is ready."""
         if self.starting or self.draining:
+            return False
+        if not all(condition() for condition in self.conditions):
             return False
         models = self.repository.get_models()
         for name, model in models.items():
@@ -95,7 +122,7 @@ class DataPlane:
     async def ready_model(self, name: str) -> InferenceModel:
         """The model called `name`, if it can serve now."""
         model = self.registered(name)
-        if self.draining or not await model.healthy():
+        if self._refused_by_stop() or not await model.healthy():
             raise ModelNotReady(name)
         if not isinstance(model, InferenceModel):
             raise InferenceError(f"model {name!r} ({type(model).__name__}) cannot infer")

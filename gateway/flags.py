@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 
 from gateway.logs import FORMATS as LOG_FORMATS
-from gateway.settings import MIB
+from gateway.settings import MIB, ServerSettings
 
 
 def strtobool(value: str) -> bool:
@@ -257,7 +257,63 @@ def build_parser() -> argparse.ArgumentParser:
         type=at_least(0),
         help="keep this process's last N traces in memory, shown at /traces (0: off)",
     )
+    _add_hostile_client_flags(gateway)
     return parser
+
+
+def _add_hostile_client_flags(group: argparse._ArgumentGroup) -> None:
+    """What bounds one client's (or upstream's) hold on the server: decode limits, slow
+    readers, connections, upstream answers."""
+    limits = ServerSettings()
+    group.add_argument(
+        "--max_json_bytes",
+        default=limits.max_json_bytes,
+        type=at_least(1),
+        help="largest JSON text in a REST request (413 past it)",
+    )
+    group.add_argument(
+        "--max_request_values",
+        default=limits.max_request_values,
+        type=at_least(1),
+        help="JSON values, BYTES elements and gRPC typed values in one request (413 past it)",
+    )
+    group.add_argument(
+        "--max_request_keys",
+        default=limits.max_request_keys,
+        type=at_least(1),
+        help="JSON object members in one request (413 past it)",
+    )
+    group.add_argument(
+        "--grpc_max_parsed_bytes",
+        default=limits.grpc_max_parsed_bytes,
+        type=at_least(1),
+        help="bytes of a gRPC request besides its raw contents (RESOURCE_EXHAUSTED past it)",
+    )
+    group.add_argument(
+        "--write_timeout",
+        default=limits.write_timeout,
+        type=float,
+        help="seconds a REST client may leave its answer unread before it is disconnected",
+    )
+    group.add_argument(
+        "--max_write_buffer",
+        default=limits.max_write_buffer,
+        type=at_least(1),
+        help="bytes of an answer queued for one REST client at once",
+    )
+    group.add_argument(
+        "--max_connections",
+        default=None,
+        type=at_least(1),
+        help="REST client connections at once, more are closed at once (default: from the "
+        "descriptor limit, keeping a quarter of it for upstreams and files)",
+    )
+    group.add_argument(
+        "--max_upstream_response_bytes",
+        default=256 * MIB,
+        type=at_least(1),
+        help="largest answer taken from a predictor or explainer, REST or gRPC (502 past it)",
+    )
 
 
 parser = build_parser()

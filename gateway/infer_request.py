@@ -10,6 +10,7 @@ from gateway import messages
 from gateway._proto import pb
 from gateway.codecs import grpc as grpc_codec
 from gateway.codecs import rest as rest_codec
+from gateway.codecs.limits import DecodeLimits
 from gateway.errors import InvalidInput
 from gateway.tensor import Buffer, InferInput, RequestedOutput, plain_parameters
 
@@ -61,16 +62,22 @@ class InferRequest:
         return cls._from_message(request, list(request.raw_input_contents))
 
     @classmethod
-    def from_grpc_bytes(cls, data: Buffer) -> InferRequest:
-        """From a serialized `ModelInferRequest`, its raw contents left unparsed and uncopied."""
-        message, raws = grpc_codec.parse_raw(data, grpc_codec.RAW_INPUT_FIELD, pb.ModelInferRequest)
-        return cls._from_message(message, raws)
+    def from_grpc_bytes(cls, data: Buffer, limits: DecodeLimits | None = None) -> InferRequest:
+        """From a serialized `ModelInferRequest`, its raw contents left unparsed and uncopied;
+        a client's request within `limits`."""
+        message, raws = grpc_codec.parse_raw(
+            data, grpc_codec.RAW_INPUT_FIELD, pb.ModelInferRequest, limits
+        )
+        return cls._from_message(message, raws, limits)
 
     @classmethod
-    def _from_message(cls, message: Any, raws: Sequence[Buffer]) -> InferRequest:
+    def _from_message(
+        cls, message: Any, raws: Sequence[Buffer], limits: DecodeLimits | None = None
+    ) -> InferRequest:
+        budget = None if limits is None else limits.budget()
         request = cls(
             model_name=message.model_name,
-            infer_inputs=messages.grpc_tensors(InferInput, message.inputs, raws, "input"),
+            infer_inputs=messages.grpc_tensors(InferInput, message.inputs, raws, "input", budget),
             request_id=message.id or None,
             from_grpc=True,
             parameters=message.parameters if len(message.parameters) else None,
@@ -84,13 +91,22 @@ class InferRequest:
 
     @classmethod
     def from_bytes(
-        cls, req_bytes: Buffer, json_length: int | None, model_name: str
+        cls,
+        req_bytes: Buffer,
+        json_length: int | None,
+        model_name: str,
+        limits: DecodeLimits | None = None,
     ) -> InferRequest:
-        """From a REST body: JSON, followed by binary tensors when `json_length` is given."""
+        """From a REST body: JSON, followed by binary tensors when `json_length` is given; a
+        client's body within `limits` (its JSON checked before it is parsed)."""
+        if limits is not None:
+            view = memoryview(req_bytes).cast("B")
+            limits.check_json(view if json_length is None else view[:json_length])
         header, tail = rest_codec.split_body(req_bytes, json_length)
+        budget = None if limits is None else limits.budget()
         return cls(
             model_name=model_name,
-            infer_inputs=messages.rest_tensors(InferInput, header, "inputs", tail),
+            infer_inputs=messages.rest_tensors(InferInput, header, "inputs", tail, budget),
             request_id=rest_codec.read_str(header, "id"),
             parameters=rest_codec.read_parameters(header, "request"),
             request_outputs=messages.requested_outputs(rest_codec.read_requested_outputs(header)),

@@ -34,6 +34,7 @@ __all__ = [
     "JsonFormatter",
     "TracedRecord",
     "configure",
+    "configure_process",
     "info",
 ]
 
@@ -257,3 +258,20 @@ def _direct_handler(logger: logging.Logger) -> tuple[BatchedStreamHandler, Forma
             return None
         current = current.parent if current.propagate else None
     return None
+
+
+def configure_process(config_file: str | None, log_format: str) -> None:
+    """Logging for a server process: `config_file` (JSON, `logging.config.dictConfig`) if
+    given, else `configure` at INFO unless the root logger already has handlers."""
+    # Every record would otherwise look up its thread, process and source line: a cost per
+    # request (access and latency lines) that no default format prints.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    if config_file:
+        from logging import config
+
+        with open(config_file, "rb") as handle:
+            config.dictConfig(orjson.loads(handle.read()))
+    elif not logging.getLogger().handlers:
+        configure(logging.INFO, log_format)

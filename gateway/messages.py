@@ -9,15 +9,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
+from gateway import offload
 from gateway.codecs import grpc as grpc_codec
 from gateway.codecs import rest as rest_codec
 from gateway.codecs import v1 as v1_codec
+from gateway.codecs.arrays import element_count
+from gateway.codecs.limits import ValueBudget
 from gateway.codecs.tensor_fields import TensorFields
 from gateway.tensor import Buffer, RequestedOutput, Tensor
 
 T = TypeVar("T", bound=Tensor)
 
 __all__ = [
+    "encoding_weight",
     "fill_grpc_tensors",
     "grpc_tensors",
     "requested_outputs",
@@ -29,12 +33,38 @@ __all__ = [
 ]
 
 
+# Work
+
+
+def encoding_weight(tensors: Iterable[Tensor]) -> int:
+    """Roughly how much work writing `tensors` is (`gateway.offload.weight`): nothing for
+    numeric data already in wire form (it goes as a view), a few bytes of text per element
+    otherwise, and a Python step per BYTES element."""
+    heft = 0
+    for tensor in tensors:
+        bytes_data = tensor.datatype == "BYTES"
+        if tensor.is_raw and not bytes_data:
+            continue
+        count = 1
+        for dim in tensor.shape:
+            count *= dim
+        heft += offload.weight(0, 4 * count) if bytes_data else offload.weight(8 * count)
+    return heft
+
+
 # REST
 
 
-def rest_tensors(cls: type[T], header: dict[str, Any], key: str, tail: memoryview) -> list[T]:
-    """The tensors listed under `key` of a REST body's JSON, binary ones over `tail`."""
-    return [_tensor(cls, fields) for fields in rest_codec.read_entries(header, key, tail)]
+def rest_tensors(
+    cls: type[T],
+    header: dict[str, Any],
+    key: str,
+    tail: memoryview,
+    budget: ValueBudget | None = None,
+) -> list[T]:
+    """The tensors listed under `key` of a REST body's JSON, binary ones over `tail` (BYTES
+    elements counted against `budget`)."""
+    return [_tensor(cls, fields, budget) for fields in rest_codec.read_entries(header, key, tail)]
 
 
 def rest_entries(
@@ -84,10 +114,18 @@ def requested_outputs(
 
 
 def grpc_tensors(
-    cls: type[T], messages: Sequence[Any], raws: Sequence[Buffer], kind: str
+    cls: type[T],
+    messages: Sequence[Any],
+    raws: Sequence[Buffer],
+    kind: str,
+    budget: ValueBudget | None = None,
 ) -> list[T]:
-    """The tensors of `InferInputTensor` / `InferOutputTensor` messages and raw contents."""
-    return [_tensor(cls, fields) for fields in grpc_codec.read_tensors(messages, raws, kind)]
+    """The tensors of `InferInputTensor` / `InferOutputTensor` messages and raw contents
+    (BYTES elements and typed contents counted against `budget`)."""
+    return [
+        _tensor(cls, fields, budget)
+        for fields in grpc_codec.read_tensors(messages, raws, kind, budget)
+    ]
 
 
 def fill_grpc_tensors(repeated: Any, tensors: Iterable[Tensor], raw: bool) -> list[Buffer]:
@@ -125,10 +163,16 @@ def v1_tensors(value: Any, cls: type[T], what: str) -> list[T]:
     return tensors
 
 
-def _tensor(cls: type[T], fields: TensorFields) -> T:
+def _tensor(cls: type[T], fields: TensorFields, budget: ValueBudget | None = None) -> T:
     """A tensor of what a codec read, checked now, so bad data is refused on arrival. (Built
     as each is read: the first fault in a message is the one reported.)"""
     if fields.raw is not None:
+        if budget is not None and str(fields.datatype).upper() == "BYTES":
+            # Counted before its elements are split out, one by one: as many as its shape says,
+            # or as its bytes can hold (4 bytes of length each), whichever is fewer; a shape
+            # its bytes cannot fill is refused next, as such (400).
+            declared = element_count(fields.shape, fields.name)
+            budget.take(min(declared, len(fields.raw) // 4), fields.name)
         tensor: T = cls.from_raw(
             fields.name, fields.shape, fields.datatype, fields.raw, fields.parameters
         )

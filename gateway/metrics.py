@@ -101,6 +101,13 @@ class Metrics:
             ["model_name", "hop", "reason"],
             registry=registry,
         )
+        self.connections_closed = Counter(
+            "gateway_connections_closed",
+            "Client connections the gateway closed on its own, by reason (max_connections, "
+            "write_timeout, write_buffer)",
+            ["reason"],
+            registry=registry,
+        )
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._stage_children: dict[tuple[str, str], Any] = {}
         self.in_flight = Gauge(

@@ -9,18 +9,15 @@ and upstream connections close.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
-import json
 import logging
-import logging.config
 import os
 import signal
 import socket
-import ssl
 import sys
+import time
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 from aiohttp import web
 
@@ -32,7 +29,8 @@ from gateway.metrics import Metrics
 from gateway.model import BaseKServeModel, Model
 from gateway.model_repository import ModelRepository
 from gateway.predictor_config import PredictorConfig
-from gateway.server import access_log, allocator, readiness, workers
+from gateway.server import allocator, readiness, rest_site, tls, workers
+from gateway.server.drain import BoundedExecutor, Drain, stop_serving
 from gateway.server.grpc import start_grpc_server
 from gateway.server.rest import create_app
 from gateway.server.workers import Shared
@@ -68,7 +66,6 @@ class ModelServer:
         # KServe scripts configure the server through sys.argv; a caller that has parsed
         # its own flags passes them as `args`.
         args = options.pop("args", None) or parser.parse_known_args()[0]
-        flags = vars(args)
         given = {
             "http_port": http_port,
             "grpc_port": grpc_port,
@@ -82,19 +79,9 @@ class ModelServer:
             "grace_period": grace_period,
             **options,
         }
-        fields = set(ServerSettings.__dataclass_fields__)
-        unknown = set(given) - fields - _EXTRA_OPTIONS
-        if unknown:
-            raise TypeError(f"unknown ModelServer options: {', '.join(sorted(unknown))}")
-        chosen = {
-            key: flags[key] if given.get(key) is None else given[key]
-            for key in fields | _EXTRA_OPTIONS
-            if key in flags or given.get(key) is not None
-        }
-        self.settings = ServerSettings(**{k: v for k, v in chosen.items() if k in fields})
-        self._options = {k: v for k, v in chosen.items() if k in _EXTRA_OPTIONS}
+        self.settings, self._options = ServerSettings.chosen(vars(args), given, _EXTRA_OPTIONS)
         self.registered_models = registered_models or ModelRepository()
-        self.predictor_config = predictor_config or _predictor_config_from(args)
+        self.predictor_config = predictor_config or PredictorConfig.from_flags(args)
         self.explainer_host: str | None = args.explainer_host
         self.upstreams: Upstreams = self._options.pop("upstreams", None) or Upstreams.from_flags(
             args
@@ -110,9 +97,14 @@ class ModelServer:
         self._runner: web.AppRunner | None = None
         self._grpc_server: Any = None
         self._loading: asyncio.Task[None] | None = None
+        self._trimming: asyncio.Task[None] | None = None
+        self.drain = Drain(self.settings.grace_period)
+        self._executor: BoundedExecutor | None = None
+        self._stopped_at: float | None = None
         # Set in worker processes: the REST socket they share, and where metrics are pooled.
         self._shared_socket: socket.socket | None = None
         self._metrics_dir: str | None = None
+        self._worker: Shared | None = None
         self.bound_http_port: int | None = None
         self.bound_grpc_port: int | None = None
         self.metrics: Metrics | None = None
@@ -120,7 +112,7 @@ class ModelServer:
         # Names this server in traces and Server-Timing: set at start-up (gateway.naming).
         self.service_name: str | None = None
         if self._options.get("configure_logging", True):
-            _configure_logging(
+            logs.configure_process(
                 self._options.get("log_config_file"), self._options.get("log_format") or "plain"
             )
 
@@ -179,7 +171,7 @@ class ModelServer:
             else:
                 self.run_process()
         except preflight.StartupError as exc:
-            _refuse(exc)
+            preflight.refuse(exc)
 
     def check_settings(self) -> None:
         """Refuse settings that cannot work (raises `gateway.preflight.StartupError`)."""
@@ -194,6 +186,8 @@ class ModelServer:
         """Run this (forked) worker's servers on what it shares with the other workers."""
         self._shared_socket = shared.rest_socket
         self._metrics_dir = shared.metrics_dir
+        self.dataplane.conditions.append(shared.all_alive)
+        self._worker = shared
         self.settings = dataclasses.replace(
             self.settings, grpc_port=shared.grpc_port, grpc_reuse_port=True
         )
@@ -211,12 +205,27 @@ class ModelServer:
                     raise
             else:
                 uvloop.run(self.serve())
+                self._exit_on_time()
                 return
         asyncio.run(self.serve())
+        self._exit_on_time()
+
+    def _exit_on_time(self) -> None:
+        """Exit now if threads still run sync model code past the stop's deadline: the
+        interpreter would wait for them (the requests they served were answered already)."""
+        busy = self._executor.busy() if self._executor is not None else 0
+        if busy:
+            logger.warning("exiting with %d threads still running model code", busy)
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
     def stop(self, sig: int) -> None:
         """Begin a graceful stop (safe to call from a signal handler or another thread)."""
         logger.info("stopping on signal %s", sig)
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
         self.dataplane.draining = True
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
@@ -242,7 +251,8 @@ class ModelServer:
         self._stop = asyncio.Event()
         loop.set_exception_handler(self._exception_handler or self.default_exception_handler)
         threads = self.settings.max_asyncio_workers or min(32, (os.cpu_count() or 1) + 4)
-        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=threads))
+        self._executor = BoundedExecutor(max_workers=threads)
+        loop.set_default_executor(self._executor)
         self.metrics = Metrics(self._metrics_dir)
         # Built here, in each worker process: a batch exporter's thread does not survive fork.
         # Each worker keeps its own recent traces: /traces shows the worker that answers.
@@ -278,6 +288,9 @@ class ModelServer:
             self.service_name,
         )
         self._loading = asyncio.create_task(self._load_models())
+        self._trimming = asyncio.create_task(allocator.trim_periodically())
+        if self._worker is not None:
+            self._worker.mark_serving()
 
     async def _start_grpc(self, address: str, metrics: Metrics) -> None:
         port = self.settings.grpc_port
@@ -292,22 +305,28 @@ class ModelServer:
                 port,
                 tracer=self._tracer,
                 service_name=self.service_name,
+                drain=self.drain,
+                credentials=tls.grpc_credentials(self._options),
             )
         except (OSError, RuntimeError) as exc:  # gRPC's failed bind is a RuntimeError
             raise preflight.bind_error("gRPC", "--grpc_port", address, port, exc) from None
 
     async def shutdown(self) -> None:
-        """Drain: not ready, stop listening, finish in-flight requests, stop models."""
+        """Drain (`gateway.server.drain`): not ready, stop listening, give in-flight requests
+        the grace period, answer those still running, then stop models."""
         self.dataplane.draining = True
+        stopped_at = self._stopped_at or time.monotonic()
+        if self._executor is not None:
+            # Sync model code still running past this is not waited for (see run_process).
+            self._executor.deadline = stopped_at + self.settings.grace_period + 0.75
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
-        grace = self.settings.grace_period
-        stops = []
-        if self._runner is not None:
-            stops.append(self._runner.cleanup())
-        if self._grpc_server is not None:
-            stops.append(self._grpc_server.stop(grace))
-        await asyncio.gather(*stops, return_exceptions=True)
+        if self._trimming is not None:
+            self._trimming.cancel()
+        try:
+            await stop_serving(self.drain, self._runner, self._grpc_server)
+        except Exception:
+            logger.exception("stopping the servers failed")
         for name, model in list(self.registered_models.get_models().items()):
             try:
                 if isinstance(model, Model):
@@ -327,35 +346,16 @@ class ModelServer:
             tracer=self._tracer,
             recent_spans=self.recent_spans,
             service_name=self.service_name,
+            drain=self.drain,
         )
-        runner = web.AppRunner(
+        self._runner, self.bound_http_port = await rest_site.listen(
             app,
-            handle_signals=False,
-            access_log_class=access_log.access_logger_class(
-                self.settings.access_log_format, traced=self._tracer is not None
-            ),
-            access_log_format=access_log.aiohttp_format(self.settings.access_log_format),
-            logger=access_log.server_logger(),
-            keepalive_timeout=self.settings.timeout_keep_alive,
-            shutdown_timeout=self.settings.grace_period,
+            self.settings,
+            metrics,
+            traced=self._tracer is not None,
+            shared_socket=self._shared_socket,
+            ssl_context=tls.ssl_context(self._options),
         )
-        await runner.setup()
-        ssl_context = _ssl_context(self._options)
-        site: web.BaseSite
-        if self._shared_socket is not None:
-            site = web.SockSite(runner, self._shared_socket, ssl_context=ssl_context)
-        else:
-            site = web.TCPSite(
-                runner,
-                self.settings.listen_address,
-                self.settings.http_port,
-                ssl_context=ssl_context,
-            )
-        await site.start()
-        self._runner = runner
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.bound_http_port = sockets[0].getsockname()[1] if sockets else self.settings.http_port
 
     async def _load_models(self) -> None:
         loop = asyncio.get_running_loop()
@@ -400,46 +400,3 @@ _EXTRA_OPTIONS = frozenset(
         "log_format",
     }
 )
-
-
-def _predictor_config_from(args: Any) -> PredictorConfig | None:
-    if not args.predictor_host:
-        return None
-    return PredictorConfig(
-        predictor_host=args.predictor_host,
-        predictor_protocol=args.protocol or args.predictor_protocol,
-        predictor_use_ssl=args.predictor_use_ssl,
-        predictor_request_timeout_seconds=args.predictor_request_timeout_seconds,
-        predictor_request_retries=args.predictor_request_retries,
-        predictor_health_check=args.enable_predictor_health_check,
-    )
-
-
-def _refuse(exc: preflight.StartupError) -> NoReturn:
-    """Stop the start with `exc`'s one line, as argparse stops at a bad flag."""
-    for handler in logging.getLogger().handlers:
-        handler.flush()  # what was logged before it comes first
-    print(f"gateway: error: {exc}", file=sys.stderr, flush=True)
-    raise SystemExit(2)
-
-
-def _ssl_context(options: dict[str, Any]) -> ssl.SSLContext | None:
-    certfile, keyfile = options.get("ssl_certfile"), options.get("ssl_keyfile")
-    if not (certfile and keyfile):
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(certfile, keyfile)
-    return context
-
-
-def _configure_logging(config_file: str | None, log_format: str) -> None:
-    # Every record would otherwise look up its thread, process and source line: a cost per
-    # request (access and latency lines) that no default format prints.
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    if config_file:
-        with open(config_file) as handle:
-            logging.config.dictConfig(json.load(handle))
-    elif not logging.getLogger().handlers:
-        logs.configure(logging.INFO, log_format)

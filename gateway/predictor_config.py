@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.hops.settings import PROTOCOLS
 
@@ -24,6 +25,20 @@ class PredictorConfig:
                 f"predictor_protocol must be one of {', '.join(PROTOCOLS)}, "
                 f"got {self.predictor_protocol!r}"
             )
+
+    @classmethod
+    def from_flags(cls, args: Any) -> PredictorConfig | None:
+        """The config KServe's ``--predictor_*`` flags give; None without a host."""
+        if not args.predictor_host:
+            return None
+        return cls(
+            predictor_host=args.predictor_host,
+            predictor_protocol=args.protocol or args.predictor_protocol,
+            predictor_use_ssl=args.predictor_use_ssl,
+            predictor_request_timeout_seconds=args.predictor_request_timeout_seconds,
+            predictor_request_retries=args.predictor_request_retries,
+            predictor_health_check=args.enable_predictor_health_check,
+        )
 
     @property
     def predictor_base_url(self) -> str:

@@ -8,9 +8,11 @@ exits with status 2, as argparse does for a bad flag.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
+import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from gateway.hops.pool.target import PoolTargetError, parse_target
 from gateway.hops.settings import HopSettings
@@ -23,6 +25,7 @@ __all__ = [
     "check_host",
     "check_port_free",
     "check_ports_free",
+    "refuse",
 ]
 
 
@@ -133,3 +136,11 @@ def _probe(address: str, port: int) -> None:
         # As the servers bind: a port left in TIME_WAIT by a stopped server is free.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address, port))
+
+
+def refuse(exc: StartupError) -> NoReturn:
+    """Stop the start with `exc`'s one line, as argparse stops at a bad flag."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()  # what was logged before it comes first
+    print(f"gateway: error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(2)

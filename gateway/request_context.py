@@ -38,6 +38,8 @@ class RequestContext:
     span: Span | None = None
     # The Server-Timing entry naming the server that serves it (None: its answers do not say).
     identity: str | None = None
+    # time.monotonic() when it arrived (its head; the body may have come long after).
+    arrived: float = field(default_factory=time.monotonic)
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (negative once passed), None without one."""

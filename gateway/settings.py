@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from gateway.codecs.limits import DecodeLimits
 
 MIB = 1 << 20
+_LIMITS = DecodeLimits()
 
 
 @dataclass(frozen=True)
@@ -39,3 +45,44 @@ class ServerSettings:
     root_model: str | None = None
     # Workers share the gRPC port through SO_REUSEPORT; a lone server must own its port.
     grpc_reuse_port: bool = False
+    # What one request may hold besides its bytes (`gateway.codecs.limits`): JSON text,
+    # values decoded one by one, JSON object members, gRPC bytes protobuf parses.
+    max_json_bytes: int = _LIMITS.json_bytes
+    max_request_values: int = _LIMITS.values
+    max_request_keys: int = _LIMITS.keys
+    grpc_max_parsed_bytes: int = _LIMITS.grpc_parsed_bytes
+    # Seconds a REST client may leave its answer unread before its connection is closed.
+    write_timeout: float = 30
+    # Bytes of an answer queued for one REST client at once (the rest waits in memory).
+    max_write_buffer: int = 1 * MIB
+    # Client connections the REST server keeps open at once; None: from the process's
+    # descriptor limit (see `gateway.server.connections`).
+    max_connections: int | None = None
+
+    @cached_property
+    def decode_limits(self) -> DecodeLimits:
+        """The limits the doors decode requests within."""
+        return DecodeLimits(
+            json_bytes=self.max_json_bytes,
+            values=self.max_request_values,
+            keys=self.max_request_keys,
+            grpc_parsed_bytes=self.grpc_max_parsed_bytes,
+        )
+
+    @classmethod
+    def chosen(
+        cls, flags: Mapping[str, Any], given: Mapping[str, Any], extra: frozenset[str]
+    ) -> tuple[ServerSettings, dict[str, Any]]:
+        """The settings a caller `given` (None: not given) and else the `flags` choose, and
+        the `extra` options beside them; an option that is neither raises TypeError."""
+        fields = set(cls.__dataclass_fields__)
+        unknown = set(given) - fields - extra
+        if unknown:
+            raise TypeError(f"unknown ModelServer options: {', '.join(sorted(unknown))}")
+        chosen = {
+            key: flags[key] if given.get(key) is None else given[key]
+            for key in fields | extra
+            if key in flags or given.get(key) is not None
+        }
+        settings = cls(**{k: v for k, v in chosen.items() if k in fields})
+        return settings, {k: v for k, v in chosen.items() if k in extra}

@@ -57,6 +57,7 @@ class Upstreams:
             forward_headers=frozenset(h for h in headers if h),
             forward_authorization=args.forward_authorization,
             max_connections=args.predictor_max_connections,
+            max_response_bytes=args.max_upstream_response_bytes,
             ca_file=args.predictor_ca_file,
         )
         # The explainer is reached as the predictor is (TLS, timeout, headers, backoff),

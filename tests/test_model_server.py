@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
+import ssl
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 
 from gateway import InferInput, InferRequest, InferResponse
 from gateway._proto import SERVICE_NAME
+from tests.hops.upstreams import make_authority
 from tests.server.procs import ServerProcess, run_server
 
 APP = "tests.apps.kserve_style"
@@ -170,3 +173,48 @@ async def test_workers_share_the_port_and_their_metrics_add_up() -> None:
                 assert sum(count for _, count in hops) == sent
             server.signal(signal.SIGTERM)
             assert await asyncio.to_thread(server.wait, 30) == 0
+
+
+@pytest.mark.timeout(90)
+async def test_a_killed_worker_is_replaced_and_the_server_is_not_ready_meanwhile() -> None:
+    with run_server(APP, "--http_port", "0", "--grpc_port", "0", "--workers", "2") as server:
+        ready = f"{server.base_url}/v2/health/ready"
+        async with aiohttp.ClientSession() as session:
+            await _wait_ready(session, server)
+            before = _children(server.process.pid)
+            assert len(before) == 2, server.output()
+            victim = int(sorted(before)[0])
+            os.kill(victim, signal.SIGKILL)
+            # Until the replacement runs (half a second at the least), the survivor says
+            # not ready; its answer is the first one after the kill.
+            deadline = time.monotonic() + 5
+            while (status := await _status(session, ready)) == 200:
+                assert time.monotonic() < deadline, "still ready with one worker of two"
+                await asyncio.sleep(0.02)
+            assert status == 503
+            await _wait_ready(session, server)
+        after = _children(server.process.pid)
+        assert len(after) == 2, (before, after)
+        assert str(victim) not in after, (before, after)
+        assert "replacing it" in server.output()
+        server.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(server.wait, 30) == 0, server.output()[-2000:]
+
+
+async def test_tls_flags_secure_the_grpc_port_as_well_as_rest(tmp_path: Path) -> None:
+    authority = make_authority(tmp_path)
+    ca = await asyncio.to_thread(Path(authority.ca_file).read_bytes)
+    tls = ("--ssl_certfile", authority.cert_file, "--ssl_keyfile", authority.key_file)
+    with run_server(APP, "--http_port", "0", "--grpc_port", "0", *tls) as server:
+        address = f"127.0.0.1:{server.grpc_port}"
+        live = f"/{SERVICE_NAME}/ServerLive"
+        async with grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca)) as channel:
+            assert await channel.unary_unary(live)(b"", timeout=10) == b"\x08\x01"  # live: true
+        async with grpc.aio.insecure_channel(address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await channel.unary_unary(live)(b"", timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        context = ssl.create_default_context(cafile=authority.ca_file)
+        url = f"https://127.0.0.1:{server.http_port}/v2/health/live"
+        async with aiohttp.ClientSession() as session, session.get(url, ssl=context) as answer:
+            assert answer.status == 200

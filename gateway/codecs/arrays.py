@@ -134,7 +134,10 @@ def from_json(data: object, datatype: str, shape: Sequence[int], tensor: str) ->
     if parsed.size != count:
         raise _count_mismatch(tensor, parsed.size, shape, count)
     if count == 0:
-        return np.zeros(shape, dtype=NUMPY[datatype])
+        try:
+            return np.zeros(shape, dtype=NUMPY[datatype])
+        except ValueError as exc:  # empty, but its other dims multiply past numpy's reach
+            raise InvalidInput(f"tensor {tensor!r}: numpy cannot shape {list(shape)}") from exc
     kind = parsed.dtype.kind
     if datatype == "UINT64" and kind in "fO":
         parsed = _exact_uint64(data, tensor)

@@ -14,9 +14,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from gateway import offload
 from gateway._proto import pb
 from gateway.codecs import bytes_tensor
 from gateway.codecs.datatypes import CONTENTS_FIELD, check_datatype
+from gateway.codecs.limits import DecodeLimits, ValueBudget
 from gateway.codecs.parameters import fill_grpc_parameters, to_http_parameters
 from gateway.codecs.rest import REST_ONLY
 from gateway.codecs.tensor_fields import TensorFields
@@ -28,11 +30,16 @@ RAW_OUTPUT_FIELD = pb.ModelInferResponse.RAW_OUTPUT_CONTENTS_FIELD_NUMBER
 Array = np.ndarray[Any, Any]
 Buffer = bytes | bytearray | memoryview
 
+# Top-level fields of one message: a few per tensor (its description and raw contents) and
+# per parameter. Far above any real request, low enough that walking them is quick.
+MAX_FIELDS = 8192
+
 
 def read_tensors(
-    messages: Sequence[Any], raws: Sequence[Buffer], kind: str
+    messages: Sequence[Any], raws: Sequence[Buffer], kind: str, budget: ValueBudget | None = None
 ) -> Iterator[TensorFields]:
-    """The tensors of `InferInputTensor` / `InferOutputTensor` messages and raw contents.
+    """The tensors of `InferInputTensor` / `InferOutputTensor` messages and raw contents;
+    typed contents are counted against `budget` before they become Python values.
 
     A generator: the caller builds each tensor before the next is read, so the first fault
     is the one reported."""
@@ -50,7 +57,10 @@ def read_tensors(
             field = CONTENTS_FIELD.get(check_datatype(datatype, name))
             if field is None:
                 raise InvalidInput(f"tensor {name!r}: {datatype} travels only as raw contents")
-            values = list(getattr(message.contents, field))
+            contents = getattr(message.contents, field)
+            if budget is not None:
+                budget.take(len(contents), name)
+            values = list(contents)
             yield TensorFields(name, list(message.shape), datatype, params, None, values)
 
 
@@ -95,9 +105,14 @@ def needs_raw(datatypes: Iterable[str]) -> bool:
 M = TypeVar("M")
 
 
-def parse_raw(data: Buffer, field: int, message_type: type[M]) -> tuple[M, list[memoryview]]:
-    """Parse a serialized message with its raw contents (`field`) sliced out, not copied."""
+def parse_raw(
+    data: Buffer, field: int, message_type: type[M], limits: DecodeLimits | None = None
+) -> tuple[M, list[memoryview]]:
+    """Parse a serialized message with its raw contents (`field`) sliced out, not copied;
+    what protobuf parses (the rest) within `limits`."""
     head, raws = split_raw(data, field)
+    if limits is not None:
+        limits.check_grpc(len(head))
     try:
         message = message_type.FromString(head)  # type: ignore[attr-defined]
     except Exception as exc:  # protobuf's DecodeError differs between runtimes
@@ -136,6 +151,21 @@ def split_raw(data: Buffer, field: int) -> tuple[bytes, list[memoryview]]:
     return b"".join(pieces), raws
 
 
+def decode_weight(data: Buffer, field: int) -> int:
+    """How much work decoding a message is (`gateway.offload.weight`): what protobuf parses,
+    and its raw contents (`field`) when a BYTES tensor may be among them."""
+    head = raw = 0
+    mentions_bytes = False
+    for number, start, end, value in _top_level_fields(memoryview(data).cast("B")):
+        if number == field and value is not None:
+            raw += len(value)
+        else:
+            head += end - start
+            if value is not None and len(value) < offload.HEAVY:
+                mentions_bytes = mentions_bytes or b"BYTES" in bytes(value).upper()
+    return offload.weight(head, raw if mentions_bytes else 0)
+
+
 def string_field(data: Buffer, field: int) -> str:
     """The value of top-level string `field` (the last one, as protobuf reads it); "" if unset.
 
@@ -154,10 +184,20 @@ def string_field(data: Buffer, field: int) -> str:
 
 
 def _top_level_fields(view: memoryview) -> Iterator[tuple[int, int, int, memoryview | None]]:
-    """Each field's number, where it starts and ends, and its value if length-delimited."""
+    """Each field's number, where it starts and ends, and its value if length-delimited.
+
+    At most `MAX_FIELDS` of them: the walk runs on the event loop (to route a message by its
+    model name), one Python step per field."""
     size = len(view)
     pos = 0
+    fields = 0
     while pos < size:
+        fields += 1
+        if fields > MAX_FIELDS:
+            raise InvalidInput(
+                f"the message has more than {MAX_FIELDS} top-level fields (tensors, raw "
+                "contents, parameters)"
+            )
         start = pos
         key, pos = _read_varint(view, pos)
         wire_type, number = key & 7, key >> 3

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from gateway import offload
 from gateway.codecs import json_depth
 from gateway.codecs.tensor_fields import TensorFields
 from gateway.errors import InvalidInput
@@ -40,6 +41,18 @@ def json_length(header_value: str | None, body_length: int) -> int | None:
     if not 0 <= length <= body_length:
         raise InvalidInput(f"{INFERENCE_HEADER} is {length}, but the body has {body_length} bytes")
     return length
+
+
+def decode_weight(body: Buffer, length: int | None) -> int:
+    """How much work decoding `body` is (`gateway.offload.weight`): its JSON, and its binary
+    part when a BYTES tensor may be there (numeric data is read without a copy)."""
+    size = len(body)
+    if length is None or not 0 <= length <= size:
+        return offload.weight(size)
+    if length >= offload.HEAVY:
+        return offload.weight(length)
+    mentions_bytes = b"bytes" in bytes(memoryview(body)[:length]).lower()
+    return offload.weight(length, size - length if mentions_bytes else 0)
 
 
 def split_body(body: Buffer, length: int | None) -> tuple[dict[str, Any], memoryview]:

@@ -19,7 +19,9 @@ from gateway.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from gateway.header_rules import valid_http_header
 from gateway.hops.settings import HopSettings
+from gateway.sanitize import upstream_text
 
 __all__ = [
     "READY_TIMEOUT",
@@ -53,14 +55,32 @@ def call_timeout(settings: HopSettings, cap: float | None = None) -> float:
     return timeout
 
 
+# What the upstreams of one request may add to its Server-Timing header, so that the header
+# stays one clients read (many cap a header line at 8 KiB): the gateway's own entries always
+# go out, the upstreams' up to these bounds (the rest is dropped).
+MAX_UPSTREAM_TIMINGS = 32
+MAX_UPSTREAM_TIMING_BYTES = 4096
+_MAX_ENTRY = 256
+
+
 def merge_server_timing(values: Iterable[str], role: str) -> None:
     """Add an upstream's Server-Timing entries to the current request's, each named after
     the gateway the upstream says it is, or else after `role` (``predict;dur=3`` from a
-    predictor becomes ``predictor.predict;dur=3``; see `gateway.timing_entries`)."""
+    predictor becomes ``predictor.predict;dur=3``; see `gateway.timing_entries`); what is
+    not a valid header value, or past the bounds above, is dropped."""
     context = request_context.current()
     if context is None:
         return
-    context.upstream_timings.extend(timing_entries.prefixed(timing_entries.split(values), role))
+    timings = context.upstream_timings
+    used = sum(len(entry) + 2 for entry in timings)
+    for named in timing_entries.prefixed(timing_entries.split(values), role):
+        if len(timings) >= MAX_UPSTREAM_TIMINGS:
+            return
+        if len(named) > _MAX_ENTRY or used + len(named) + 2 > MAX_UPSTREAM_TIMING_BYTES:
+            continue
+        if named.isascii() and valid_http_header("server-timing", named):
+            timings.append(named)
+            used += len(named) + 2
 
 
 def retry_after(value: str | None) -> float | None:
@@ -94,7 +114,7 @@ def decoded(role: str, decode: Callable[[], T]) -> T:
         return decode()
     except (GatewayError, ValueError, TypeError) as exc:
         raise UpstreamProtocolError(
-            f"the {role}'s answer cannot be read: {exc}", upstream=role
+            f"the {role}'s answer cannot be read: {upstream_text(str(exc))}", upstream=role
         ) from exc
 
 

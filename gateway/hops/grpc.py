@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 
+from gateway import offload
 from gateway._proto import SERVICE_NAME, pb
 from gateway.codecs import grpc as grpc_codec
 from gateway.errors import (
@@ -33,6 +34,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.header_rules import valid_grpc_metadata
+from gateway.hops.answers import too_large
 from gateway.hops.base import Headers, Hop
 from gateway.hops.common import (
     READY_TIMEOUT,
@@ -45,7 +47,9 @@ from gateway.hops.common import (
 from gateway.hops.settings import HopSettings
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
+from gateway.messages import encoding_weight
 from gateway.passthrough import Passthrough, PassthroughResponse
+from gateway.sanitize import upstream_text
 
 __all__ = ["GrpcHop", "upstream_error"]
 
@@ -72,6 +76,19 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_reconnect_backoff_ms", 5_000),
 )
 
+
+def channel_options(settings: HopSettings) -> tuple[tuple[str, int], ...]:
+    """`CHANNEL_OPTIONS`, answers limited to the hop's own size limit."""
+    receive = "grpc.max_receive_message_length"
+    return (
+        *(option for option in CHANNEL_OPTIONS if option[0] != receive),
+        (receive, settings.max_response_bytes),
+    )
+
+
+# How gRPC words an answer over the channel's receive limit (RESOURCE_EXHAUSTED, which an
+# upstream may also answer of its own: then it is passed on as such).
+_OVER_LIMIT = "Received message larger than max"
 # How gRPC words the failure of a call that no connection could carry (so it was not sent).
 _NOT_CONNECTED = (
     "failed to connect to all addresses",
@@ -169,8 +186,14 @@ class GrpcHop(Hop):
                 request_outputs=request.request_outputs,
                 model_version=request.model_version,
             )
-        answer = await self._model_infer(request.to_grpc_bytes(), headers)
-        return decoded(self.name, lambda: InferResponse.from_grpc_bytes(answer))
+        data = await offload.run(request.to_grpc_bytes, encoding_weight(request.inputs))
+        answer = await self._model_infer(data, headers)
+        return await offload.run(
+            lambda: decoded(self.name, lambda: InferResponse.from_grpc_bytes(answer)),
+            decoded(
+                self.name, lambda: grpc_codec.decode_weight(answer, grpc_codec.RAW_OUTPUT_FIELD)
+            ),
+        )
 
     async def _model_infer(self, data: bytes, headers: Headers) -> bytes:
         """One ModelInfer call within the call's time budget, its errors mapped to ours."""
@@ -180,6 +203,8 @@ class GrpcHop(Hop):
             answer: bytes = await call
         except grpc.aio.AioRpcError as exc:
             self._timings(exc.initial_metadata(), exc.trailing_metadata())
+            if exc.code() == Code.RESOURCE_EXHAUSTED and _OVER_LIMIT in (exc.details() or ""):
+                raise too_large(self.name, self.settings.max_response_bytes) from exc
             raise upstream_error(exc, self.name, timeout) from exc
         self._timings(await call.initial_metadata(), await call.trailing_metadata())
         return answer
@@ -198,12 +223,11 @@ class GrpcHop(Hop):
     def _open(self) -> grpc.aio.Channel:
         if self._channel is None:
             target = self.settings.target
+            options = channel_options(self.settings)
             if self._credentials is None:
-                self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+                self._channel = grpc.aio.insecure_channel(target, options=options)
             else:
-                self._channel = grpc.aio.secure_channel(
-                    target, self._credentials, options=CHANNEL_OPTIONS
-                )
+                self._channel = grpc.aio.secure_channel(target, self._credentials, options=options)
         return self._channel
 
     def _timings(self, *metadata: Any) -> None:
@@ -213,7 +237,7 @@ class GrpcHop(Hop):
 def upstream_error(exc: grpc.aio.AioRpcError, role: str, timeout: float) -> UpstreamError:
     """Our error for a failed call to `role` (raise it ``from exc``)."""
     code = exc.code()
-    details = exc.details() or code.name
+    details = upstream_text(exc.details() or "") or code.name
     if code == Code.DEADLINE_EXCEEDED:
         return UpstreamTimeout(
             f"the {role} did not answer within {timeout:.3f} s: {details}", upstream=role

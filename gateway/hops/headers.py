@@ -51,8 +51,27 @@ def outbound(headers: Headers, settings: HopSettings) -> Headers:
             raise InvalidInput(f"header {key!r} contains a line break")
     context = request_context.current()
     if context is not None:
-        out.setdefault(REQUEST_ID, context.request_id)
+        # The request's id, which is the client's only when it can be (`envelope.request_id`).
+        out[REQUEST_ID] = context.request_id
+    _check_size(out)
     return out
+
+
+# What forwarded headers may take, counted as HTTP/2 does (32 bytes an entry besides its
+# name and value): gRPC's default metadata limit is 8 KiB, and the hop adds its own headers.
+MAX_FORWARDED_BYTES = 7 << 10
+
+
+def _check_size(headers: Headers) -> None:
+    """Refuse headers an upstream would refuse: the client's fault, said before the call
+    (rather than the upstream's answer, which a gRPC one words as RESOURCE_EXHAUSTED)."""
+    size = sum(len(key) + len(value) + 32 for key, value in headers.items())
+    if size > MAX_FORWARDED_BYTES:
+        largest = sorted(headers, key=lambda key: len(headers[key]), reverse=True)[:3]
+        raise InvalidInput(
+            f"the headers to forward upstream take {size} bytes, over the limit of "
+            f"{MAX_FORWARDED_BYTES} (largest: {', '.join(largest)})"
+        )
 
 
 class Forwarding(HopWrapper):

@@ -20,6 +20,8 @@ reached the upstream's model::
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import ssl
 import warnings
@@ -32,9 +34,12 @@ import orjson
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from gateway import offload
 from gateway.codecs import rest as rest_codec
 from gateway.errors import (
+    GatewayError,
     InvalidInput,
+    Overloaded,
     UnsupportedProtocol,
     UpstreamError,
     UpstreamProtocolError,
@@ -42,6 +47,8 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.header_rules import valid_http_header
+from gateway.hops.answers import read_answer
 from gateway.hops.base import Headers, Hop
 from gateway.hops.common import (
     READY_TIMEOUT,
@@ -55,8 +62,9 @@ from gateway.hops.common import (
 from gateway.hops.settings import HopSettings
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
-from gateway.messages import v1_tensors, v1_value
+from gateway.messages import encoding_weight, v1_tensors, v1_value
 from gateway.passthrough import Passthrough, PassthroughResponse
+from gateway.sanitize import upstream_text
 from gateway.tensor import InferOutput
 
 __all__ = ["TIMEOUT_HEADER", "RestHop", "upstream_error"]
@@ -115,8 +123,12 @@ class RestHop(Hop):
             raise unsupported_payload(payload)
         if self.protocol == "v2":
             return await self._infer_v2(payload, headers)
-        answer = await self._post(self._v1_url("predict"), _v1_body(payload), headers)
-        return decoded(self.name, lambda: _v1_response(orjson.loads(answer.body), payload))
+        body = await offload.run(lambda: _v1_body(payload), encoding_weight(payload.inputs))
+        answer = await self._post(self._v1_url("predict"), body, headers)
+        return await offload.run(
+            lambda: decoded(self.name, lambda: _v1_response(orjson.loads(answer.body), payload)),
+            offload.weight(len(answer.body)),
+        )
 
     async def explain(self, payload: Any, headers: Headers) -> Any:
         """Explanations are free-form JSON: the parsed answer is returned as it is."""
@@ -161,12 +173,19 @@ class RestHop(Hop):
     # Requests
 
     async def _infer_v2(self, request: InferRequest, headers: Headers) -> InferResponse:
-        body, length = request.rest_body(self._binary(request))
+        binary = self._binary(request)
+        body, length = await offload.run(
+            lambda: request.rest_body(binary), encoding_weight(request.inputs)
+        )
         answer = await self._post(
             self._v2_url("infer", request.model_version), body, headers, length
         )
-        return decoded(
-            self.name, lambda: InferResponse.from_bytes(answer.body, _json_length(answer))
+        answer_length = decoded(self.name, lambda: _json_length(answer))
+        return await offload.run(
+            lambda: decoded(
+                self.name, lambda: InferResponse.from_bytes(answer.body, answer_length)
+            ),
+            rest_codec.decode_weight(answer.body, answer_length),
         )
 
     async def _passthrough(
@@ -189,6 +208,13 @@ class RestHop(Hop):
             # data is cut short (the decoding path refuses the same answer with a 502).
             decoded(self.name, lambda: rest_codec.check_binary_sizes(answer.body, length))
         content_type = answer.headers.get("Content-Type", JSON)
+        if not valid_http_header("content-type", content_type):
+            # It would go back to the client as it is, and fail there as the answer is sent.
+            raise UpstreamProtocolError(
+                f"the {self.name} answered with a Content-Type that is not a valid header "
+                f"value: {upstream_text(content_type, 64)!r}",
+                upstream=self.name,
+            )
         return PassthroughResponse(answer.body, length, content_type)
 
     def _json(self, answer: _Answer) -> Any:
@@ -238,7 +264,9 @@ class RestHop(Hop):
                 # A redirected POST would turn into a GET; an inference call is not redirected.
                 allow_redirects=False,
             ) as response:
-                answer = _Answer(response.status, response.headers, await response.read())
+                limit = self.settings.max_response_bytes
+                body = await read_answer(response, limit, self.name)
+                answer = _Answer(response.status, response.headers, body)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise upstream_error(exc, self.name, timeout) from exc
         merge_server_timing(answer.headers.getall("Server-Timing", ()), self.name)
@@ -269,6 +297,9 @@ class RestHop(Hop):
                 timeout=aiohttp.ClientTimeout(total=None),
                 # Tensors compress poorly: compressing them costs both ends CPU for little.
                 headers={"Accept-Encoding": "identity"},
+                # An answer compressed anyway is decoded within the size limit, not by aiohttp
+                # (which would inflate it whole: a small body can expand to gigabytes).
+                auto_decompress=False,
             )
         return self._session
 
@@ -293,19 +324,43 @@ _ERRORS: tuple[tuple[_Types, type[UpstreamError], str], ...] = (
 _UNSENT = "Can not write request body"
 
 
-def upstream_error(exc: BaseException, role: str, timeout: float) -> UpstreamError:
+def upstream_error(exc: BaseException, role: str, timeout: float) -> GatewayError:
     """Our error for an aiohttp / socket error of a call to `role` (raise it ``from exc``)."""
+    if _out_of_descriptors(exc):
+        # This process's condition, not the upstream's: said as such, and not retried.
+        return Overloaded(
+            f"the gateway is out of file descriptors and cannot open a connection to the "
+            f"{role}; try again later",
+            retry_after=1,
+        )
     if isinstance(exc, aiohttp.ClientOSError) and _UNSENT in str(exc):
         # The request could not be written (a pooled connection the upstream had just
         # closed): an incomplete request cannot have reached its model.
-        return UpstreamUnavailable(f"cannot send to the {role}: {exc}", upstream=role)
+        return UpstreamUnavailable(
+            f"cannot send to the {role}: {upstream_text(str(exc))}", upstream=role
+        )
     for types, error, template in _ERRORS:
         if isinstance(exc, types):
             reason = template.format(role=role, timeout=timeout)
-            # A response error's str() repeats the whole request; its message is the point.
+            # A response error's str() repeats the whole request; its message is the point,
+            # and it may quote what the upstream sent.
             detail = exc.message if isinstance(exc, aiohttp.ClientResponseError) else str(exc)
+            detail = upstream_text(detail)
             return error(f"{reason}: {detail}" if detail else reason, upstream=role)
-    return UpstreamProtocolError(f"the call to the {role} failed: {exc!r}", upstream=role)
+    return UpstreamProtocolError(
+        f"the call to the {role} failed: {upstream_text(repr(exc))}", upstream=role
+    )
+
+
+def _out_of_descriptors(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what it wraps) says this process has no descriptor left."""
+    for _ in range(8):  # bounded: a chain of causes is short
+        if exc is None:
+            return False
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            return True
+        exc = getattr(exc, "os_error", None) or exc.__cause__ or exc.__context__
+    return False
 
 
 # Helpers
@@ -347,16 +402,16 @@ def _v1_response(answer: Any, request: InferRequest) -> InferResponse:
 
 
 def _error_text(body: bytes) -> str:
-    """The upstream's ``{"error": ...}`` message, else the start of its body."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        parsed = None
+    """The upstream's ``{"error": ...}`` message, else the start of its body: one line, cut
+    short (`gateway.sanitize`)."""
+    parsed = None
+    if len(body) <= _LARGE_BODY:  # an error message, not something worth parsing at length
+        with contextlib.suppress(orjson.JSONDecodeError):
+            parsed = orjson.loads(body)
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(error, str):
-        return error
-    text = body[:ERROR_TEXT_LIMIT].decode("utf-8", "replace").strip()
-    return text + "..." if len(body) > ERROR_TEXT_LIMIT else text
+        return upstream_text(error)
+    return upstream_text(body, ERROR_TEXT_LIMIT)
 
 
 def _segment(name: str) -> str:

@@ -48,6 +48,8 @@ class HopSettings:
     # Authorization is credentials for *this* gateway; passing it on must be asked for.
     forward_authorization: bool = False
     max_connections: int = 100
+    # Bytes of one answer taken from the upstream (REST or gRPC); a larger one is a 502.
+    max_response_bytes: int = 256 << 20
     # TLS to the upstream is verified against the system's CAs, or this file's.
     ca_file: str | None = None
 

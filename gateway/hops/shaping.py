@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from gateway import offload
 from gateway.errors import InvalidInput
 from gateway.hops.base import Headers, Hop, HopWrapper
 from gateway.hops.common import decoded, json_body, unsupported_payload
@@ -41,8 +42,12 @@ class Shaping(HopWrapper):
             if self.protocol == "v1":
                 answer = await self.inner.infer(self._as_body(payload), headers)
                 return self._parsed(answer)
-            response = await self.inner.infer(v2_request(payload, self.model_name), headers)
-            return decoded(self.name, lambda: dict_response(response, payload))
+            heft = _v1_weight(payload)
+            request = await offload.run(lambda: v2_request(payload, self.model_name), heft)
+            response = await self.inner.infer(request, headers)
+            return await offload.run(
+                lambda: decoded(self.name, lambda: dict_response(response, payload)), heft
+            )
         return await self.inner.infer(_checked(payload), headers)
 
     async def explain(self, payload: Any, headers: Headers) -> Any:
@@ -81,6 +86,18 @@ def dict_response(response: InferResponse, request: dict[str, Any]) -> dict[str,
     if "instances" in request:
         return {"predictions": v1_value(response.outputs, "predictions")}
     return response.to_json_dict()
+
+
+def _v1_weight(payload: dict[str, Any]) -> int:
+    """Roughly the work of shaping a dict (`gateway.offload.weight`), without walking it: v1
+    rows and columns (or a v2 request's tensors) cost a Python step each, like a BYTES
+    element."""
+    value = payload.get("instances", payload.get("inputs"))
+    if not isinstance(value, list) or not value:
+        return 0
+    first = value[0]
+    width = len(first) if isinstance(first, dict | list) else 1
+    return offload.weight(0, len(value) * width)
 
 
 def _checked(payload: Any) -> InferRequest | Passthrough:

@@ -218,7 +218,8 @@ def access_logger_class(fmt: str | None, traced: bool = False) -> type[AbstractA
 class _ParseErrorFilter(logging.Filter):
     """aiohttp logs each request it cannot parse with a traceback whose text quotes the
     offending bytes, so a malformed ``Authorization`` header would be written to the log.
-    Such a record keeps its level and says who sent what kind of error, without the bytes."""
+    Such a record says who sent what kind of error, without the bytes, and at DEBUG: any
+    client can send thousands a second, and the client's error is not the server's."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
@@ -228,6 +229,8 @@ class _ParseErrorFilter(logging.Filter):
             record.args = (remote, exc.code, type(exc).__name__)
             record.exc_info = None
             record.exc_text = None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         return True
 
 

@@ -25,7 +25,7 @@ from opentelemetry.util.types import Attributes
 
 from gateway import request_context, tracing, tracing_ids
 from gateway.dataplane import DataPlane
-from gateway.header_rules import REQUEST_ID, SERVER_TIMING, TRACERESPONSE
+from gateway.header_rules import REQUEST_ID, SERVER_TIMING, TRACERESPONSE, usable_request_id
 from gateway.metrics import Metrics
 from gateway.request_context import RequestContext
 from gateway.server.server_timing import server_timing
@@ -35,8 +35,18 @@ __all__ = ["Envelope", "Inbound", "SpanStart", "answer_headers", "request_id"]
 
 
 def request_id(headers: Mapping[str, str]) -> str:
-    """The client's ``x-request-id``, or a new one."""
-    return headers.get(REQUEST_ID) or os.urandom(16).hex()
+    """The client's ``x-request-id``, or a new one when it sent none or one that cannot be
+    ours: over 256 characters, or not printable ASCII (a line separator would forge log
+    lines), or named in ``Connection`` (hop-by-hop: not for us to pass on)."""
+    given = headers.get(REQUEST_ID)
+    if given and usable_request_id(given) and not _named_in_connection(headers, REQUEST_ID):
+        return given
+    return os.urandom(16).hex()
+
+
+def _named_in_connection(headers: Mapping[str, str], name: str) -> bool:
+    connection = headers.get("connection")
+    return connection is not None and name in (n.strip().lower() for n in connection.split(","))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ tracer it is a SERVER span, and its stage times go back in the ``server-timing``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -22,19 +23,22 @@ from urllib.parse import unquote
 import grpc
 from opentelemetry.trace import Status, StatusCode, Tracer
 
-from gateway import tracing_ids
+from gateway import offload, tracing_ids
 from gateway._proto import SERVICE_NAME, pb
 from gateway.codecs import grpc as grpc_codec
+from gateway.codecs.limits import DecodeLimits
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, InferenceError, InvalidInput, grpc_code
 from gateway.header_rules import REQUEST_ID, usable_request_id
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
+from gateway.messages import encoding_weight
 from gateway.metrics import Metrics
 from gateway.model import InferenceVerb
 from gateway.passthrough import Passthrough, PassthroughResponse
 from gateway.server import grpc_metadata
 from gateway.server.access_log import GrpcAccessLogger
+from gateway.server.drain import Drain, expired_message
 from gateway.server.envelope import Envelope, SpanStart, request_id
 from gateway.server.grpc_metadata import Context, Headers
 from gateway.settings import ServerSettings
@@ -71,12 +75,15 @@ def create_grpc_server(
     *,
     tracer: Tracer | None = None,
     service_name: str | None = None,
+    drain: Drain | None = None,
 ) -> grpc.aio.Server:
     """A gRPC server for `dataplane`, not yet bound or started (call it inside the loop);
-    `tracer` None: no spans; `service_name`: what its Server-Timing trailers call it."""
-    servicer = _Servicer(dataplane)
+    `tracer` None: no spans; `service_name`: what its Server-Timing trailers call it;
+    `drain`: where the server's stop finds the calls in flight."""
+    servicer = _Servicer(dataplane, settings.decode_limits)
     envelope = Envelope(dataplane, metrics, tracer, service_name)
     access = GrpcAccessLogger()
+    drain = drain or Drain(settings.grace_period)
     handlers = {}
     for method in SERVICE.methods:
         # ModelInfer parses its own bytes, so raw contents skip protobuf.
@@ -86,7 +93,7 @@ def create_grpc_server(
             # Only inference is in the envelope: counted, measured and (given a tracer)
             # traced; health and metadata probes would flood the traces. Its access line is
             # the envelope's, which knows the model and the request id.
-            behavior = _enveloped(envelope, behavior, access)
+            behavior = _enveloped(envelope, drain, behavior, access)
             guarded = _guarded(method.name, behavior, parse, None)
         else:
             guarded = _guarded(method.name, behavior, parse, access)
@@ -117,12 +124,19 @@ async def start_grpc_server(
     *,
     tracer: Tracer | None = None,
     service_name: str | None = None,
+    drain: Drain | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Create, bind (port 0 picks a free port) and start a server; returns it and its port."""
+    """Create, bind (port 0 picks a free port) and start a server, with TLS given
+    `credentials`; returns it and its port."""
     server = create_grpc_server(
-        dataplane, settings, metrics, tracer=tracer, service_name=service_name
+        dataplane, settings, metrics, tracer=tracer, service_name=service_name, drain=drain
     )
-    bound = server.add_insecure_port(f"{settings.listen_address}:{port}")
+    address = f"{settings.listen_address}:{port}"
+    if credentials is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, credentials)
     if not bound:  # older gRPC reports a failed bind as port 0 instead of raising
         raise OSError(f"cannot listen on {settings.listen_address}:{port}")
     await server.start()
@@ -205,8 +219,9 @@ async def _abort(
 class _Servicer:
     """The service's methods, named as in the .proto."""
 
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, limits: DecodeLimits | None = None) -> None:
         self.dataplane = dataplane
+        self.limits = limits or DecodeLimits()
 
     async def ServerLive(self, request: Any, context: Context) -> Any:
         return pb.ServerLiveResponse(live=self.dataplane.live())
@@ -254,19 +269,25 @@ class _Servicer:
     async def ModelInfer(self, data: bytes, call: _Call) -> bytes:
         """Decode, call the model, encode: the envelope around it is `_Call`'s."""
         name = grpc_codec.string_field(data, _MODEL_NAME_FIELD)
-        request = self._decode(name, data, call)
+        request = await self._decode(name, data, call)
         with call.inbound.admitted():
             result = await self.dataplane.infer(name, request, call.headers, call.response_headers)
+        if isinstance(result, InferResponse):
+            return await offload.run(lambda: _encode(result), encoding_weight(result.outputs))
         return _encode(result)
 
-    def _decode(self, name: str, data: bytes, call: _Call) -> InferRequest | Passthrough:
+    async def _decode(self, name: str, data: bytes, call: _Call) -> InferRequest | Passthrough:
         """The request, or its bytes when they can go to the predictor undecoded."""
         request: InferRequest | Passthrough
         if self.dataplane.passthrough(name, PROTOCOL, True, InferenceVerb.PREDICT):
             request = Passthrough(PROTOCOL, name, data)
             message_id = grpc_codec.string_field(data, _ID_FIELD)
         else:
-            request = InferRequest.from_grpc_bytes(data)
+            limits = self.limits
+            request = await offload.run(
+                lambda: InferRequest.from_grpc_bytes(data, limits),
+                grpc_codec.decode_weight(data, grpc_codec.RAW_INPUT_FIELD),
+            )
             message_id = request.id or ""
         call.adopt(message_id)
         call.inbound.model = name
@@ -277,10 +298,13 @@ class _Call:
     """ModelInfer's side of the envelope (`gateway.server.envelope`): the client's metadata
     in; the model's response metadata, the trailers and the status code out."""
 
-    __slots__ = ("access", "context", "headers", "inbound", "response_headers")
+    __slots__ = ("access", "context", "drain", "headers", "inbound", "response_headers")
 
-    def __init__(self, envelope: Envelope, context: Context, access: GrpcAccessLogger) -> None:
+    def __init__(
+        self, envelope: Envelope, drain: Drain, context: Context, access: GrpcAccessLogger
+    ) -> None:
         self.access = access
+        self.drain = drain
         self.context = context
         self.headers = grpc_metadata.headers(context)
         ctx = envelope.context(PROTOCOL, request_id(self.headers), grpc_metadata.deadline(context))
@@ -298,7 +322,7 @@ class _Call:
         inbound, context = self.inbound, self.context
         code = grpc.StatusCode.OK
         started, size = time.perf_counter(), 0
-        with inbound:
+        with inbound, self.drain.tracked():
             try:
                 body = await behavior(data, self)
                 size = len(body)
@@ -310,7 +334,10 @@ class _Call:
             except Exception as exc:
                 code = _status_code(exc)
                 await _abort(context, "ModelInfer", exc, grpc_metadata.trailers(inbound.context))
-            except BaseException:
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError) and self.drain.cut_off():
+                    code = grpc.StatusCode.UNAVAILABLE
+                    await context.abort(code, expired_message(self.drain.grace))
                 # Cancelled by gRPC: the client went away, or its deadline passed.
                 remaining = inbound.context.remaining()
                 expired = remaining is not None and remaining <= 0
@@ -332,13 +359,14 @@ class _Call:
 
 def _enveloped(
     envelope: Envelope,
+    drain: Drain,
     model_infer: Callable[[bytes, _Call], Awaitable[bytes]],
     access: GrpcAccessLogger,
 ) -> Behavior:
     """ModelInfer inside the request envelope both doors share."""
 
     async def call(data: bytes, context: Context) -> bytes:
-        return await _Call(envelope, context, access).run(model_infer, data)
+        return await _Call(envelope, drain, context, access).run(model_infer, data)
 
     return call
 

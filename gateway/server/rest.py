@@ -27,13 +27,15 @@ from gateway.errors import GatewayError, InvalidInput, PayloadTooLarge, http_sta
 from gateway.header_rules import REQUEST_ID, http_response_header
 from gateway.metrics import Metrics
 from gateway.request_context import RequestContext
-from gateway.server import openapi, rest_graph, rest_v1, rest_v2, traces_view
+from gateway.server import connections, openapi, rest_graph, rest_v1, rest_v2, traces_view
 from gateway.server.cloudevents import EventSettings
+from gateway.server.drain import Drain, expired_message
 from gateway.server.envelope import Envelope, Inbound, SpanStart, answer_headers, request_id
 from gateway.server.rest_common import (
     BODY_TIMEOUT,
     CONTEXT,
     DATAPLANE,
+    LIMITS,
     RESPONSE_HEADERS,
     Route,
     json_response,
@@ -55,6 +57,7 @@ OPENAPI = web.AppKey("openapi", dict[str, Any])
 # Route by handler, for the middleware to tell which requests are inference.
 ROUTES = web.AppKey("routes", dict[Handler, Route])
 ENVELOPE = web.AppKey("envelope", Envelope)
+DRAIN = web.AppKey("drain", Drain)
 
 
 def create_app(
@@ -65,10 +68,12 @@ def create_app(
     tracer: Tracer | None = None,
     recent_spans: RecentSpans | None = None,
     service_name: str | None = None,
+    drain: Drain | None = None,
 ) -> web.Application:
     """The REST app for `dataplane` (not yet listening); `tracer` None: no spans;
     `recent_spans`: the buffer ``/traces`` shows (None: the page says how to turn it on);
-    `service_name`: what its Server-Timing headers call it."""
+    `service_name`: what its Server-Timing headers call it; `drain`: where the server's stop
+    finds the requests in flight."""
     table = routes(
         settings.enable_docs_url,
         traces=recent_spans is not None,
@@ -79,8 +84,10 @@ def create_app(
     app[DATAPLANE] = dataplane
     app[SETTINGS] = settings
     app[BODY_TIMEOUT] = settings.request_body_timeout
+    app[LIMITS] = settings.decode_limits
     app[METRICS] = metrics
     app[ENVELOPE] = Envelope(dataplane, metrics, tracer, service_name)
+    app[DRAIN] = drain or Drain(settings.grace_period)
     app[ROUTES] = {route.handler: route for route in table}
     app[OPENAPI] = openapi.document(table, dataplane.server_name, dataplane.server_version)
     app[rest_v1.EVENT_SETTINGS] = EventSettings.from_env(os.environ)
@@ -157,11 +164,16 @@ async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     context = envelope.context(route.protocol if route is not None else "", client_id, deadline)
     request[CONTEXT] = context
     request[RESPONSE_HEADERS] = {}
-    if route is not None and route.inference:
-        response = await _inference(envelope, route, request, handler)
-    else:  # health probes, metadata and /metrics are not traced: probes would flood traces
-        response = await _respond(request, handler)
+    drain = request.app[DRAIN]
+    with drain.tracked():
+        if route is not None and route.inference:
+            response = await _inference(envelope, route, request, handler)
+        else:  # health probes, metadata and /metrics are not traced: probes would flood traces
+            response = await _respond(request, handler)
+    if drain.stopping:
+        response.force_close()  # no further request on it: the server is stopping
     _add_headers(response, request[RESPONSE_HEADERS], context)
+    connections.paced(response, request.app[SETTINGS].max_write_buffer)
     if _body_abandoned(request, response):
         await _send_and_close(request, response)
     return response
@@ -173,7 +185,7 @@ def _body_abandoned(request: web.Request, response: web.StreamResponse) -> bool:
     return (
         request.transport is not None  # else the client is gone: nothing to send or close
         and not body.is_eof()
-        and (response.status == 408 or body.exception() is not None)
+        and (response.status == 408 or body.exception() is not None or request.app[DRAIN].expired)
     )
 
 
@@ -256,6 +268,11 @@ async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse
         return _error(CLIENT_CLOSED, "the client closed the connection")
     except Exception as exc:
         return _unexpected(request, exc)
+    except asyncio.CancelledError:
+        drain = request.app[DRAIN]
+        if not drain.cut_off():
+            raise
+        return _error(503, expired_message(drain.grace))
 
 
 def _unexpected(request: web.Request, exc: Exception) -> web.Response:

@@ -11,11 +11,14 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
+from gateway import offload
 from gateway.codecs import json_depth
+from gateway.codecs.limits import DecodeLimits
 from gateway.codecs.rest import BINARY_CONTENT_TYPE, INFERENCE_HEADER
 from gateway.dataplane import DataPlane
 from gateway.errors import InferenceError, InvalidInput, RequestTimeout
 from gateway.infer_response import InferResponse
+from gateway.messages import encoding_weight
 from gateway.model import InferenceVerb
 from gateway.passthrough import PassthroughResponse
 from gateway.request_context import RequestContext
@@ -25,8 +28,10 @@ __all__ = [
     "CONTEXT",
     "DATAPLANE",
     "JSON",
+    "LIMITS",
     "RESPONSE_HEADERS",
     "Route",
+    "encode",
     "encode_result",
     "json_response",
     "loads",
@@ -40,6 +45,7 @@ _DUMPS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 DATAPLANE = web.AppKey("dataplane", DataPlane)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)
+LIMITS = web.AppKey("limits", DecodeLimits)
 CONTEXT = web.RequestKey("context", RequestContext)
 # Headers the model set for the response (models created with return_response_headers=True).
 RESPONSE_HEADERS = web.RequestKey[dict[str, str]]("response_headers")
@@ -110,6 +116,13 @@ async def run_model(
     return await request.app[DATAPLANE].infer(
         name, payload, headers, request[RESPONSE_HEADERS], verb
     )
+
+
+async def encode(result: Any) -> web.Response:
+    """`encode_result`, in a thread when the answer is large (`gateway.offload`)."""
+    if isinstance(result, InferResponse):
+        return await offload.run(lambda: encode_result(result), encoding_weight(result.outputs))
+    return encode_result(result)
 
 
 def encode_result(result: Any) -> web.Response:

@@ -7,14 +7,17 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import offload
+from gateway.codecs.limits import DecodeLimits
 from gateway.model import InferenceVerb
 from gateway.passthrough import Passthrough
 from gateway.server import cloudevents
 from gateway.server.cloudevents import EventSettings, Incoming
 from gateway.server.rest_common import (
     DATAPLANE,
+    LIMITS,
     Route,
-    encode_result,
+    encode,
     json_response,
     loads,
     model_headers,
@@ -53,11 +56,14 @@ def _inference(verb: InferenceVerb) -> Callable[[web.Request], Awaitable[web.Res
             result = await run_model(
                 request, name, Passthrough(PROTOCOL, name, body), verb, headers
             )
-            return encode_result(result)
-        payload, event = decode(headers, body)
+            return await encode(result)
+        limits = request.app[LIMITS]
+        payload, event = await offload.run(
+            lambda: decode(headers, body, limits), offload.weight(len(body))
+        )
         result = await run_model(request, name, payload, verb, headers)
         if event is None:
-            return encode_result(result)
+            return await encode(result)
         event_headers, body = cloudevents.encode(result, event, name, request.app[EVENT_SETTINGS])
         return web.Response(body=body, headers=event_headers)
 
@@ -75,13 +81,22 @@ def _plain_json(headers: Mapping[str, str]) -> bool:
     return media_type in ("", "application/json") and "ce-specversion" not in headers
 
 
-def decode(headers: Mapping[str, str], body: bytes) -> tuple[Any, Incoming | None]:
-    """A v1 body as the model takes it, and the CloudEvent it came in, if any."""
+def decode(
+    headers: Mapping[str, str], body: bytes, limits: DecodeLimits | None = None
+) -> tuple[Any, Incoming | None]:
+    """A v1 body as the model takes it, and the CloudEvent it came in, if any; JSON within
+    `limits`."""
+    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    json_type = media_type in ("", "application/json") or media_type.endswith("+json")
+    as_bytes = not json_type and media_type not in _JSON_TYPES
+    # A binary CloudEvent's data is JSON only by its JSON type; other bodies by KServe's list.
+    parsed = json_type if "ce-specversion" in headers else not as_bytes
+    if limits is not None and parsed:
+        limits.check_json(body)
     event = cloudevents.decode(headers, body)
     if event is not None:
         return event
-    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type and media_type not in _JSON_TYPES and not media_type.endswith("+json"):
+    if as_bytes:
         return body, None
     return loads(body), None
 

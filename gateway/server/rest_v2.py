@@ -7,15 +7,17 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.codecs.rest import INFERENCE_HEADER, json_length
+from gateway import offload
+from gateway.codecs.rest import INFERENCE_HEADER, decode_weight, json_length
 from gateway.errors import InvalidInput
 from gateway.infer_request import InferRequest
 from gateway.model import InferenceVerb
 from gateway.passthrough import Passthrough
 from gateway.server.rest_common import (
     DATAPLANE,
+    LIMITS,
     Route,
-    encode_result,
+    encode,
     json_response,
     loads,
     model_headers,
@@ -67,11 +69,15 @@ def _inference(verb: InferenceVerb) -> Callable[[web.Request], Awaitable[web.Res
         if request.app[DATAPLANE].passthrough(name, PROTOCOL, length is not None, verb):
             payload = Passthrough(PROTOCOL, name, body, length, version)
         else:
-            payload = InferRequest.from_bytes(body, length, name)
+            limits = request.app[LIMITS]
+            payload = await offload.run(
+                lambda: InferRequest.from_bytes(body, length, name, limits),
+                decode_weight(body, length),
+            )
             if version:
                 payload.model_version = version
         result = await run_model(request, name, payload, verb, model_headers(request))
-        return encode_result(result)
+        return await encode(result)
 
     handler.__name__ = verb.name.lower()
     return handler

@@ -37,7 +37,8 @@ def _last(request: web.Request, default: int | None) -> int | None:
     value = request.query.get("last")
     if value is None:
         return default
-    if not value.isdigit() or int(value) < 1:
+    # isdigit alone takes digits int() refuses (superscripts, say).
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
         raise InvalidInput(f"last must be a positive integer, got {value!r}")
     return int(value)
 

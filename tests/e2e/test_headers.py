@@ -245,3 +245,46 @@ async def test_a_header_value_with_cr_or_lf_from_a_transformer_is_refused(protoc
             assert response.status == 400
             assert await response.json() == {"error": "header 'x-tenant' contains a line break"}
     assert seen.hits == 0
+
+
+async def test_headers_named_in_connection_do_not_pass_whatever_their_name(setup: Setup) -> None:
+    client_trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    named = {
+        "connection": "x-request-id, traceparent, x-tenant",
+        "x-request-id": "client-id",
+        "traceparent": client_trace,
+        "x-tenant": "acme",
+    }
+    answer = await rest_call(setup.gateway, setup.protocol, named)
+    assert answer.status == 200
+    assert GENERATED_ID.fullmatch(answer.headers["x-request-id"]), answer.headers
+    (seen,) = setup.seen.headers
+    assert seen["x-request-id"] == answer.headers["x-request-id"]
+    assert seen.get("traceparent") != client_trace
+    assert "x-tenant" not in seen
+
+
+async def test_a_request_id_with_a_line_separator_or_too_long_is_replaced(setup: Setup) -> None:
+    answers = [
+        await rest_call(setup.gateway, setup.protocol, {"x-request-id": "a\x85forged"}),
+        await rest_call(setup.gateway, setup.protocol, {"x-request-id": "i" * 4096}),
+        await grpc_call(setup.gateway, {"x-request-id": "i" * 4096}),
+    ]
+    assert [a.status for a in answers] == [200, 200, grpc.StatusCode.OK]
+    for answer in answers:
+        assert GENERATED_ID.fullmatch(answer.headers["x-request-id"]), answer.headers
+    assert [seen["x-request-id"] for seen in setup.seen.headers] == [
+        answer.headers["x-request-id"] for answer in answers
+    ]
+
+
+async def test_oversized_forwarded_headers_are_refused_before_the_call(setup: Setup) -> None:
+    big = {"tracestate": "k=" + "v" * 8000}
+    rest = await rest_call(setup.gateway, setup.protocol, big)
+    assert rest.status == 400
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await grpc_call(setup.gateway, big)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "tracestate" in (refused.value.details() or "")
+    assert "limit" in (refused.value.details() or "")
+    assert setup.seen.hits == 0

@@ -144,10 +144,15 @@ def test_traces_page_draws_one_waterfall_per_trace(chain: dict[str, ServerProces
     assert last.count('<section class="waterfall"') == 1
 
 
-def test_bad_last_is_a_400(chain: dict[str, ServerProcess]) -> None:
-    status, body, _ = _get(f"{chain['a'].base_url}/traces.json?last=zero")
-    assert status == 400
-    assert "last" in orjson.loads(body)["error"]
+@pytest.mark.parametrize(
+    "last", ["zero", "%C2%B2", "%D9%A3"], ids=["word", "superscript", "arabic"]
+)
+def test_bad_last_is_a_400(chain: dict[str, ServerProcess], last: str) -> None:
+    # ASCII digits only: a superscript two passes str.isdigit but not int().
+    for path in ("/traces.json", "/traces"):
+        status, body, _ = _get(f"{chain['a'].base_url}{path}?last={last}")
+        assert status == 400
+        assert "last" in orjson.loads(body)["error"]
 
 
 def test_without_trace_buffer_the_views_are_404_saying_how_to_turn_them_on(
