@@ -10,6 +10,7 @@ through `http_status` / `grpc_code`, so they cannot disagree::
     │   ├── PayloadTooLarge ..................... 413  RESOURCE_EXHAUSTED
     │   └── RequestTimeout ...................... 408  DEADLINE_EXCEEDED   (body too slow)
     ├── UnsupportedProtocol ..................... 501  UNIMPLEMENTED
+    ├── Unimplemented (also NotImplementedError)  501  UNIMPLEMENTED       (no predictor, say)
     ├── ModelNotFound ........................... 404  NOT_FOUND
     ├── ModelNotReady ........................... 503  UNAVAILABLE
     ├── ServerNotReady .......................... 503  UNAVAILABLE
@@ -19,6 +20,7 @@ through `http_status` / `grpc_code`, so they cannot disagree::
         ├── UpstreamUnavailable ................. 503  UNAVAILABLE         (connect failed)
         ├── UpstreamTimeout ..................... 504  DEADLINE_EXCEEDED
         ├── UpstreamProtocolError ............... 502  INTERNAL            (unreadable answer)
+        │   └── WrongProtocol ................... 502  INTERNAL            (HTTP/2 for HTTP/1)
         └── UpstreamStatusError ................. the upstream's own status, and its gRPC
                                                   code (or the one `GRPC_FOR_HTTP` gives)
 
@@ -45,12 +47,14 @@ __all__ = [
     "RequestTimeout",
     "ServerNotLive",
     "ServerNotReady",
+    "Unimplemented",
     "UnsupportedProtocol",
     "UpstreamError",
     "UpstreamProtocolError",
     "UpstreamStatusError",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "WrongProtocol",
     "grpc_code",
     "http_status",
 ]
@@ -102,6 +106,11 @@ class UnsupportedProtocol(GatewayError):
         self.protocol_version = protocol_version
 
 
+class Unimplemented(GatewayError, NotImplementedError):
+    """What was asked has nothing to run it: a model with no predict and no predictor (KServe
+    answers such a request 501 as well)."""
+
+
 class ModelNotFound(GatewayError):
     def __init__(self, model_name: str) -> None:
         super().__init__(f"model {model_name!r} does not exist")
@@ -149,6 +158,16 @@ class UpstreamProtocolError(UpstreamError):
     """The upstream answered with something that is not a valid response."""
 
 
+class WrongProtocol(UpstreamProtocolError):
+    """The upstream speaks another protocol than the hop: HTTP/2 (gRPC) where REST was
+    expected, or HTTP/1.x where gRPC was. `speaks` is what it seems to speak ("grpc-v2" or
+    "rest")."""
+
+    def __init__(self, reason: str, *, speaks: str, upstream: str = "") -> None:
+        super().__init__(reason, upstream=upstream)
+        self.speaks = speaks
+
+
 class UpstreamStatusError(UpstreamError):
     """The upstream answered with an error status; the client gets that same status."""
 
@@ -173,6 +192,7 @@ STATUS: dict[type[GatewayError], tuple[int, grpc.StatusCode]] = {
     PayloadTooLarge: (413, Code.RESOURCE_EXHAUSTED),
     RequestTimeout: (408, Code.DEADLINE_EXCEEDED),
     UnsupportedProtocol: (501, Code.UNIMPLEMENTED),
+    Unimplemented: (501, Code.UNIMPLEMENTED),
     ModelNotFound: (404, Code.NOT_FOUND),
     ModelNotReady: (503, Code.UNAVAILABLE),
     ServerNotReady: (503, Code.UNAVAILABLE),
@@ -182,6 +202,7 @@ STATUS: dict[type[GatewayError], tuple[int, grpc.StatusCode]] = {
     UpstreamUnavailable: (503, Code.UNAVAILABLE),
     UpstreamTimeout: (504, Code.DEADLINE_EXCEEDED),
     UpstreamProtocolError: (502, Code.INTERNAL),
+    WrongProtocol: (502, Code.INTERNAL),
 }
 
 # Statuses that arrive from upstreams, translated for a client of the other protocol.
