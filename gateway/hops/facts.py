@@ -12,6 +12,7 @@ on with what is known. One `Learner` per upstream: a pool of replicas holds one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import math
@@ -150,20 +151,16 @@ class Learner:
             remaining = None if context is None else context.remaining()
             if remaining is not None:
                 wait = max(0.0, min(wait, remaining))
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), wait)
-            except asyncio.TimeoutError:
-                pass
         return self.facts
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
 
     def _start(self) -> asyncio.Task[None] | None:
         if self._task is None:
