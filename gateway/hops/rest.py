@@ -31,6 +31,7 @@ import logging
 import re
 import ssl
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -41,6 +42,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from gateway.codecs import rest as rest_codec
+from gateway.codecs.validate import TensorSpec
 from gateway.errors import (
     InvalidInput,
     UnsupportedProtocol,
@@ -211,20 +213,28 @@ class RestHop(Hop):
         ``GET /v2/models/{name}`` (its declared inputs). v1 has neither: nothing to ask."""
         if self.protocol == "v1":
             return UpstreamFacts(("v1",))
-        try:
-            server = await self._get_json("/v2", {}, timeout)
-        except UpstreamStatusError as exc:  # a v2 server without the metadata endpoint
-            logger.debug("hop %s: no server metadata: %s", self.name, exc)
-            server = {}
-        inputs = None
-        if self.settings.model_name:
-            try:
-                model = await self._get_json(self._v2_url("", None).path, {}, timeout)
-            except UpstreamStatusError as exc:  # no such model (yet): nothing declared
-                logger.debug("hop %s: no model metadata: %s", self.name, exc)
-            else:
-                inputs = declared_inputs(model)
+        server = await self.document("/v2", timeout) or {}
+        inputs = await self.declared(timeout)
         return UpstreamFacts(("v2",), takes_binary(server), server_name(server), inputs)
+
+    async def document(self, path: str, timeout: float) -> dict[str, Any] | None:
+        """``GET path`` as a JSON object; None when the upstream has no such resource (it
+        answered 4xx)."""
+        try:
+            document: dict[str, Any] = await self._get_json(path, {}, timeout)
+        except UpstreamStatusError as exc:
+            if 400 <= exc.status < 500:
+                logger.debug("hop %s: no %s: %s", self.name, path, exc)
+                return None
+            raise
+        return document
+
+    async def declared(self, timeout: float) -> Mapping[str, TensorSpec] | None:
+        """The inputs the hop's model declares in its v2 metadata (None: none, or no model
+        of that name yet)."""
+        if not self.settings.model_name:
+            return None
+        return declared_inputs(await self.document(self._v2_url("", None).path, timeout))
 
     async def aclose(self) -> None:
         await self.learner.aclose()
@@ -373,6 +383,11 @@ class RestHop(Hop):
                 upstream=self.name,
             )
         return answer
+
+    def session(self) -> aiohttp.ClientSession:
+        """The hop's connection pool (made now if need be), for another hop to the same
+        upstream to share; it stays this hop's to close."""
+        return self._client()
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:

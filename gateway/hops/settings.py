@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-PROTOCOLS = ("v1", "v2", "grpc-v2")
+# "auto": asked of the upstream (`gateway.hops.auto`).
+PROTOCOLS = ("v1", "v2", "grpc-v2", "auto")
 REST_FORMATS = ("auto", "json", "binary")
 
 

@@ -7,6 +7,9 @@ through undecoded), so this outermost wrapper shapes a dict once per call, befor
     upstream   the dict goes as                       the answer comes back as
     v1         its JSON, unchanged (a Passthrough)    the upstream's JSON, parsed
     v2, gRPC   an InferRequest                        v1 ``predictions`` or v2 JSON, as asked
+
+"v1" is any upstream that takes a v1 body as it is (an "auto" hop to a server that speaks
+v1 among others): what the upstream speaks is learned first when not yet known.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class Shaping(HopWrapper):
 
     async def infer(self, payload: Any, headers: Headers) -> Any:
         if isinstance(payload, dict):
-            if self.protocol == "v1":
+            if await self._takes_v1():
                 answer = await self.inner.infer(self._as_body(payload), headers)
                 return self._parsed(answer)
             response = await self.inner.infer(v2_request(payload, self.model_name), headers)
@@ -50,11 +53,16 @@ class Shaping(HopWrapper):
         explainer takes any JSON value, not only an object."""
         if isinstance(payload, InferRequest | Passthrough):
             return await self.inner.explain(payload, headers)
-        if self.protocol == "v1":
+        if await self._takes_v1():
             return self._parsed(await self.inner.explain(self._as_body(payload), headers))
         if isinstance(payload, dict):
             payload = v2_request(payload, self.model_name)
         return await self.inner.explain(_checked(payload), headers)
+
+    async def _takes_v1(self) -> bool:
+        if self.protocol == "auto":  # not known yet: ask (bounded, within the deadline)
+            await self.inner.facts()
+        return self.inner.accepts_passthrough("v1", False)
 
     def _as_body(self, payload: Any) -> Passthrough:
         return Passthrough("v1", self.model_name, json_body(payload))
