@@ -44,7 +44,9 @@ class AutoHop(Hop):
     def __init__(self, settings: HopSettings) -> None:
         self.settings = settings
         self.name = settings.role
-        self.learner = Learner(self.discover, self.name, settings.host)
+        self.learner = Learner(
+            self.discover, self.name, settings.host, keep_inputs=settings.validate_inputs
+        )
         self._v2 = RestHop(dataclasses.replace(settings, protocol="v2"), learner=self.learner)
         # Made when first needed, on the v2 hop's connection pool.
         self._v1: RestHop | None = None

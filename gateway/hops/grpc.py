@@ -140,7 +140,9 @@ class GrpcHop(Hop):
                 with open(settings.ca_file, "rb") as file:
                     roots = file.read()
             self._credentials = grpc.ssl_channel_credentials(root_certificates=roots)
-        self.learner = learner or Learner(self.discover, self.name, settings.target)
+        self.learner = learner or Learner(
+            self.discover, self.name, settings.target, keep_inputs=settings.validate_inputs
+        )
 
     async def infer(self, payload: Any, headers: Headers) -> Any:
         if isinstance(payload, Passthrough):

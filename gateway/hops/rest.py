@@ -133,7 +133,9 @@ class RestHop(Hop):
         self._base = settings.base_url
         self._model = _segment(settings.model_name)
         self._negotiates = settings.rest_format == "auto" and settings.protocol == "v2"
-        self.learner = learner or Learner(self.discover, self.name, self._base)
+        self.learner = learner or Learner(
+            self.discover, self.name, self._base, keep_inputs=settings.validate_inputs
+        )
 
     # Hop
 
