@@ -35,8 +35,9 @@ __all__ = [
 
 logger = logging.getLogger("gateway.hops")
 
-# Seconds a learning may take (its calls included): a metadata call is quick or not coming.
-LEARN_TIMEOUT = 2.0
+# Seconds a learning may take (its calls included): a metadata call is quick or not coming,
+# but a loaded machine (an upstream starting, say) can take seconds to open a gRPC channel.
+LEARN_TIMEOUT = 5.0
 # After a learning that got no answer, the next one waits this long: a burst of requests to
 # an upstream that is down asks it once, not once each.
 RELEARN_PAUSE = 0.25
@@ -124,8 +125,10 @@ class Learner:
 
     def forget(self) -> None:
         """Ask again at the next use: the upstream may have restarted as something else.
-        What was learned stays in use until then."""
-        self._due = True
+        What was learned stays in use until then. A learning under way is answer enough
+        (its own calls fail as they ask: a REST ``GET /v2`` to a gRPC port, say)."""
+        if self._task is None:
+            self._due = True
 
     def update(self, facts: UpstreamFacts) -> None:
         """Take facts learned on the way (a model's metadata fetched for a client, say)."""
