@@ -43,6 +43,8 @@ LEARN_TIMEOUT = 5.0
 RELEARN_PAUSE = 0.25
 # What the binary tensor extension is called in a server's metadata (Triton's and ours).
 BINARY_EXTENSION = "binary_tensor_data"
+# Servers, by the name their metadata gives, that take the extension without listing it.
+SILENTLY_BINARY = frozenset({"kserve"})
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,10 @@ Probe = Callable[[float], Awaitable[UpstreamFacts]]
 def takes_binary(server_metadata: Mapping[str, Any]) -> bool:
     """Whether a server's metadata (``GET /v2``, ServerMetadata) lists the binary extension."""
     extensions = server_metadata.get("extensions")
-    return isinstance(extensions, list) and BINARY_EXTENSION in extensions
+    if isinstance(extensions, list) and BINARY_EXTENSION in extensions:
+        return True
+    # KServe's server reads the extension (and refuses FP16 in JSON) without listing it.
+    return server_metadata.get("name") in SILENTLY_BINARY
 
 
 def server_name(server_metadata: Mapping[str, Any]) -> str:
