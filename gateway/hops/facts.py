@@ -139,6 +139,12 @@ class Learner:
         """Take facts learned on the way (a model's metadata fetched for a client, say)."""
         self.facts = self._kept(facts)
 
+    def declared(self, model_metadata: Mapping[str, Any]) -> None:
+        """Take the inputs the upstream's model metadata declares (fetched for a client)."""
+        facts = self.facts
+        inputs = declared_inputs(model_metadata)
+        self.update(UpstreamFacts(facts.protocols, facts.binary, facts.server, inputs))
+
     def soon(self) -> None:
         """Start learning in the background when due, without waiting for it (and not at
         all outside a running event loop)."""
