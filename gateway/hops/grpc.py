@@ -132,6 +132,8 @@ class GrpcHop(Hop):
         self._renewed = -math.inf
         # Replaced channels, closing once the calls still on them are done.
         self._closing: set[asyncio.Task[None]] = set()
+        # Calls in flight per channel: a replaced channel closes when its last call ends.
+        self._in_flight: dict[grpc.aio.Channel, int] = {}
         self._credentials: grpc.ChannelCredentials | None = None
         if settings.use_ssl or settings.host.startswith("https://"):
             # Read now, so that a missing CA file stops the start, not the first request.
@@ -267,18 +269,23 @@ class GrpcHop(Hop):
         timeout = call_timeout(self.settings, cap)
         channel = self._open()
         rpc = self._rpc(channel, method, type(request))
-        call = rpc(request, timeout=timeout, metadata=_metadata(headers or {}))
+        self._in_flight[channel] = self._in_flight.get(channel, 0) + 1
         try:
-            answer = await call
-        except grpc.aio.AioRpcError as exc:
-            self._timings(exc.initial_metadata(), exc.trailing_metadata())
-            error = upstream_error(exc, self.name, timeout, self.settings.target)
-            if isinstance(error, UpstreamUnavailable | WrongProtocol):
-                self._not_connected(channel)
-            raise error from exc
-        if method == "ModelInfer":
-            self._timings(await call.initial_metadata(), await call.trailing_metadata())
-        return answer
+            call = rpc(request, timeout=timeout, metadata=_metadata(headers or {}))
+            try:
+                answer = await call
+            except grpc.aio.AioRpcError as exc:
+                self._timings(exc.initial_metadata(), exc.trailing_metadata())
+                error = upstream_error(exc, self.name, timeout, self.settings.target)
+                if isinstance(error, UpstreamUnavailable | WrongProtocol):
+                    self._not_connected(channel)
+                raise error from exc
+            if method == "ModelInfer":
+                self._timings(await call.initial_metadata(), await call.trailing_metadata())
+            return answer
+        finally:
+            self._in_flight[channel] -= 1
+            self._close_if_done(channel)
 
     def _not_connected(self, channel: grpc.aio.Channel) -> None:
         """A call on `channel` found no connection: learn what the upstream is when next
@@ -292,8 +299,17 @@ class GrpcHop(Hop):
         self._renewed = now
         self._channel = None
         self._rpcs.clear()
-        # Calls still waiting on it end on their own (it never connected); then it closes.
-        task = asyncio.ensure_future(channel.close(self.settings.timeout))
+        # Closed once the calls still on it are done (they fail: it is not connected), so
+        # that a flapping upstream does not leave replaced channels connecting behind.
+        self._close_if_done(channel)
+
+    def _close_if_done(self, channel: grpc.aio.Channel) -> None:
+        if channel is self._channel or self._in_flight.get(channel, 0) > 0:
+            return
+        self._in_flight.pop(channel, None)
+        if not self._owns_channel:
+            return
+        task = asyncio.ensure_future(channel.close(None))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
