@@ -20,6 +20,7 @@ through `http_status` / `grpc_code`, so they cannot disagree::
         ├── UpstreamUnavailable ................. 503  UNAVAILABLE         (connect failed)
         ├── UpstreamTimeout ..................... 504  DEADLINE_EXCEEDED
         ├── UpstreamProtocolError ............... 502  INTERNAL            (unreadable answer)
+        │   └── WrongProtocol ................... 502  INTERNAL            (HTTP/2 for HTTP/1)
         └── UpstreamStatusError ................. the upstream's own status, and its gRPC
                                                   code (or the one `GRPC_FOR_HTTP` gives)
 
@@ -53,6 +54,7 @@ __all__ = [
     "UpstreamStatusError",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "WrongProtocol",
     "grpc_code",
     "http_status",
 ]
@@ -156,6 +158,16 @@ class UpstreamProtocolError(UpstreamError):
     """The upstream answered with something that is not a valid response."""
 
 
+class WrongProtocol(UpstreamProtocolError):
+    """The upstream speaks another protocol than the hop: HTTP/2 (gRPC) where REST was
+    expected, or HTTP/1.x where gRPC was. `speaks` is what it seems to speak ("grpc-v2" or
+    "rest")."""
+
+    def __init__(self, reason: str, *, speaks: str, upstream: str = "") -> None:
+        super().__init__(reason, upstream=upstream)
+        self.speaks = speaks
+
+
 class UpstreamStatusError(UpstreamError):
     """The upstream answered with an error status; the client gets that same status."""
 
@@ -190,6 +202,7 @@ STATUS: dict[type[GatewayError], tuple[int, grpc.StatusCode]] = {
     UpstreamUnavailable: (503, Code.UNAVAILABLE),
     UpstreamTimeout: (504, Code.DEADLINE_EXCEEDED),
     UpstreamProtocolError: (502, Code.INTERNAL),
+    WrongProtocol: (502, Code.INTERNAL),
 }
 
 # Statuses that arrive from upstreams, translated for a client of the other protocol.

@@ -11,6 +11,7 @@ import argparse
 import os
 from collections.abc import Callable
 
+from gateway.hops.settings import PROTOCOLS
 from gateway.logs import FORMATS as LOG_FORMATS
 from gateway.settings import MIB, ServerSettings
 
@@ -133,14 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--protocol",
         default=None,
-        choices=["v1", "v2", "grpc-v2"],
+        choices=PROTOCOLS,
         help="deprecated alias of --predictor_protocol",
     )
     model.add_argument(
         "--predictor_protocol",
-        default="v1",
-        choices=["v1", "v2", "grpc-v2"],
-        help="what the predictor speaks: KServe v1 REST, v2 REST, v2 gRPC",
+        default="auto",
+        choices=PROTOCOLS,
+        help="what the predictor speaks: KServe v1 REST, v2 REST, v2 gRPC; auto: asked of it "
+        "(gRPC, REST v2, REST v1)",
     )
     model.add_argument(
         "--predictor_use_ssl",
@@ -176,7 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--predictor_rest_format",
         default="auto",
         choices=["auto", "json", "binary"],
-        help="REST v2 body to the predictor; auto: as the client sent it (MLServer: json)",
+        help="REST v2 body to the predictor; auto: binary only when the predictor's GET /v2 "
+        "lists binary_tensor_data",
+    )
+    hops.add_argument(
+        "--validate_inputs",
+        default=True,
+        type=strtobool,
+        help="refuse requests whose inputs do not fit the predictor's model metadata",
     )
     hops.add_argument(
         "--explainer_protocol",

@@ -8,6 +8,7 @@ server that owns the models.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from dataclasses import dataclass, replace
 from typing import Any
@@ -24,6 +25,9 @@ from gateway.predictor_config import PredictorConfig
 __all__ = ["Upstreams", "connect", "disconnect", "model_predictor_config", "predictor_settings"]
 
 logger = logging.getLogger("gateway.hops")
+
+# Learnings started as hops connect: held here until done (the loop keeps only weak refs).
+_learning: set[asyncio.Task[Any]] = set()
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class Upstreams:
                 budget=timeout,
             ),
             rest_format=args.predictor_rest_format,
+            validate_inputs=args.validate_inputs,
             forward_headers=frozenset(h for h in headers if h),
             forward_authorization=args.forward_authorization,
             max_connections=args.predictor_max_connections,
@@ -134,6 +139,7 @@ def connect(
         model.predictor_hop = build_hop(predictor, metrics=metrics, tracer=tracer)
         built.append(model.predictor_hop)
         logger.info("model %s -> predictor %s (%s)", model.name, predictor.host, predictor.protocol)
+        _learn_now(model.predictor_hop)
     elif model.predictor_hop is None and type(model).predict is Model.predict:
         # Served, as KServe serves it (ready, and 501 to inference): it may only explain.
         logger.warning(
@@ -147,6 +153,18 @@ def connect(
         built.append(model.explainer_hop)
         logger.info("model %s -> explainer %s", model.name, explainer.host)
     return built
+
+
+def _learn_now(hop: Hop) -> None:
+    """Ask the upstream what it speaks and takes as the hop connects, not at the first
+    request (bounded; a request that comes first waits for it, within its deadline)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # connected outside a loop: learned at the first request
+        return
+    task = loop.create_task(hop.facts())
+    _learning.add(task)
+    task.add_done_callback(_learning.discard)
 
 
 async def disconnect(model: Model, built: list[Hop]) -> None:

@@ -17,6 +17,7 @@ from gateway.errors import (
     InferenceError,
     InvalidInput,
     UpstreamProtocolError,
+    UpstreamStatusError,
     UpstreamTimeout,
 )
 from gateway.header_rules import valid_http_header
@@ -29,6 +30,7 @@ __all__ = [
     "decoded",
     "json_body",
     "merge_server_timing",
+    "not_found",
     "retry_after",
     "unsupported_payload",
 ]
@@ -106,6 +108,23 @@ def json_body(payload: Any) -> bytes:
         return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
     except TypeError as exc:  # orjson.JSONEncodeError
         raise InferenceError(f"the request cannot be encoded as JSON: {exc}") from exc
+
+
+def not_found(
+    exc: UpstreamStatusError, role: str, where: str, protocol: str
+) -> UpstreamStatusError:
+    """An upstream's "not found" on the inference path, saying what was called and what to
+    check: the model's name there, and the protocol the gateway speaks to it (a v1 URL on a
+    v2-only server is a 404 too)."""
+    return UpstreamStatusError(
+        f"the {role} answered {exc.status} to {where}: {exc.reason} (does it serve the model "
+        f"under that name, and speak {protocol}? --{role}_protocol sets what the gateway "
+        "speaks to it)",
+        status=exc.status,
+        code=exc.code,
+        upstream=role,
+        retry_after=exc.retry_after,
+    )
 
 
 def decoded(role: str, decode: Callable[[], T]) -> T:

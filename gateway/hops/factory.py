@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.hops.auto import AUTO, AutoHop
 from gateway.hops.base import Hop
 from gateway.hops.grpc import GrpcHop
 from gateway.hops.headers import Forwarding
@@ -25,6 +26,8 @@ __all__ = ["build_hop", "transport"]
 
 def transport(settings: HopSettings) -> Hop:
     """The bare transport for `settings`' protocol."""
+    if settings.protocol == AUTO:
+        return AutoHop(settings)
     return GrpcHop(settings) if settings.protocol == "grpc-v2" else RestHop(settings)
 
 

@@ -5,6 +5,7 @@ answers read by `InferResponse.from_grpc_bytes`, so raw tensor contents never go
 protobuf. grpc's errors become ours in `upstream_error`, one function::
 
     status                                 ours                                safe to retry
+    UNAVAILABLE, an HTTP/1.x server        WrongProtocol (502)                 no
     UNAVAILABLE, never connected           UpstreamUnavailable                 yes: not sent
     UNAVAILABLE (connection lost, or the   UpstreamStatusError(503)            yes (UNAVAILABLE
       upstream's own answer)                                                    is gRPC's "retry")
@@ -15,7 +16,10 @@ protobuf. grpc's errors become ours in `upstream_error`, one function::
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,6 +28,7 @@ import grpc
 from gateway import offload
 from gateway._proto import SERVICE_NAME, pb
 from gateway.codecs import grpc as grpc_codec
+from gateway.codecs import metadata as metadata_codec
 from gateway.errors import (
     HTTP_FOR_GRPC,
     InvalidInput,
@@ -32,18 +37,21 @@ from gateway.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    WrongProtocol,
 )
 from gateway.header_rules import valid_grpc_metadata
 from gateway.hops.answers import too_large
-from gateway.hops.base import Headers, Hop
+from gateway.hops.base import Headers, Hop, Metadata
 from gateway.hops.common import (
     READY_TIMEOUT,
     call_timeout,
     decoded,
     merge_server_timing,
+    not_found,
     retry_after,
     unsupported_payload,
 )
+from gateway.hops.facts import Learner, UpstreamFacts, declared_inputs, server_name
 from gateway.hops.settings import HopSettings
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
@@ -74,6 +82,10 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     # restarts after a long outage is found again within 5 seconds instead.
     ("grpc.initial_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 5_000),
+    # gRPC shares connections ("subchannels") between the channels of a process that have the
+    # same target, backoff included: a new channel to an upstream another channel is backing
+    # off from would fail for as long. Each hop's channel keeps its own.
+    ("grpc.use_local_subchannel_pool", 1),
 )
 
 
@@ -89,6 +101,15 @@ def channel_options(settings: HopSettings) -> tuple[tuple[str, int], ...]:
 # How gRPC words an answer over the channel's receive limit (RESOURCE_EXHAUSTED, which an
 # upstream may also answer of its own: then it is passed on as such).
 _OVER_LIMIT = "Received message larger than max"
+
+# A channel that failed to connect is replaced (its backoff would fail calls until it ends,
+# 0.2 to 5 s, though the upstream may be back), but not more often than this: an upstream
+# that stays down is not asked to accept a connection for each call.
+RENEW_PAUSE = 0.25
+
+# How gRPC words the failure of a channel that met an HTTP/1.x server.
+_HTTP1 = "trying to connect an http1.x server"
+
 # How gRPC words the failure of a call that no connection could carry (so it was not sent).
 _NOT_CONNECTED = (
     "failed to connect to all addresses",
@@ -104,10 +125,19 @@ class GrpcHop(Hop):
     """The upstream's ``inference.GRPCInferenceService``, over one channel.
 
     The channel is opened on first use, inside the running loop; `aclose` closes it. A
-    `channel` passed in is the caller's: it is used as is and left open.
+    `channel` passed in is the caller's: it is used as is and left open. A channel of ours
+    that failed to connect is replaced by a fresh one for the next call (`RENEW_PAUSE`).
+    `learner` holds what the upstream says about itself (a pool, or a hop that learns the
+    protocol, passes in the one it shares); by default the hop asks the upstream itself.
     """
 
-    def __init__(self, settings: HopSettings, channel: grpc.aio.Channel | None = None) -> None:
+    def __init__(
+        self,
+        settings: HopSettings,
+        channel: grpc.aio.Channel | None = None,
+        *,
+        learner: Learner | None = None,
+    ) -> None:
         if settings.protocol != PROTOCOL:
             raise ValueError(f"GrpcHop speaks {PROTOCOL}, not {settings.protocol!r}")
         self.settings = settings
@@ -117,6 +147,11 @@ class GrpcHop(Hop):
         self._owns_channel = channel is None
         # Method callables of the open channel, made once each.
         self._rpcs: dict[str, Any] = {}
+        self._renewed = -math.inf
+        # Replaced channels, closing once the calls still on them are done.
+        self._closing: set[asyncio.Task[None]] = set()
+        # Calls in flight per channel: a replaced channel closes when its last call ends.
+        self._in_flight: dict[grpc.aio.Channel, int] = {}
         self._credentials: grpc.ChannelCredentials | None = None
         if settings.use_ssl or settings.host.startswith("https://"):
             # Read now, so that a missing CA file stops the start, not the first request.
@@ -125,6 +160,9 @@ class GrpcHop(Hop):
                 with open(settings.ca_file, "rb") as file:
                     roots = file.read()
             self._credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+        self.learner = learner or Learner(
+            self.discover, self.name, settings.target, keep_inputs=settings.validate_inputs
+        )
 
     async def infer(self, payload: Any, headers: Headers) -> Any:
         if isinstance(payload, Passthrough):
@@ -139,7 +177,7 @@ class GrpcHop(Hop):
                 # A singular field's last occurrence wins: appending renames without parsing.
                 name = self.settings.model_name.encode()
                 body = grpc_codec.join_raw(body, [name], MODEL_NAME_FIELD)
-            answer = await self._model_infer(body, headers)
+            answer = await self._model_infer(body, headers, payload.model_name)
             return PassthroughResponse(answer, None, "application/grpc")
         if isinstance(payload, InferRequest):
             return await self._infer(payload, headers)
@@ -154,21 +192,60 @@ class GrpcHop(Hop):
     async def ready(self, model_name: str | None = None) -> bool:
         """ServerReady, or ModelReady for `model_name`; False on any error."""
         try:
-            timeout = call_timeout(self.settings, READY_TIMEOUT)
             if model_name is None:
-                server = self._rpc("ServerReady", pb.ServerReadyRequest, pb.ServerReadyResponse)
-                answer = await server(pb.ServerReadyRequest(), timeout=timeout)
+                answer = await self._call("ServerReady", pb.ServerReadyRequest(), READY_TIMEOUT)
             else:
-                model = self._rpc("ModelReady", pb.ModelReadyRequest, pb.ModelReadyResponse)
-                answer = await model(pb.ModelReadyRequest(name=model_name), timeout=timeout)
+                request = pb.ModelReadyRequest(name=model_name)
+                answer = await self._call("ModelReady", request, READY_TIMEOUT)
             return bool(answer.ready)
         except Exception as exc:  # a probe reports, it does not raise
             logger.debug("hop %s: readiness probe failed: %s", self.name, exc)
             return False
 
+    async def model_metadata(
+        self, model_name: str, headers: Headers, version: str | None = None
+    ) -> Metadata:
+        """ModelMetadata of the hop's model (or `model_name`), in its JSON form."""
+        name = self.settings.model_name or model_name
+        request = pb.ModelMetadataRequest(name=name, version=version or "")
+        answer = await self._call("ModelMetadata", request, None, headers)
+        metadata = metadata_codec.model_metadata_dict(answer)
+        if name == self.settings.model_name and not version:
+            self.learner.declared(metadata)
+        return metadata
+
+    async def server_metadata(self) -> dict[str, Any]:
+        answer = await self._call("ServerMetadata", pb.ServerMetadataRequest(), READY_TIMEOUT)
+        return metadata_codec.server_metadata_dict(answer)
+
+    async def facts(self) -> UpstreamFacts:
+        return await self.learner.learned()
+
+    async def discover(self, timeout: float) -> UpstreamFacts:
+        """Ask the upstream what it is: ServerMetadata, and ModelMetadata of the hop's model
+        (whose declared inputs requests are checked against)."""
+        request = pb.ServerMetadataRequest()
+        server = metadata_codec.server_metadata_dict(
+            await self._call("ServerMetadata", request, timeout)
+        )
+        inputs = None
+        if self.settings.model_name:
+            model = pb.ModelMetadataRequest(name=self.settings.model_name)
+            try:
+                answer = await self._call("ModelMetadata", model, timeout)
+            except UpstreamStatusError as exc:  # no such model (yet): nothing declared
+                logger.debug("hop %s: no model metadata: %s", self.name, exc)
+            else:
+                inputs = declared_inputs(metadata_codec.model_metadata_dict(answer))
+        return UpstreamFacts((PROTOCOL,), False, server_name(server), inputs)
+
     async def aclose(self) -> None:
         channel, self._channel = self._channel, None
         self._rpcs.clear()
+        await self.learner.aclose()
+        for task in list(self._closing):
+            task.cancel()
+        await asyncio.gather(*self._closing, return_exceptions=True)
         if channel is not None and self._owns_channel:
             await channel.close(None)
 
@@ -176,6 +253,7 @@ class GrpcHop(Hop):
         return protocol == PROTOCOL
 
     async def _infer(self, request: InferRequest, headers: Headers) -> InferResponse:
+        model_name = request.model_name
         if self.settings.model_name and request.model_name != self.settings.model_name:
             # The same tensors under the upstream's model name; the caller's request is kept.
             request = InferRequest(
@@ -187,7 +265,7 @@ class GrpcHop(Hop):
                 model_version=request.model_version,
             )
         data = await offload.run(request.to_grpc_bytes, encoding_weight(request.inputs))
-        answer = await self._model_infer(data, headers)
+        answer = await self._model_infer(data, headers, model_name)
         return await offload.run(
             lambda: decoded(self.name, lambda: InferResponse.from_grpc_bytes(answer)),
             decoded(
@@ -195,28 +273,82 @@ class GrpcHop(Hop):
             ),
         )
 
-    async def _model_infer(self, data: bytes, headers: Headers) -> bytes:
+    async def _model_infer(self, data: bytes, headers: Headers, model_name: str) -> bytes:
         """One ModelInfer call within the call's time budget, its errors mapped to ours."""
-        timeout = call_timeout(self.settings)
-        call = self._rpc("ModelInfer")(data, timeout=timeout, metadata=_metadata(headers))
         try:
-            answer: bytes = await call
-        except grpc.aio.AioRpcError as exc:
-            self._timings(exc.initial_metadata(), exc.trailing_metadata())
-            if exc.code() == Code.RESOURCE_EXHAUSTED and _OVER_LIMIT in (exc.details() or ""):
-                raise too_large(self.name, self.settings.max_response_bytes) from exc
-            raise upstream_error(exc, self.name, timeout) from exc
-        self._timings(await call.initial_metadata(), await call.trailing_metadata())
+            answer: bytes = await self._call("ModelInfer", data, None, headers)
+        except UpstreamStatusError as exc:
+            if exc.code == Code.NOT_FOUND:
+                name = self.settings.model_name or model_name
+                where = f"ModelInfer of model {name!r} at {self.settings.target}"
+                raise not_found(exc, self.name, where, PROTOCOL) from exc.__cause__
+            raise
         return answer
 
-    def _rpc(self, method: str, request: Any = None, response: Any = None) -> Any:
-        """A callable for `method`; bytes in and out unless message classes are given."""
+    async def _call(
+        self, method: str, request: Any, cap: float | None, headers: Headers | None = None
+    ) -> Any:
+        """One unary call (bytes in and out for ModelInfer, messages otherwise) within the
+        call's time budget (and `cap`), its errors mapped to ours."""
+        timeout = call_timeout(self.settings, cap)
+        channel = self._open()
+        rpc = self._rpc(channel, method, type(request))
+        self._in_flight[channel] = self._in_flight.get(channel, 0) + 1
+        try:
+            call = rpc(request, timeout=timeout, metadata=_metadata(headers or {}))
+            try:
+                answer = await call
+            except grpc.aio.AioRpcError as exc:
+                self._timings(exc.initial_metadata(), exc.trailing_metadata())
+                if exc.code() == Code.RESOURCE_EXHAUSTED and _OVER_LIMIT in (exc.details() or ""):
+                    raise too_large(self.name, self.settings.max_response_bytes) from exc
+                error = upstream_error(exc, self.name, timeout, self.settings.target)
+                if isinstance(error, UpstreamUnavailable | WrongProtocol):
+                    self._not_connected(channel)
+                raise error from exc
+            if method == "ModelInfer":
+                self._timings(await call.initial_metadata(), await call.trailing_metadata())
+            return answer
+        finally:
+            self._in_flight[channel] -= 1
+            self._close_if_done(channel)
+
+    def _not_connected(self, channel: grpc.aio.Channel) -> None:
+        """A call on `channel` found no connection: learn what the upstream is when next
+        needed, and give the next call a fresh channel (one that is not backing off)."""
+        self.learner.forget()
+        now = time.monotonic()
+        if channel is not self._channel or not self._owns_channel:
+            return
+        if now - self._renewed < RENEW_PAUSE:
+            return
+        self._renewed = now
+        self._channel = None
+        self._rpcs.clear()
+        # Closed once the calls still on it are done (they fail: it is not connected), so
+        # that a flapping upstream does not leave replaced channels connecting behind.
+        self._close_if_done(channel)
+
+    def _close_if_done(self, channel: grpc.aio.Channel) -> None:
+        if channel is self._channel or self._in_flight.get(channel, 0) > 0:
+            return
+        self._in_flight.pop(channel, None)
+        if not self._owns_channel:
+            return
+        task = asyncio.ensure_future(channel.close(None))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _rpc(self, channel: grpc.aio.Channel, method: str, request: Any) -> Any:
+        """A callable for `method` on the open channel: bytes in and out for ModelInfer,
+        messages otherwise."""
         rpc = self._rpcs.get(method)
         if rpc is None:
-            rpc = self._rpcs[method] = self._open().unary_unary(
+            response = None if request is bytes else getattr(pb, f"{method}Response")
+            rpc = self._rpcs[method] = channel.unary_unary(
                 f"/{SERVICE_NAME}/{method}",
-                request_serializer=request.SerializeToString if request is not None else None,
-                response_deserializer=response.FromString if response is not None else None,
+                request_serializer=None if request is bytes else request.SerializeToString,
+                response_deserializer=None if response is None else response.FromString,
             )
         return rpc
 
@@ -234,10 +366,21 @@ class GrpcHop(Hop):
         merge_server_timing(_values(metadata, "server-timing"), self.name)
 
 
-def upstream_error(exc: grpc.aio.AioRpcError, role: str, timeout: float) -> UpstreamError:
-    """Our error for a failed call to `role` (raise it ``from exc``)."""
+def upstream_error(
+    exc: grpc.aio.AioRpcError, role: str, timeout: float, address: str = ""
+) -> UpstreamError:
+    """Our error for a failed call to `role` (at `address`; raise it ``from exc``)."""
     code = exc.code()
-    details = upstream_text(exc.details() or "") or code.name
+    raw = exc.details() or ""
+    details = upstream_text(raw) or code.name
+    if code == Code.UNAVAILABLE and _HTTP1 in raw.lower():
+        at = f" at {address}" if address else ""
+        return WrongProtocol(
+            f"the {role}{at} answers HTTP/1.x: it speaks REST, not gRPC "
+            f"(set --{role}_protocol to v2 or v1, or auto)",
+            speaks="rest",
+            upstream=role,
+        )
     if code == Code.DEADLINE_EXCEEDED:
         return UpstreamTimeout(
             f"the {role} did not answer within {timeout:.3f} s: {details}", upstream=role

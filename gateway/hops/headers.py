@@ -16,7 +16,7 @@ from typing import Any
 from gateway import request_context
 from gateway.errors import InvalidInput
 from gateway.header_rules import ALWAYS_FORWARDED, HOP_BY_HOP, REQUEST_ID
-from gateway.hops.base import Headers, Hop, HopWrapper
+from gateway.hops.base import Headers, Hop, HopWrapper, Metadata
 from gateway.hops.settings import HopSettings
 
 
@@ -86,3 +86,10 @@ class Forwarding(HopWrapper):
 
     async def explain(self, payload: Any, headers: Headers) -> Any:
         return await self.inner.explain(payload, outbound(headers, self.settings))
+
+    async def model_metadata(
+        self, model_name: str, headers: Headers, version: str | None = None
+    ) -> Metadata | None:
+        return await self.inner.model_metadata(
+            model_name, outbound(headers, self.settings), version
+        )

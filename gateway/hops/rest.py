@@ -12,9 +12,16 @@ reached the upstream's model::
     asyncio.TimeoutError (+ ServerTimeoutError)    UpstreamTimeout        only if asked for
     ServerDisconnectedError, ClientOSError,        UpstreamProtocolError  no: the model may
       ClientPayloadError, ClientResponseError                               have run
+    an HTTP/2 (gRPC) server's frames               WrongProtocol          no
     status >= 400                                  UpstreamStatusError    502/503/504 only
     a body that does not decode                    UpstreamProtocolError  no
       (passed through: binary sizes that do not add up)
+
+With ``rest_format`` "auto" (the default), tensors go to a v2 upstream in the binary extension
+only when its metadata (``GET /v2``) lists ``binary_tensor_data``: learned by the hop's
+`Learner` when first needed and again after a connection to it failed; until the upstream
+has said so, in JSON. A tensor JSON cannot carry (NaN, infinity, BYTES that are not UTF-8)
+goes binary all the same: the upstream, not the gateway, decides whether it takes it.
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ import asyncio
 import contextlib
 import errno
 import logging
+import re
 import ssl
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -36,6 +45,7 @@ from yarl import URL
 
 from gateway import offload
 from gateway.codecs import rest as rest_codec
+from gateway.codecs.validate import TensorSpec
 from gateway.errors import (
     GatewayError,
     InvalidInput,
@@ -46,18 +56,27 @@ from gateway.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    WrongProtocol,
 )
 from gateway.header_rules import valid_http_header
 from gateway.hops.answers import read_answer
-from gateway.hops.base import Headers, Hop
+from gateway.hops.base import Headers, Hop, Metadata
 from gateway.hops.common import (
     READY_TIMEOUT,
     call_timeout,
     decoded,
     json_body,
     merge_server_timing,
+    not_found,
     retry_after,
     unsupported_payload,
+)
+from gateway.hops.facts import (
+    Learner,
+    UpstreamFacts,
+    declared_inputs,
+    server_name,
+    takes_binary,
 )
 from gateway.hops.settings import HopSettings
 from gateway.infer_request import InferRequest
@@ -96,10 +115,18 @@ class RestHop(Hop):
     """The upstream's REST endpoints (``protocol`` "v1" or "v2"), over one pooled session.
 
     The session is created on first use, inside the running loop; `aclose` closes it. A
-    `session` passed in is the caller's: it is used as is and left open.
+    `session` passed in is the caller's: it is used as is and left open. `learner` holds what
+    the upstream says about itself (a pool, or a hop that learns the protocol, passes in the
+    one it shares); by default the hop asks the upstream itself.
     """
 
-    def __init__(self, settings: HopSettings, session: aiohttp.ClientSession | None = None):
+    def __init__(
+        self,
+        settings: HopSettings,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        learner: Learner | None = None,
+    ):
         if settings.protocol not in ("v1", "v2"):
             raise ValueError(f"RestHop speaks v1 or v2, not {settings.protocol!r}")
         self.settings = settings
@@ -113,6 +140,10 @@ class RestHop(Hop):
         )
         self._base = settings.base_url
         self._model = _segment(settings.model_name)
+        self._negotiates = settings.rest_format == "auto" and settings.protocol == "v2"
+        self.learner = learner or Learner(
+            self.discover, self.name, self._base, keep_inputs=settings.validate_inputs
+        )
 
     # Hop
 
@@ -138,7 +169,8 @@ class RestHop(Hop):
             raise unsupported_payload(payload)
         if self.protocol == "v1":
             return self._json(await self._post(self._v1_url("explain"), _v1_body(payload), headers))
-        body, length = payload.rest_body(self._binary(payload))
+        # An explanation is read as JSON: its request does not ask for binary outputs.
+        body, length = payload.rest_body(self.settings.rest_format == "binary")
         url = self._v2_url("explain", payload.model_version)
         return self._json(await self._post(url, body, headers, length))
 
@@ -161,22 +193,79 @@ class RestHop(Hop):
             return isinstance(state, dict) and state.get("ready") is True
         return not isinstance(state, dict) or state.get("ready", True) is not False
 
+    async def model_metadata(
+        self, model_name: str, headers: Headers, version: str | None = None
+    ) -> Metadata | None:
+        """``GET /v2/models/{name}`` of the hop's model (or `model_name`); None for v1."""
+        if self.protocol == "v1":
+            return None
+        name = self.settings.model_name or model_name
+        metadata: Metadata = await self._get_json(
+            self._v2_url("", version, name).path, dict(headers)
+        )
+        if name == self.settings.model_name and not version:
+            self.learner.declared(metadata)
+        return metadata
+
+    async def server_metadata(self) -> dict[str, Any] | None:
+        """``GET /v2``; None for v1, which has no server metadata."""
+        if self.protocol == "v1":
+            return None
+        server: dict[str, Any] = await self._get_json("/v2", {}, READY_TIMEOUT)
+        return server
+
+    async def facts(self) -> UpstreamFacts:
+        return await self.learner.learned()
+
+    async def discover(self, timeout: float) -> UpstreamFacts:
+        """Ask the upstream what it takes: ``GET /v2`` (is the binary extension listed?) and
+        ``GET /v2/models/{name}`` (its declared inputs). v1 has neither: nothing to ask."""
+        if self.protocol == "v1":
+            return UpstreamFacts(("v1",))
+        server = await self.document("/v2", timeout) or {}
+        inputs = await self.declared(timeout)
+        return UpstreamFacts(("v2",), takes_binary(server), server_name(server), inputs)
+
+    async def document(self, path: str, timeout: float) -> dict[str, Any] | None:
+        """``GET path`` as a JSON object; None when the upstream has no such resource (it
+        answered 4xx)."""
+        try:
+            document: dict[str, Any] = await self._get_json(path, {}, timeout)
+        except UpstreamStatusError as exc:
+            if 400 <= exc.status < 500:
+                logger.debug("hop %s: no %s: %s", self.name, path, exc)
+                return None
+            raise
+        return document
+
+    async def declared(self, timeout: float) -> Mapping[str, TensorSpec] | None:
+        """The inputs the hop's model declares in its v2 metadata (None: none, or no model
+        of that name yet)."""
+        if not self.settings.model_name:
+            return None
+        return declared_inputs(await self.document(self._v2_url("", None).path, timeout))
+
     async def aclose(self) -> None:
+        await self.learner.aclose()
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             await session.close()
 
     def accepts_passthrough(self, protocol: str, binary: bool) -> bool:
+        if protocol != self.protocol:
+            return False
+        if not binary:
+            return True
+        if self._negotiates:
+            self.learner.soon()
+            return self.learner.facts.binary
         # The operator chose JSON because the upstream lacks the binary extension (MLServer).
-        return protocol == self.protocol and not (binary and self.settings.rest_format == "json")
+        return self.settings.rest_format != "json"
 
     # Requests
 
     async def _infer_v2(self, request: InferRequest, headers: Headers) -> InferResponse:
-        binary = self._binary(request)
-        body, length = await offload.run(
-            lambda: request.rest_body(binary), encoding_weight(request.inputs)
-        )
+        body, length = await self._v2_body(request)
         answer = await self._post(
             self._v2_url("infer", request.model_version), body, headers, length
         )
@@ -188,10 +277,23 @@ class RestHop(Hop):
             rest_codec.decode_weight(answer.body, answer_length),
         )
 
+    async def _v2_body(self, request: InferRequest) -> tuple[bytes, int | None]:
+        """The request's body in the form the upstream takes (see the module's docstring),
+        encoded off the loop when it is large."""
+        weight = encoding_weight(request.inputs)
+        if not self._negotiates:
+            binary = self.settings.rest_format == "binary"
+            return await offload.run(lambda: request.rest_body(binary), weight)
+        facts = await self.learner.learned()
+        return await offload.run(lambda: _negotiated_body(request, facts.binary), weight)
+
     async def _passthrough(
         self, verb: str, payload: Passthrough, headers: Headers
     ) -> PassthroughResponse:
-        if not self.accepts_passthrough(payload.protocol, payload.json_length is not None):
+        binary = payload.json_length is not None
+        if binary and self._negotiates:
+            await self.learner.learned()
+        if not self.accepts_passthrough(payload.protocol, binary):
             raise UnsupportedProtocol(
                 payload.protocol,
                 f"a {payload.protocol} body cannot pass through the {self.name} hop "
@@ -220,18 +322,24 @@ class RestHop(Hop):
     def _json(self, answer: _Answer) -> Any:
         return decoded(self.name, lambda: orjson.loads(answer.body))
 
-    def _binary(self, request: InferRequest) -> bool:
-        if self.settings.rest_format == "auto":
-            # Bytes that arrived binary go on binary: no JSON detour for raw tensor data.
-            return any(tensor.is_raw for tensor in request.inputs)
-        return self.settings.rest_format == "binary"
+    async def _get_json(self, path: str, headers: Headers, cap: float | None = None) -> Any:
+        answer = await self._send("GET", URL(self._base + path, encoded=True), None, headers, cap)
+        document = self._json(answer)
+        if not isinstance(document, dict):
+            raise UpstreamProtocolError(
+                f"the {self.name} answered GET {path} with no JSON object", upstream=self.name
+            )
+        return document
 
     def _v1_url(self, verb: str) -> URL:
         return URL(f"{self._base}/v1/models/{self._model}:{verb}", encoded=True)
 
-    def _v2_url(self, verb: str, version: str | None) -> URL:
+    def _v2_url(self, verb: str, version: str | None, model: str | None = None) -> URL:
+        """A model's v2 URL: ``.../{verb}``, or the model's metadata when `verb` is ""."""
+        name = self._model if model is None else _segment(model)
         versioned = f"/versions/{_segment(version)}" if version else ""
-        return URL(f"{self._base}/v2/models/{self._model}{versioned}/{verb}", encoded=True)
+        tail = f"/{verb}" if verb else ""
+        return URL(f"{self._base}/v2/models/{name}{versioned}{tail}", encoded=True)
 
     # Transport
 
@@ -244,7 +352,12 @@ class RestHop(Hop):
         else:
             outbound["content-type"] = rest_codec.BINARY_CONTENT_TYPE
             outbound[rest_codec.INFERENCE_HEADER.lower()] = str(json_length)
-        return await self._send("POST", url, body, outbound)
+        try:
+            return await self._send("POST", url, body, outbound)
+        except UpstreamStatusError as exc:
+            if exc.status == 404:
+                raise not_found(exc, self.name, f"POST {url}", self.protocol) from exc.__cause__
+            raise
 
     async def _send(
         self, method: str, url: URL, body: bytes | None, headers: Headers, cap: float | None = None
@@ -268,7 +381,13 @@ class RestHop(Hop):
                 body = await read_answer(response, limit, self.name)
                 answer = _Answer(response.status, response.headers, body)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise upstream_error(exc, self.name, timeout) from exc
+            error = upstream_error(exc, self.name, timeout, self._base)
+            if isinstance(error, UpstreamUnavailable | WrongProtocol) or isinstance(
+                exc, aiohttp.ServerDisconnectedError
+            ):
+                # Gone, restarted or replaced: what it takes is asked again at the next use.
+                self.learner.forget()
+            raise error from exc
         merge_server_timing(answer.headers.getall("Server-Timing", ()), self.name)
         if answer.status >= 400:
             raise UpstreamStatusError(
@@ -283,6 +402,11 @@ class RestHop(Hop):
                 upstream=self.name,
             )
         return answer
+
+    def session(self) -> aiohttp.ClientSession:
+        """The hop's connection pool (made now if need be), for another hop to the same
+        upstream to share; it stays this hop's to close."""
+        return self._client()
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -324,14 +448,40 @@ _ERRORS: tuple[tuple[_Types, type[UpstreamError], str], ...] = (
 _UNSENT = "Can not write request body"
 
 
-def upstream_error(exc: BaseException, role: str, timeout: float) -> GatewayError:
-    """Our error for an aiohttp / socket error of a call to `role` (raise it ``from exc``)."""
+def _negotiated_body(request: InferRequest, binary: bool) -> tuple[bytes, int | None]:
+    if binary:
+        return request.rest_body(True)
+    try:
+        return request.rest_body(False)
+    except InvalidInput:
+        # NaN, infinity or BYTES that are not UTF-8: JSON cannot carry them, binary can.
+        return request.rest_body(True)
+
+
+# How an HTTP/2 server's first frame (its SETTINGS: a 3-byte length, then type 4) reads to an
+# HTTP/1.1 parser, in aiohttp's error.
+_HTTP2_FRAME = re.compile(r"""b['"]\\x00\\x00(?:\\x[0-9a-f]{2}|\\.|[^\\])\\x04\\x00""")
+
+
+def upstream_error(
+    exc: BaseException, role: str, timeout: float, address: str = ""
+) -> GatewayError:
+    """Our error for an aiohttp / socket error of a call to `role` (at `address`; raise it
+    ``from exc``)."""
     if _out_of_descriptors(exc):
         # This process's condition, not the upstream's: said as such, and not retried.
         return Overloaded(
             f"the gateway is out of file descriptors and cannot open a connection to the "
             f"{role}; try again later",
             retry_after=1,
+        )
+    if isinstance(exc, aiohttp.ClientResponseError) and _HTTP2_FRAME.search(exc.message or ""):
+        at = f" at {address}" if address else ""
+        return WrongProtocol(
+            f"the {role}{at} answers HTTP/2: it speaks gRPC, not REST "
+            f"(set --{role}_protocol to grpc-v2, or auto)",
+            speaks="grpc-v2",
+            upstream=role,
         )
     if isinstance(exc, aiohttp.ClientOSError) and _UNSENT in str(exc):
         # The request could not be written (a pooled connection the upstream had just

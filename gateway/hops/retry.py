@@ -46,7 +46,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.hops.base import Headers, Hop, HopWrapper
+from gateway.hops.base import Headers, Hop, HopWrapper, Metadata
 from gateway.hops.settings import RetryPolicy
 from gateway.metrics import Metrics
 from gateway.request_context import RequestContext
@@ -129,8 +129,9 @@ class wait_at_least_retry_after(wait_base):
 class Retrying(HopWrapper):
     """Repeats `infer` and `explain` on the inner hop when `is_retryable` says so.
 
-    Passthrough bodies are bytes, so they are resent as they are. ``ready`` and ``aclose``
-    are not retried: a probe that fails should say so at once.
+    Passthrough bodies are bytes, so they are resent as they are. ``model_metadata`` is
+    retried as inference is. ``ready`` and ``aclose`` are not retried: a probe that fails
+    should say so at once.
     """
 
     def __init__(
@@ -171,6 +172,14 @@ class Retrying(HopWrapper):
 
     async def explain(self, payload: Any, headers: Headers) -> Any:
         return await self._call("explain", payload, headers)
+
+    async def model_metadata(
+        self, model_name: str, headers: Headers, version: str | None = None
+    ) -> Metadata | None:
+        metadata: Metadata | None = await self._call(
+            "model_metadata", (model_name, version), headers
+        )
+        return metadata
 
     async def _call(self, verb: str, payload: Any, headers: Headers) -> Any:
         if self._retrying is None:

@@ -7,6 +7,9 @@ through undecoded), so this outermost wrapper shapes a dict once per call, befor
     upstream   the dict goes as                       the answer comes back as
     v1         its JSON, unchanged (a Passthrough)    the upstream's JSON, parsed
     v2, gRPC   an InferRequest                        v1 ``predictions`` or v2 JSON, as asked
+
+An "auto" hop's protocol is learned first when not yet known; to an upstream that speaks v2
+and v1, a dict goes as v2 (the protocol found first).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class Shaping(HopWrapper):
 
     async def infer(self, payload: Any, headers: Headers) -> Any:
         if isinstance(payload, dict):
-            if self.protocol == "v1":
+            if await self._takes_v1():
                 answer = await self.inner.infer(self._as_body(payload), headers)
                 return self._parsed(answer)
             heft = _v1_weight(payload)
@@ -55,11 +58,18 @@ class Shaping(HopWrapper):
         explainer takes any JSON value, not only an object."""
         if isinstance(payload, InferRequest | Passthrough):
             return await self.inner.explain(payload, headers)
-        if self.protocol == "v1":
+        if await self._takes_v1():
             return self._parsed(await self.inner.explain(self._as_body(payload), headers))
         if isinstance(payload, dict):
             payload = v2_request(payload, self.model_name)
         return await self.inner.explain(_checked(payload), headers)
+
+    async def _takes_v1(self) -> bool:
+        if self.protocol != "auto":
+            return self.protocol == "v1"
+        # Not known yet: ask (bounded, within the deadline).
+        await self.inner.facts()
+        return self.protocol == "v1"
 
     def _as_body(self, payload: Any) -> Passthrough:
         return Passthrough("v1", self.model_name, json_body(payload))

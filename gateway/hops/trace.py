@@ -14,17 +14,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_span_in_context
+from opentelemetry.trace import (
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+    get_current_span,
+    set_span_in_context,
+)
 from opentelemetry.util.types import AttributeValue
 from prometheus_client import Histogram
 
 from gateway import request_context, tracing, tracing_ids
 from gateway.errors import UpstreamStatusError
-from gateway.hops.base import Headers, Hop, HopWrapper
+from gateway.hops.base import Headers, Hop, HopWrapper, Metadata
 from gateway.hops.settings import HopSettings
 from gateway.metrics import Metrics
 from gateway.passthrough import Passthrough, PassthroughResponse
@@ -34,6 +43,7 @@ __all__ = ["Traced"]
 Call = Callable[[Any, Headers], Awaitable[Any]]
 
 GRPC_SERVICE = "inference.GRPCInferenceService"
+_GRPC_METHODS = {"infer": "ModelInfer", "model_metadata": "ModelMetadata"}
 
 
 class Traced(HopWrapper):
@@ -58,11 +68,11 @@ class Traced(HopWrapper):
         self.model_name = settings.model_name if settings is not None else ""
         self.stage = f"hop.{self.name}"
         self.span_name = f"hop {self.name}"
-        self._grpc = self.protocol == "grpc-v2"
-        self._attributes = self._static_attributes()
-        self._ok_attributes = self._success_attributes()
-        # outcome -> this hop's hop_seconds child: `labels()` locks and hashes on every call.
-        self._histograms: dict[str, Histogram] = {}
+        # Per protocol spoken (an "auto" hop's is learned): what every span says, computed once.
+        self._by_protocol: dict[str, _Attributes] = {}
+        # (protocol, outcome) -> this hop's hop_seconds child: `labels()` locks and hashes on
+        # every call.
+        self._histograms: dict[tuple[str, str], Histogram] = {}
 
     async def infer(self, payload: Any, headers: Headers) -> Any:
         return await self.attempt("infer", payload, headers, 1)
@@ -70,11 +80,25 @@ class Traced(HopWrapper):
     async def explain(self, payload: Any, headers: Headers) -> Any:
         return await self.attempt("explain", payload, headers, 1)
 
+    async def model_metadata(
+        self, model_name: str, headers: Headers, version: str | None = None
+    ) -> Metadata | None:
+        metadata: Metadata | None = await self.attempt(
+            "model_metadata", (model_name, version), headers, 1
+        )
+        return metadata
+
     async def attempt(self, verb: str, payload: Any, headers: Headers, number: int) -> Any:
+        if verb == "model_metadata":  # no inference: not timed as one
+            # Traced only inside a traced request: like the doors' metadata endpoints, a
+            # metadata call of its own (a client's GET, say) starts no trace.
+            if self.tracer is None or not get_current_span().get_span_context().is_valid:
+                return await self._metadata(payload, headers)
+            return await self._traced(verb, self._metadata, payload, headers, number)
         started = time.perf_counter()
         outcome = "ok"
         # The attempt's number ends here: the hop inside is called as for any one call.
-        call = self.inner.explain if verb == "explain" else self.inner.infer
+        call: Call = self.inner.explain if verb == "explain" else self.inner.infer
         try:
             if self.tracer is None:
                 return await call(payload, headers)
@@ -84,6 +108,9 @@ class Traced(HopWrapper):
             raise
         finally:
             self._observe(outcome, time.perf_counter() - started)
+
+    async def _metadata(self, payload: tuple[str, str | None], headers: Headers) -> Any:
+        return await self.inner.model_metadata(payload[0], headers, payload[1])
 
     async def _traced(
         self, verb: str, call: Call, payload: Any, headers: Headers, number: int
@@ -103,94 +130,119 @@ class Traced(HopWrapper):
                 response = await call(payload, outbound)
             except BaseException as exc:
                 if span.is_recording():
-                    self._failed(span, self._attempt_attributes(verb, number, payload), exc)
+                    static = self._attributes(self.protocol)
+                    attributes = _attempt(static, verb, number, payload)
+                    _failed(span, attributes, exc, static.grpc)
                 raise
             if span.is_recording():
-                attributes = self._attempt_attributes(verb, number, payload)
-                attributes.update(self._ok_attributes)
+                static = self._attributes(self.protocol)
+                attributes = _attempt(static, verb, number, payload)
+                attributes.update(static.ok)
                 size = _size(response)
                 if size is not None:
-                    attributes[self._size_key("response")] = size
+                    attributes[_size_key(static.grpc, "response")] = size
                 span.set_attributes(attributes)
             return response
         finally:
             otel_context.detach(token)
             span.end()
 
-    def _attempt_attributes(
-        self, verb: str, number: int, payload: Any
-    ) -> dict[str, AttributeValue]:
-        attributes = dict(self._attributes)
-        attributes["gateway.hop.verb"] = verb
-        attributes["gateway.hop.attempt"] = number
-        if self._grpc:
-            if verb == "infer":
-                attributes["rpc.method"] = "ModelInfer"
-        elif number > 1:
-            attributes["http.request.resend_count"] = number - 1
-        size = _size(payload)
-        if size is not None:
-            attributes[self._size_key("request")] = size
-        return attributes
-
-    def _failed(
-        self, span: Span, attributes: dict[str, AttributeValue], exc: BaseException
-    ) -> None:
-        if isinstance(exc, UpstreamStatusError):
-            if self._grpc:
-                attributes["rpc.grpc.status_code"] = exc.code.value[0]
-                attributes["gateway.hop.status"] = exc.code.name
-            else:
-                attributes["http.response.status_code"] = exc.status
-                attributes["gateway.hop.status"] = str(exc.status)
-        attributes["error.type"] = type(exc).__name__
-        span.set_attributes(attributes)
-        span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-
     def _observe(self, outcome: str, seconds: float) -> None:
         if self.metrics is not None:
-            histogram = self._histograms.get(outcome)
+            protocol = self.protocol
+            histogram = self._histograms.get((protocol, outcome))
             if histogram is None:
                 histogram = self.metrics.hop_seconds.labels(
-                    self.model_name, self.name, self.protocol, outcome
+                    self.model_name, self.name, protocol, outcome
                 )
-                self._histograms[outcome] = histogram
+                self._histograms[protocol, outcome] = histogram
             histogram.observe(seconds, None if self.tracer is None else tracing_ids.exemplar())
         context = request_context.current()
         if context is not None:
             context.record(self.stage, seconds)
 
-    def _static_attributes(self) -> dict[str, AttributeValue]:
-        """What every attempt's span says about the upstream, computed once."""
-        attributes: dict[str, AttributeValue] = {
-            "gateway.hop": self.name,
-            "gateway.hop.protocol": self.protocol,
-        }
-        if self.model_name:
-            attributes["gateway.model_name"] = self.model_name
-        if self._grpc:
-            attributes["rpc.system"] = "grpc"
-            attributes["rpc.service"] = GRPC_SERVICE
+    def _attributes(self, protocol: str) -> _Attributes:
+        """What every attempt's span on `protocol` says about the upstream, computed once."""
+        known = self._by_protocol.get(protocol)
+        if known is None:
+            known = self._by_protocol[protocol] = _attributes(
+                self.name, protocol, self.model_name, self.settings
+            )
+        return known
+
+
+def _attempt(
+    static: _Attributes, verb: str, number: int, payload: Any
+) -> dict[str, AttributeValue]:
+    """What one attempt's span says: the upstream's, then the call's own."""
+    attributes = dict(static.common)
+    attributes["gateway.hop.verb"] = verb
+    attributes["gateway.hop.attempt"] = number
+    if static.grpc:
+        attributes["rpc.method"] = _GRPC_METHODS.get(verb, verb)
+    else:
+        attributes["http.request.method"] = "GET" if verb == "model_metadata" else "POST"
+        if number > 1:
+            attributes["http.request.resend_count"] = number - 1
+    size = _size(payload)
+    if size is not None:
+        attributes[_size_key(static.grpc, "request")] = size
+    return attributes
+
+
+def _failed(
+    span: Span, attributes: dict[str, AttributeValue], exc: BaseException, grpc_call: bool
+) -> None:
+    if isinstance(exc, UpstreamStatusError):
+        if grpc_call:
+            attributes["rpc.grpc.status_code"] = exc.code.value[0]
+            attributes["gateway.hop.status"] = exc.code.name
         else:
-            attributes["http.request.method"] = "POST"
-        if self.settings is not None:
-            host, port = _address(self.settings)
-            attributes["server.address"] = host
-            if port is not None:
-                attributes["server.port"] = port
-        return attributes
+            attributes["http.response.status_code"] = exc.status
+            attributes["gateway.hop.status"] = str(exc.status)
+    attributes["error.type"] = type(exc).__name__
+    span.set_attributes(attributes)
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
 
-    def _success_attributes(self) -> dict[str, AttributeValue]:
-        if self._grpc:
-            code = grpc.StatusCode.OK
-            return {"rpc.grpc.status_code": code.value[0], "gateway.hop.status": code.name}
+
+@dataclass(frozen=True)
+class _Attributes:
+    grpc: bool
+    common: dict[str, AttributeValue]
+    ok: dict[str, AttributeValue]
+
+
+def _attributes(
+    name: str, protocol: str, model_name: str, settings: HopSettings | None
+) -> _Attributes:
+    grpc_call = protocol == "grpc-v2"
+    common: dict[str, AttributeValue] = {"gateway.hop": name, "gateway.hop.protocol": protocol}
+    if model_name:
+        common["gateway.model_name"] = model_name
+    if grpc_call:
+        common["rpc.system"] = "grpc"
+        common["rpc.service"] = GRPC_SERVICE
+    if settings is not None:
+        host, port = _address(settings)
+        common["server.address"] = host
+        if port is not None:
+            common["server.port"] = port
+    if grpc_call:
+        code = grpc.StatusCode.OK
+        ok: dict[str, AttributeValue] = {
+            "rpc.grpc.status_code": code.value[0],
+            "gateway.hop.status": code.name,
+        }
+    else:
         # The transports raise on anything but a success, which they answer 200 for.
-        return {"http.response.status_code": 200, "gateway.hop.status": "200"}
+        ok = {"http.response.status_code": 200, "gateway.hop.status": "200"}
+    return _Attributes(grpc_call, common, ok)
 
-    def _size_key(self, direction: str) -> str:
-        # HTTP has semantic names for body sizes; gRPC has none, so ours follow their shape.
-        return f"{'rpc' if self._grpc else 'http'}.{direction}.body.size"
+
+def _size_key(grpc_call: bool, direction: str) -> str:
+    # HTTP has semantic names for body sizes; gRPC has none, so ours follow their shape.
+    return f"{'rpc' if grpc_call else 'http'}.{direction}.body.size"
 
 
 def _address(settings: HopSettings) -> tuple[str, int | None]:

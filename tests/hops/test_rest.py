@@ -27,6 +27,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.hops.facts import RELEARN_PAUSE
 from gateway.hops.rest import TIMEOUT_HEADER, RestHop, upstream_error
 from gateway.hops.settings import HopSettings
 from gateway.passthrough import Passthrough, PassthroughResponse
@@ -77,14 +78,19 @@ class Recorder:
     """A bare upstream that answers every request from `answer` and remembers it."""
 
     def __init__(self) -> None:
+        # Every request but the hop's own GETs (metadata, readiness): see `gets`.
         self.requests: list[tuple[str, CIMultiDict[str], bytes]] = []
+        self.gets: list[str] = []
         self.status = 200
         self.body: bytes = b'{"predictions": [1]}'
         self.headers: dict[str, str] = {"Content-Type": "application/json"}
         self.delay = 0.0
 
     async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append((request.raw_path, request.headers.copy(), await request.read()))
+        if request.method == "GET":
+            self.gets.append(request.raw_path)
+        else:
+            self.requests.append((request.raw_path, request.headers.copy(), await request.read()))
         if self.delay:
             await asyncio.sleep(self.delay)
         return web.Response(status=self.status, body=self.body, headers=self.headers)
@@ -118,23 +124,70 @@ async def test_every_datatype_round_trips(echo: str, rest_format: str) -> None:
     assert raw == {rest_format == "binary"}
 
 
-async def test_auto_format_follows_how_the_tensors_arrived(
-    recorder: tuple[Recorder, str],
+@pytest.mark.parametrize("extensions", [["binary_tensor_data"], []])
+async def test_auto_format_is_what_the_upstream_takes(
+    recorder: tuple[Recorder, str], extensions: list[str]
 ) -> None:
     upstream, address = recorder
-    upstream.body = b'{"model_name": "echo", "outputs": []}'
+    upstream.body = orjson.dumps({"name": "s", "extensions": extensions, "outputs": []})
     body, length = InferRequest("echo", [fp32("x", [1.0, 2.0])]).rest_body(True)
     arrived_raw = InferRequest.from_bytes(body, length, "echo")
     arrived_json = InferRequest("echo", [fp32("x", [1.0, 2.0])])
     async with RestHop(settings(address)) as hop:
         await hop.infer(arrived_raw, {})
         await hop.infer(arrived_json, {})
-    (_, raw_headers, raw_body), (_, json_headers, json_body) = upstream.requests
-    assert raw_headers["Content-Type"] == "application/octet-stream"
-    assert int(raw_headers[INFERENCE_HEADER]) < len(raw_body)
-    assert json_headers["Content-Type"] == "application/json"
-    assert INFERENCE_HEADER not in json_headers
-    assert orjson.loads(json_body)["inputs"][0]["data"] == [1.0, 2.0]
+    assert upstream.gets[0] == "/v2"  # asked once, before the first request went
+    binary = bool(extensions)
+    for _, headers, sent in upstream.requests:
+        if binary:
+            assert headers["Content-Type"] == "application/octet-stream"
+            assert int(headers[INFERENCE_HEADER]) < len(sent)
+        else:
+            assert headers["Content-Type"] == "application/json"
+            assert INFERENCE_HEADER not in headers
+            assert orjson.loads(sent)["inputs"][0]["data"] == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("datatype", "value"),
+    [("FP32", np.float32("nan")), ("FP64", np.float64("-inf")), ("BYTES", b"\xff\xfe")],
+)
+async def test_what_json_cannot_carry_goes_binary_anyway(
+    recorder: tuple[Recorder, str], datatype: str, value: Any
+) -> None:
+    upstream, address = recorder
+    upstream.body = b'{"name": "mlserver", "extensions": [], "outputs": []}'
+    tensor = InferInput("x", [2], datatype)
+    tensor.set_data_from_numpy(
+        np.array([value, value], dtype=type(value) if datatype != "BYTES" else object)
+    )
+    async with RestHop(settings(address)) as hop:
+        await hop.infer(InferRequest("echo", [tensor]), {})
+    [(_, headers, sent)] = upstream.requests
+    assert headers["Content-Type"] == "application/octet-stream"
+    decoded = InferRequest.from_bytes(sent, int(headers[INFERENCE_HEADER]), "echo")
+    assert decoded.inputs[0].wire_bytes() == tensor.wire_bytes()
+
+
+async def test_forced_json_refuses_what_json_cannot_carry(
+    recorder: tuple[Recorder, str],
+) -> None:
+    upstream, address = recorder
+    tensor = InferInput("x", [1], "FP32")
+    tensor.set_data_from_numpy(np.array([np.nan], dtype=np.float32))
+    async with RestHop(settings(address, rest_format="json")) as hop:
+        with pytest.raises(InvalidInput, match="NaN or infinity"):
+            await hop.infer(InferRequest("echo", [tensor]), {})
+    assert upstream.requests == []
+
+
+async def test_an_upstream_that_does_not_say_gets_json(recorder: tuple[Recorder, str]) -> None:
+    upstream, address = recorder
+    upstream.status, upstream.body = 404, b"not here"
+    async with RestHop(settings(address)) as hop:
+        assert (await hop.facts()).binary is False
+        assert not hop.accepts_passthrough("v2", binary=True)
+        assert hop.accepts_passthrough("v2", binary=False)
 
 
 async def test_version_goes_in_the_path(recorder: tuple[Recorder, str]) -> None:
@@ -254,16 +307,22 @@ async def test_passthrough_v1(echo: str) -> None:
     assert orjson.loads(answer.body) == {"predictions": [[1]]}
 
 
-def test_accepts_passthrough() -> None:
-    host = "127.0.0.1:1"
-    v1, v2 = RestHop(settings(host, "v1")), RestHop(settings(host, "v2"))
-    as_json = RestHop(settings(host, "v2", rest_format="json"))
-    assert v1.accepts_passthrough("v1", False)
-    assert not v1.accepts_passthrough("v2", False)
-    assert v2.accepts_passthrough("v2", True)
-    assert not v2.accepts_passthrough("grpc-v2", False)
-    assert as_json.accepts_passthrough("v2", False)
-    assert not as_json.accepts_passthrough("v2", True)
+async def test_accepts_passthrough(echo: str) -> None:
+    v1, v2 = RestHop(settings(echo, "v1")), RestHop(settings(echo, "v2"))
+    as_json = RestHop(settings(echo, "v2", rest_format="json"))
+    as_binary = RestHop(settings(echo, "v2", rest_format="binary"))
+    async with v1, v2, as_json, as_binary:
+        assert v1.accepts_passthrough("v1", False)
+        assert not v1.accepts_passthrough("v2", False)
+        # Binary only once the upstream (ours: binary_tensor_data) has said it takes it.
+        assert v2.accepts_passthrough("v2", False)
+        assert not v2.accepts_passthrough("v2", True)
+        assert (await v2.facts()).binary
+        assert v2.accepts_passthrough("v2", True)
+        assert not v2.accepts_passthrough("grpc-v2", False)
+        assert as_json.accepts_passthrough("v2", False)
+        assert not as_json.accepts_passthrough("v2", True)
+        assert as_binary.accepts_passthrough("v2", True)
 
 
 async def test_passthrough_it_does_not_accept_is_refused(recorder: tuple[Recorder, str]) -> None:
@@ -327,11 +386,16 @@ async def test_error_status_passes_through(
     async with RestHop(settings(address)) as hop:
         with pytest.raises(UpstreamStatusError) as info:
             await hop.infer(InferRequest("m", [fp32("x", [1.0])]), {})
-    assert (info.value.status, str(info.value), info.value.upstream) == (
-        status,
-        message,
-        "predictor",
-    )
+    assert (info.value.status, info.value.upstream) == (status, "predictor")
+    if status == 404:  # on the inference path: which URL, and what to check
+        url = f"http://{address}/v2/models/echo/infer"
+        assert str(info.value) == (
+            f"the predictor answered 404 to POST {url}: {message} (does it serve the model "
+            "under that name, and speak v2? --predictor_protocol sets what the gateway "
+            "speaks to it)"
+        )
+    else:
+        assert str(info.value) == message
     assert info.value.retry_after is None
 
 
@@ -349,7 +413,11 @@ async def test_our_servers_errors_pass_through(echo: str) -> None:
     async with RestHop(settings(echo, model_name="nope")) as hop:
         with pytest.raises(UpstreamStatusError) as missing:
             await hop.infer(InferRequest("echo", [fp32("x", [1.0])]), {})
-    assert (missing.value.status, str(missing.value)) == (404, "model 'nope' does not exist")
+    assert missing.value.status == 404
+    assert str(missing.value).endswith(
+        "/v2/models/nope/infer: model 'nope' does not exist (does it serve the model under "
+        "that name, and speak v2? --predictor_protocol sets what the gateway speaks to it)"
+    )
     async with shaped(RestHop(settings(echo))) as hop:
         bad = {"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1]}]}
         with pytest.raises(InvalidInput):  # refused before it leaves: the client's error
@@ -539,6 +607,31 @@ async def test_upstream_restarted_on_the_same_port_is_reached_again() -> None:
         async with serve_rest([EchoModel()], port):
             response = await hop.infer(request, {})
         assert response.outputs[0].as_numpy().tolist() == [1.0]
+
+
+async def test_the_format_is_learned_again_after_the_upstream_restarts() -> None:
+    """Ours (binary_tensor_data) goes down and comes back on the same port as a server
+    without the extension (MLServer, say): the next request goes as JSON."""
+    port = free_port()
+    request = InferRequest("echo", [fp32("x", [1.0])])
+    async with RestHop(settings(f"127.0.0.1:{port}")) as hop:
+        async with serve_rest([EchoModel()], port):
+            await hop.infer(request, {})
+            assert (await hop.facts()).binary
+            assert hop.accepts_passthrough("v2", binary=True)
+        await asyncio.sleep(0.2)  # the pool sees its connections close
+        with pytest.raises(UpstreamUnavailable):
+            await hop.infer(request, {})
+        upstream = Recorder()
+        upstream.body = b'{"name": "mlserver", "extensions": [], "outputs": []}'
+        async with serve_app(upstream.app(), port):
+            await asyncio.sleep(RELEARN_PAUSE)  # the failed learning's pause is over
+            await hop.infer(request, {})
+            assert not hop.accepts_passthrough("v2", binary=True)
+    assert upstream.gets[0] == "/v2"
+    [(_, headers, sent)] = upstream.requests
+    assert headers["Content-Type"] == "application/json"
+    assert orjson.loads(sent)["inputs"][0]["data"] == [1.0]
 
 
 async def test_one_pooled_session_reused_and_closed(echo: str) -> None:

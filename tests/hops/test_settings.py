@@ -12,7 +12,7 @@ def test_defaults_need_only_a_role_and_a_host() -> None:
     assert (settings.model_name, settings.protocol, settings.timeout) == ("", "v1", 600)
     assert settings.retry == RetryPolicy()
     assert settings.retry.retries == 0
-    assert PROTOCOLS == ("v1", "v2", "grpc-v2")
+    assert PROTOCOLS == ("v1", "v2", "grpc-v2", "auto")
 
 
 @pytest.mark.parametrize(
