@@ -238,7 +238,7 @@ def _flatten_text(data: object, tensor: str) -> list[bytes]:
     if not isinstance(data, list):
         data = [data]
     if all(type(item) is str for item in data):  # flat JSON text: the common case, fast
-        return [item.encode() for item in data]
+        return [str.encode(item) for item in data]
     out: list[bytes] = []
     stack: list[Any] = [iter(data)]
     while stack:
