@@ -11,16 +11,18 @@ import argparse
 import asyncio
 import logging
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.graph import GraphSpec
-from gateway.graph_wiring import GraphUpstreams
 from gateway.hops.base import Hop
 from gateway.hops.factory import build_hop
 from gateway.hops.settings import HopSettings, RetryPolicy
 from gateway.metrics import Metrics
 from gateway.model import Model
 from gateway.predictor_config import PredictorConfig
+
+if TYPE_CHECKING:  # the graph engine loads only when a graph is served
+    from gateway.graph import GraphSpec
+    from gateway.graph_wiring import GraphUpstreams
 
 __all__ = ["Upstreams", "connect", "disconnect", "model_predictor_config", "predictor_settings"]
 
@@ -79,7 +81,11 @@ class Upstreams:
         )
         # Each step of a graph is reached as the predictor would be (its flags' retries,
         # timeout, headers), at the address its service URL gives.
-        steps = GraphUpstreams.from_spec(graph, predictor) if graph is not None else None
+        steps = None
+        if graph is not None:
+            from gateway.graph_wiring import GraphUpstreams
+
+            steps = GraphUpstreams.from_spec(graph, predictor)
         return cls(predictor, explainer, steps)
 
 

@@ -2,8 +2,9 @@
 
 The gateway runs as a real process with ``PYTHONPROFILEIMPORTTIME=1``, so its stderr names
 every module it imports, at start and later. Before a CloudEvent arrives, the output must not
-name pandas, CloudEvents, the OpenTelemetry SDK (tracing is off), the demo or the trace CLI;
-after one, CloudEvents must be there (which shows the check can see a late import).
+name pandas, CloudEvents, the OpenTelemetry SDK (tracing is off), the demo, the trace CLI or
+the graph engine (no ``--graph``); after one, CloudEvents must be there (which shows the check
+can see a late import).
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 _LISTENING = re.compile(r"listening: REST on (\d+), gRPC on (\w+)")
 _IMPORT = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)\s*$", re.MULTILINE)
-NOT_AT_START = ("pandas", "cloudevents", "opentelemetry.sdk", "gateway.demo", "gateway.trace_cli")
+NOT_AT_START = (
+    "pandas",
+    "cloudevents",
+    "opentelemetry.sdk",
+    "gateway.demo",
+    "gateway.trace_cli",
+    "gateway.graph",
+    "yaml",
+)
 
 
 def _dead_port() -> int:

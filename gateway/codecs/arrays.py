@@ -235,12 +235,11 @@ def _check_no_overflow(source: Array, converted: Array, datatype: str, tensor: s
 
 def _flatten_text(data: object, tensor: str) -> list[bytes]:
     # JSON gives str; a caller's list may also hold bytes.
-    if not isinstance(data, list):
-        data = [data]
-    if all(type(item) is str for item in data):  # flat JSON text: the common case, fast
-        return [item.encode() for item in data]
+    items: list[Any] = data if isinstance(data, list) else [data]
+    if all(type(item) is str for item in items):  # flat JSON text: the common case, fast
+        return [item.encode() for item in items]
     out: list[bytes] = []
-    stack: list[Any] = [iter(data)]
+    stack: list[Any] = [iter(items)]
     while stack:
         for item in stack[-1]:
             if isinstance(item, list):

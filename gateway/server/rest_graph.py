@@ -13,7 +13,6 @@ import math
 from aiohttp import web
 
 from gateway.errors import GatewayError, http_status
-from gateway.graph import error_body
 from gateway.model import InferenceVerb
 from gateway.server.rest_common import (
     Route,
@@ -33,6 +32,9 @@ ROOT_MODEL = web.AppKey("root_model", str)
 
 
 async def root(request: web.Request) -> web.Response:
+    # Here, not at the top: a server with no graph never loads the engine (it has, by now).
+    from gateway.graph import error_body
+
     name = request.app[ROOT_MODEL]
     try:
         payload = loads(await read_body(request))
