@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -50,6 +49,8 @@ from gateway.hops.common import (
     unsupported_payload,
 )
 from gateway.hops.facts import Learner, UpstreamFacts, declared_inputs, server_name
+from gateway.hops.pool import Pool, Replica, leased
+from gateway.hops.replicas import Pooling, ReplicaClient, name_replica, open_pool
 from gateway.hops.settings import HopSettings
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
@@ -66,7 +67,7 @@ MODEL_NAME_FIELD = pb.ModelInferRequest.MODEL_NAME_FIELD_NUMBER
 # As large as the servers' default limits: a hop should not refuse what its server accepted.
 MAX_MESSAGE_BYTES = 256 << 20
 
-CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     # Pings find a connection that died during a long call. Servers by default refuse pings
@@ -104,13 +105,15 @@ _NOT_CONNECTED = (
 
 
 class GrpcHop(Hop):
-    """The upstream's ``inference.GRPCInferenceService``, over one channel.
+    """The upstream's ``inference.GRPCInferenceService``, over one channel per replica.
 
-    The channel is opened on first use, inside the running loop; `aclose` closes it. A
-    `channel` passed in is the caller's: it is used as is and left open. A channel of ours
-    that failed to connect is replaced by a fresh one for the next call (`RENEW_PAUSE`).
-    `learner` holds what the upstream says about itself (a pool, or a hop that learns the
-    protocol, passes in the one it shares); by default the hop asks the upstream itself.
+    The upstream is a pool of replicas (`gateway.hops.replicas`): each attempt leases one.
+    A replica's channel is opened on first use, inside the running loop; `aclose` closes
+    them. A `channel` passed in is the caller's: every call goes on it, and it is left open.
+    A channel of ours that failed to connect is replaced by a fresh one for the next call
+    (`RENEW_PAUSE`). `learner` holds what the upstream says about itself, and `pool` its
+    replicas (a hop that learns the protocol passes in the ones it shares); by default the
+    hop has its own.
     """
 
     def __init__(
@@ -119,19 +122,17 @@ class GrpcHop(Hop):
         channel: grpc.aio.Channel | None = None,
         *,
         learner: Learner | None = None,
+        pool: Pool[ReplicaClient] | None = None,
+        pooling: Pooling | None = None,
     ) -> None:
         if settings.protocol != PROTOCOL:
             raise ValueError(f"GrpcHop speaks {PROTOCOL}, not {settings.protocol!r}")
         self.settings = settings
         self.name = settings.role
         self.protocol = PROTOCOL
+        # The caller's channel, and its method callables (made once each).
         self._channel = channel
-        self._owns_channel = channel is None
-        # Method callables of the open channel, made once each.
         self._rpcs: dict[str, Any] = {}
-        self._renewed = -math.inf
-        # Replaced channels, closing once the calls still on them are done.
-        self._closing: set[asyncio.Task[None]] = set()
         self._credentials: grpc.ChannelCredentials | None = None
         if settings.use_ssl or settings.host.startswith("https://"):
             # Read now, so that a missing CA file stops the start, not the first request.
@@ -140,7 +141,9 @@ class GrpcHop(Hop):
                 with open(settings.ca_file, "rb") as file:
                     roots = file.read()
             self._credentials = grpc.ssl_channel_credentials(root_certificates=roots)
-        self.learner = learner or Learner(self.discover, self.name, settings.target)
+        self._owns_pool = pool is None
+        self.pool = pool or open_pool(settings, pooling, self.probe)
+        self.learner = learner or Learner(self.discover, self.name, str(self.pool.endpoints.target))
 
     async def infer(self, payload: Any, headers: Headers) -> Any:
         if isinstance(payload, Passthrough):
@@ -167,18 +170,31 @@ class GrpcHop(Hop):
             "the v2 gRPC protocol has no explain; point --explainer_host at a REST explainer",
         )
 
+    def upstream_pool(self) -> Pool[ReplicaClient]:
+        return self.pool
+
     async def ready(self, model_name: str | None = None) -> bool:
-        """ServerReady, or ModelReady for `model_name`; False on any error."""
+        """ServerReady (or ModelReady for `model_name`) of one replica; False on any error.
+        With active health checks, the server's readiness is theirs."""
         try:
-            if model_name is None:
-                answer = await self._call("ServerReady", pb.ServerReadyRequest(), READY_TIMEOUT)
-            else:
-                request = pb.ModelReadyRequest(name=model_name)
-                answer = await self._call("ModelReady", request, READY_TIMEOUT)
-            return bool(answer.ready)
+            await self.pool.start()
         except Exception as exc:  # a probe reports, it does not raise
             logger.debug("hop %s: readiness probe failed: %s", self.name, exc)
             return False
+        if model_name is None and self.pool.health is not None:
+            return self.pool.healthy()
+        return await self.pool.ready(lambda replica: self.probe(replica, model_name))
+
+    async def probe(self, replica: Replica[ReplicaClient], model_name: str | None = None) -> bool:
+        """ServerReady, or ModelReady for `model_name`, of `replica`; raises when it does not
+        answer."""
+        if model_name is None:
+            request: Any = pb.ServerReadyRequest()
+            answer = await self._call_on(replica.client, "ServerReady", request, READY_TIMEOUT)
+        else:
+            request = pb.ModelReadyRequest(name=model_name)
+            answer = await self._call_on(replica.client, "ModelReady", request, READY_TIMEOUT)
+        return bool(answer.ready)
 
     async def model_metadata(
         self, model_name: str, headers: Headers, version: str | None = None
@@ -223,14 +239,11 @@ class GrpcHop(Hop):
         return UpstreamFacts((PROTOCOL,), False, server_name(server), inputs)
 
     async def aclose(self) -> None:
-        channel, self._channel = self._channel, None
+        self._channel = None
         self._rpcs.clear()
         await self.learner.aclose()
-        for task in list(self._closing):
-            task.cancel()
-        await asyncio.gather(*self._closing, return_exceptions=True)
-        if channel is not None and self._owns_channel:
-            await channel.close(None)
+        if self._owns_pool:
+            await self.pool.aclose()
 
     def accepts_passthrough(self, protocol: str, binary: bool) -> bool:
         return protocol == PROTOCOL
@@ -257,7 +270,7 @@ class GrpcHop(Hop):
         except UpstreamStatusError as exc:
             if exc.code == Code.NOT_FOUND:
                 name = self.settings.model_name or model_name
-                where = f"ModelInfer of model {name!r} at {self.settings.target}"
+                where = f"ModelInfer of model {name!r} at {self.pool.endpoints.target}"
                 raise not_found(exc, self.name, where, PROTOCOL) from exc.__cause__
             raise
         return answer
@@ -265,64 +278,89 @@ class GrpcHop(Hop):
     async def _call(
         self, method: str, request: Any, cap: float | None, headers: Headers | None = None
     ) -> Any:
-        """One unary call (bytes in and out for ModelInfer, messages otherwise) within the
-        call's time budget (and `cap`), its errors mapped to ours."""
+        """One attempt: a unary call (bytes in and out for ModelInfer, messages otherwise)
+        to a replica the pool leases, which learns how it went."""
+        if not self.pool.started:
+            await self.pool.start()
+        with leased(self.pool) as lease:
+            name_replica(lease.endpoint)
+            return await self._call_on(lease.client, method, request, cap, headers)
+
+    async def _call_on(
+        self,
+        replica: ReplicaClient,
+        method: str,
+        request: Any,
+        cap: float | None,
+        headers: Headers | None = None,
+    ) -> Any:
+        """One unary call to `replica` within the call's time budget (and `cap`), its errors
+        mapped to ours."""
         timeout = call_timeout(self.settings, cap)
-        channel = self._open()
-        rpc = self._rpc(channel, method, type(request))
+        channel = self._open(replica)
+        rpc = self._rpc(replica, channel, method, type(request))
         call = rpc(request, timeout=timeout, metadata=_metadata(headers or {}))
         try:
             answer = await call
         except grpc.aio.AioRpcError as exc:
             self._timings(exc.initial_metadata(), exc.trailing_metadata())
-            error = upstream_error(exc, self.name, timeout, self.settings.target)
+            error = upstream_error(exc, self.name, timeout, replica.endpoint.authority)
             if isinstance(error, UpstreamUnavailable | WrongProtocol):
-                self._not_connected(channel)
+                self._not_connected(replica, channel)
             raise error from exc
         if method == "ModelInfer":
             self._timings(await call.initial_metadata(), await call.trailing_metadata())
         return answer
 
-    def _not_connected(self, channel: grpc.aio.Channel) -> None:
+    def _not_connected(self, replica: ReplicaClient, channel: grpc.aio.Channel) -> None:
         """A call on `channel` found no connection: learn what the upstream is when next
-        needed, and give the next call a fresh channel (one that is not backing off)."""
+        needed, and give the replica's next call a fresh channel (one not backing off)."""
         self.learner.forget()
         now = time.monotonic()
-        if channel is not self._channel or not self._owns_channel:
+        if channel is not replica.channel or self._channel is not None:
             return
-        if now - self._renewed < RENEW_PAUSE:
+        if now - replica.renewed < RENEW_PAUSE:
             return
-        self._renewed = now
-        self._channel = None
-        self._rpcs.clear()
+        replica.renewed = now
+        replica.channel = None
+        replica.rpcs.clear()
         # Calls still waiting on it end on their own (it never connected); then it closes.
         task = asyncio.ensure_future(channel.close(self.settings.timeout))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        replica.closing.add(task)
+        task.add_done_callback(replica.closing.discard)
 
-    def _rpc(self, channel: grpc.aio.Channel, method: str, request: Any) -> Any:
-        """A callable for `method` on the open channel: bytes in and out for ModelInfer,
-        messages otherwise."""
-        rpc = self._rpcs.get(method)
+    def _rpc(
+        self, replica: ReplicaClient, channel: grpc.aio.Channel, method: str, request: Any
+    ) -> Any:
+        """A callable for `method` on `channel`: bytes in and out for ModelInfer, messages
+        otherwise."""
+        rpcs = self._rpcs if channel is self._channel else replica.rpcs
+        rpc = rpcs.get(method)
         if rpc is None:
             response = None if request is bytes else getattr(pb, f"{method}Response")
-            rpc = self._rpcs[method] = channel.unary_unary(
+            rpc = rpcs[method] = channel.unary_unary(
                 f"/{SERVICE_NAME}/{method}",
                 request_serializer=None if request is bytes else request.SerializeToString,
                 response_deserializer=None if response is None else response.FromString,
             )
         return rpc
 
-    def _open(self) -> grpc.aio.Channel:
-        if self._channel is None:
-            target = self.settings.target
+    def _open(self, replica: ReplicaClient) -> grpc.aio.Channel:
+        if self._channel is not None:
+            return self._channel
+        if replica.channel is None:
+            endpoint = replica.endpoint
+            # The name as written is the call's authority (and, with TLS, what the
+            # certificate is checked against), though the channel goes to one address.
+            options = (*CHANNEL_OPTIONS, ("grpc.default_authority", endpoint.authority))
             if self._credentials is None:
-                self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+                replica.channel = grpc.aio.insecure_channel(endpoint.hostport, options=options)
             else:
-                self._channel = grpc.aio.secure_channel(
-                    target, self._credentials, options=CHANNEL_OPTIONS
+                options += (("grpc.ssl_target_name_override", endpoint.host),)
+                replica.channel = grpc.aio.secure_channel(
+                    endpoint.hostport, self._credentials, options=options
                 )
-        return self._channel
+        return replica.channel
 
     def _timings(self, *metadata: Any) -> None:
         merge_server_timing(_values(metadata, "server-timing"), self.name)

@@ -71,6 +71,8 @@ from gateway.hops.facts import (
     server_name,
     takes_binary,
 )
+from gateway.hops.pool import Pool, Replica, leased
+from gateway.hops.replicas import Pooling, ReplicaClient, name_replica, open_pool
 from gateway.hops.settings import HopSettings
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
@@ -107,9 +109,11 @@ class RestHop(Hop):
     """The upstream's REST endpoints (``protocol`` "v1" or "v2"), over one pooled session.
 
     The session is created on first use, inside the running loop; `aclose` closes it. A
-    `session` passed in is the caller's: it is used as is and left open. `learner` holds what
-    the upstream says about itself (a pool, or a hop that learns the protocol, passes in the
-    one it shares); by default the hop asks the upstream itself.
+    `session` passed in is the caller's: it is used as is and left open. The upstream is a
+    pool of replicas (`gateway.hops.replicas`): each attempt leases one, and the session
+    reaches them all. `learner` holds what the upstream says about itself, and `pool` its
+    replicas (a hop that learns the protocol passes in the ones it shares); by default the
+    hop has its own, the replicas of one pool being taken to be the same server.
     """
 
     def __init__(
@@ -118,6 +122,8 @@ class RestHop(Hop):
         session: aiohttp.ClientSession | None = None,
         *,
         learner: Learner | None = None,
+        pool: Pool[ReplicaClient] | None = None,
+        pooling: Pooling | None = None,
     ):
         if settings.protocol not in ("v1", "v2"):
             raise ValueError(f"RestHop speaks v1 or v2, not {settings.protocol!r}")
@@ -130,10 +136,11 @@ class RestHop(Hop):
         self._ssl: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=settings.ca_file) if settings.ca_file else True
         )
-        self._base = settings.base_url
         self._model = _segment(settings.model_name)
         self._negotiates = settings.rest_format == "auto" and settings.protocol == "v2"
-        self.learner = learner or Learner(self.discover, self.name, self._base)
+        self._owns_pool = pool is None
+        self.pool = pool or open_pool(settings, pooling, self.probe)
+        self.learner = learner or Learner(self.discover, self.name, str(self.pool.endpoints.target))
 
     # Hop
 
@@ -160,21 +167,32 @@ class RestHop(Hop):
         url = self._v2_url("explain", payload.model_version)
         return self._json(await self._post(url, body, headers, length))
 
+    def upstream_pool(self) -> Pool[ReplicaClient]:
+        return self.pool
+
     async def ready(self, model_name: str | None = None) -> bool:
-        """Whether the upstream (or its model `model_name`) is ready; False on any error."""
+        """Whether one replica of the upstream (or of its model `model_name`) is ready;
+        False on any error. With active health checks, the server's readiness is theirs."""
+        try:
+            await self.pool.start()
+        except Exception as exc:  # a probe reports, it does not raise
+            logger.debug("hop %s: readiness probe failed: %s", self.name, exc)
+            return False
+        if model_name is None and self.pool.health is not None:
+            return self.pool.healthy()
+        return await self.pool.ready(lambda replica: self.probe(replica, model_name))
+
+    async def probe(self, replica: Replica[ReplicaClient], model_name: str | None = None) -> bool:
+        """Whether `replica` (or its model `model_name`) says it is ready; raises when it
+        does not answer."""
         name = _segment(model_name or self.settings.model_name)
         if self.protocol == "v1":
             path = f"/v1/models/{name}"
         else:
             path = "/v2/health/ready" if model_name is None else f"/v2/models/{name}/ready"
-        url = URL(self._base + path, encoded=True)
-        try:
-            answer = await self._send("GET", url, None, {}, READY_TIMEOUT)
-            # MLServer answers a ready model with an empty body; KServe and we with JSON.
-            state = orjson.loads(answer.body) if answer.body.strip() else {}
-        except Exception as exc:  # a probe reports, it does not raise
-            logger.debug("hop %s: readiness probe failed: %s", self.name, exc)
-            return False
+        answer = await self._exchange(replica.client, "GET", path, None, {}, READY_TIMEOUT)
+        # MLServer answers a ready model with an empty body; KServe and we with JSON.
+        state = orjson.loads(answer.body) if answer.body.strip() else {}
         if self.protocol == "v1":
             return isinstance(state, dict) and state.get("ready") is True
         return not isinstance(state, dict) or state.get("ready", True) is not False
@@ -186,9 +204,7 @@ class RestHop(Hop):
         if self.protocol == "v1":
             return None
         name = self.settings.model_name or model_name
-        metadata: Metadata = await self._get_json(
-            self._v2_url("", version, name).path, dict(headers)
-        )
+        metadata: Metadata = await self._get_json(self._v2_url("", version, name), dict(headers))
         if name == self.settings.model_name and not version:
             facts = self.learner.facts
             self.learner.update(
@@ -234,10 +250,12 @@ class RestHop(Hop):
         of that name yet)."""
         if not self.settings.model_name:
             return None
-        return declared_inputs(await self.document(self._v2_url("", None).path, timeout))
+        return declared_inputs(await self.document(self._v2_url("", None), timeout))
 
     async def aclose(self) -> None:
         await self.learner.aclose()
+        if self._owns_pool:
+            await self.pool.aclose()
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             await session.close()
@@ -306,7 +324,7 @@ class RestHop(Hop):
         return decoded(self.name, lambda: orjson.loads(answer.body))
 
     async def _get_json(self, path: str, headers: Headers, cap: float | None = None) -> Any:
-        answer = await self._send("GET", URL(self._base + path, encoded=True), None, headers, cap)
+        answer = await self._send("GET", path, None, headers, cap)
         document = self._json(answer)
         if not isinstance(document, dict):
             raise UpstreamProtocolError(
@@ -314,20 +332,20 @@ class RestHop(Hop):
             )
         return document
 
-    def _v1_url(self, verb: str) -> URL:
-        return URL(f"{self._base}/v1/models/{self._model}:{verb}", encoded=True)
+    def _v1_url(self, verb: str) -> str:
+        return f"/v1/models/{self._model}:{verb}"
 
-    def _v2_url(self, verb: str, version: str | None, model: str | None = None) -> URL:
-        """A model's v2 URL: ``.../{verb}``, or the model's metadata when `verb` is ""."""
+    def _v2_url(self, verb: str, version: str | None, model: str | None = None) -> str:
+        """A model's v2 path: ``.../{verb}``, or the model's metadata when `verb` is ""."""
         name = self._model if model is None else _segment(model)
         versioned = f"/versions/{_segment(version)}" if version else ""
         tail = f"/{verb}" if verb else ""
-        return URL(f"{self._base}/v2/models/{name}{versioned}{tail}", encoded=True)
+        return f"/v2/models/{name}{versioned}{tail}"
 
     # Transport
 
     async def _post(
-        self, url: URL, body: bytes, headers: Headers, json_length: int | None = None
+        self, path: str, body: bytes, headers: Headers, json_length: int | None = None
     ) -> _Answer:
         outbound = dict(headers)
         if json_length is None:
@@ -335,34 +353,55 @@ class RestHop(Hop):
         else:
             outbound["content-type"] = rest_codec.BINARY_CONTENT_TYPE
             outbound[rest_codec.INFERENCE_HEADER.lower()] = str(json_length)
-        try:
-            return await self._send("POST", url, body, outbound)
-        except UpstreamStatusError as exc:
-            if exc.status == 404:
-                raise not_found(exc, self.name, f"POST {url}", self.protocol) from exc.__cause__
-            raise
+        return await self._send("POST", path, body, outbound)
 
     async def _send(
-        self, method: str, url: URL, body: bytes | None, headers: Headers, cap: float | None = None
+        self, method: str, path: str, body: bytes | None, headers: Headers, cap: float | None = None
     ) -> _Answer:
-        """One HTTP exchange within the call's time budget, its errors mapped to ours.
+        """One attempt: an exchange with a replica the pool leases, which learns how it
+        went (from the error raised, if any)."""
+        if not self.pool.started:
+            await self.pool.start()
+        with leased(self.pool) as lease:
+            name_replica(lease.endpoint)
+            try:
+                return await self._exchange(lease.client, method, path, body, headers, cap)
+            except UpstreamStatusError as exc:
+                if exc.status == 404 and method == "POST":
+                    where = f"POST {lease.client.base_url}{path}"
+                    raise not_found(exc, self.name, where, self.protocol) from exc.__cause__
+                raise
 
-        `headers` is a dict this call owns: the timeout header is added to it."""
+    async def _exchange(
+        self,
+        replica: ReplicaClient,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: Headers,
+        cap: float | None = None,
+    ) -> _Answer:
+        """One HTTP exchange with `replica` within the call's time budget, its errors mapped
+        to ours.
+
+        `headers` is a dict this call owns: the timeout header and ``Host`` are added."""
         timeout = call_timeout(self.settings, cap)
         headers[TIMEOUT_HEADER] = f"{timeout:.3f}"
+        headers["Host"] = replica.host_header
         try:
             async with self._client().request(
                 method,
-                url,
+                URL(replica.base_url + path, encoded=True),
                 data=None if body is None else _payload(body),
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 # A redirected POST would turn into a GET; an inference call is not redirected.
                 allow_redirects=False,
+                server_hostname=replica.server_hostname,
             ) as response:
                 answer = _Answer(response.status, response.headers, await response.read())
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            error = upstream_error(exc, self.name, timeout, self._base)
+            error = upstream_error(exc, self.name, timeout, replica.base_url)
             if isinstance(error, UpstreamUnavailable | WrongProtocol) or isinstance(
                 exc, aiohttp.ServerDisconnectedError
             ):
@@ -379,7 +418,7 @@ class RestHop(Hop):
             )
         if not 200 <= answer.status < 300:
             raise UpstreamProtocolError(
-                f"the {self.name} answered HTTP {answer.status} to {url.path}, not an answer",
+                f"the {self.name} answered HTTP {answer.status} to {path}, not an answer",
                 upstream=self.name,
             )
         return answer

@@ -390,10 +390,11 @@ async def test_a_new_hop_is_not_held_by_another_hops_backoff() -> None:
 
 async def test_one_channel_reused_and_closed(hop: GrpcHop) -> None:
     await asyncio.gather(*(hop.infer(small(), {}) for _ in range(8)))
-    channel = hop._channel
+    (replica,) = hop.pool.replicas  # one upstream: one replica, one channel
+    channel = replica.client.channel
     assert channel is not None
     await hop.aclose()
-    assert hop._channel is None
+    assert replica.client.channel is None
     with pytest.raises(grpc.aio.UsageError):
         await channel.unary_unary(f"/{SERVICE_NAME}/ServerLive")(b"")
 
