@@ -83,7 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         # KServe starts a transformer container with only its flags: that means `serve`.
         argv.insert(0, "serve")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if args.command != "serve":
+            parser.parse_args(argv)  # exits, naming what it does not know
+        # KServe adds flags between releases: a transformer container that refused one
+        # would crash-loop, so `serve` goes on without it, as KServe's own server does.
+        print(f"gateway: warning: ignoring unknown flags: {' '.join(unknown)}", file=sys.stderr)
     try:
         return int(args.run(args))
     except (ValueError, ImportError) as exc:

@@ -74,6 +74,10 @@ class DataPlane:
 
     async def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
         model = self.registered(name)
+        if isinstance(model, Model):
+            upstream = await model.predictor_metadata(version)
+            if upstream is not None:
+                return upstream
         inputs: list[dict[str, Any]] = []
         outputs: list[dict[str, Any]] = []
         if isinstance(model, InferenceModel):
@@ -126,6 +130,12 @@ class DataPlane:
     ) -> Any:
         """Run the model on `request`; an `InferResponse` answers as the client asked."""
         model = await self.ready_model(name)
+        if (
+            isinstance(model, Model)
+            and verb is InferenceVerb.PREDICT
+            and model.forwards_unchanged()
+        ):
+            await model.check_forwarded(request)
         # Taken before the model runs: preprocess may rewrite the request for the predictor,
         # but the client's own choices decide the answer's form.
         choices = _client_choices(request)

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 
 from gateway.hops.pool import BALANCERS, PoolTargetError, parse_target
+from gateway.hops.settings import PROTOCOLS
 from gateway.logs import FORMATS as LOG_FORMATS
 from gateway.settings import MIB
 
@@ -128,11 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="predictor HOST:PORT; several, comma-separated, or a name with several addresses: "
         "a pool of replicas",
     )
+    model.add_argument("--protocol", default=None, choices=PROTOCOLS, help="deprecated alias")
     model.add_argument(
-        "--protocol", default=None, choices=["v1", "v2", "grpc-v2"], help="deprecated alias"
-    )
-    model.add_argument(
-        "--predictor_protocol", default="v1", choices=["v1", "v2", "grpc-v2"], help="protocol"
+        "--predictor_protocol",
+        default="auto",
+        choices=PROTOCOLS,
+        help="protocol spoken to the predictor; auto: asked of it (gRPC, REST v2, REST v1)",
     )
     model.add_argument("--predictor_use_ssl", default=False, type=strtobool)
     model.add_argument("--predictor_request_timeout_seconds", default=600, type=float)
@@ -151,7 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--predictor_rest_format",
         default="auto",
         choices=["auto", "json", "binary"],
-        help="REST v2 body to the predictor; auto: as the client sent it (MLServer: json)",
+        help="REST v2 body to the predictor; auto: binary only when the predictor's GET /v2 "
+        "lists binary_tensor_data",
+    )
+    hops.add_argument(
+        "--validate_inputs",
+        default=True,
+        type=strtobool,
+        help="refuse requests whose inputs do not fit the predictor's model metadata",
     )
     hops.add_argument("--explainer_protocol", default="v1", choices=["v1", "v2"])
     hops.add_argument(

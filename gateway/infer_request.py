@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -114,7 +115,10 @@ class InferRequest:
     def to_rest(self) -> tuple[bytes | dict[str, Any], int | None]:
         """The REST body: a dict when all inputs are JSON, else bytes and the JSON length."""
         raws: list[Buffer] = []
-        return messages.rest_form(self._rest_header(None, raws), raws)
+        header = self._rest_header(None, raws)
+        # KServe's names the request (a new id when it has none) and its model.
+        header = {"id": self.id or str(uuid.uuid4()), "model_name": self.model_name, **header}
+        return messages.rest_form(header, raws, "inputs", self.inputs)
 
     def rest_body(self, binary: bool | None = None) -> tuple[bytes, int | None]:
         """The REST body as bytes, and its JSON length (None when nothing binary follows).

@@ -136,7 +136,15 @@ class InferResponse:
     def to_rest(self) -> tuple[bytes | dict[str, Any], int | None]:
         """The REST body: a dict when all outputs are JSON, else bytes and the JSON length."""
         raws: list[Buffer] = []
-        return messages.rest_form(self._rest_header(raws, None), raws)
+        header = self._rest_header(raws, None)
+        # KServe's names the model's version, None included.
+        header = {
+            "id": self.id,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            **header,
+        }
+        return messages.rest_form(header, raws, "outputs", [t for t, _ in self.outputs_to_send()])
 
     def rest_body(self, binary: bool | None = None) -> tuple[bytes, int | None]:
         """The REST body as bytes, and its JSON length (None when nothing binary follows);

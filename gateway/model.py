@@ -11,15 +11,18 @@ import contextvars
 import functools
 import inspect
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from gateway import logs, request_context, tracing_ids
-from gateway.errors import InferenceError, InvalidInput
+from gateway.codecs import validate
+from gateway.errors import InvalidInput, Unimplemented
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
+from gateway.passthrough import Passthrough
 from gateway.predictor_config import PredictorConfig
 
 if TYPE_CHECKING:
@@ -31,6 +34,10 @@ logger = logging.getLogger("gateway.model")
 Body = dict[str, Any] | InferRequest | bytes
 InferReturnType = dict[str, Any] | InferResponse | list[str] | Any
 Headers = dict[str, str]
+
+# Seconds a predictor's model metadata is served from memory: clients that read it before
+# each request (tritonclient code, perf_analyzer) do not double the predictor's load.
+METADATA_TTL = 5.0
 
 
 class InferenceVerb(Enum):
@@ -107,6 +114,8 @@ class Model(InferenceModel):
         # Built from the configuration when the server starts (see gateway.hops).
         self.predictor_hop: Hop | None = None
         self.explainer_hop: Hop | None = None
+        # version ("" for none) -> (when fetched, the predictor's metadata under our name)
+        self._metadata: dict[str, tuple[float, dict[str, Any]]] = {}
 
     async def __call__(
         self,
@@ -168,6 +177,46 @@ class Model(InferenceModel):
             and hop.accepts_passthrough(protocol, binary)
         )
 
+    async def predictor_metadata(self, version: str | None = None) -> dict[str, Any] | None:
+        """For a model that forwards unchanged, the predictor's metadata of its model (inputs,
+        outputs, platform, versions) under this model's name, kept `METADATA_TTL` seconds;
+        None otherwise, or when the predictor's protocol has none (v1)."""
+        hop = self.predictor_hop
+        if hop is None or not self.forwards_unchanged():
+            return None
+        key, now = version or "", time.monotonic()
+        cached = self._metadata.get(key)
+        if cached is not None and now - cached[0] < METADATA_TTL:
+            return cached[1]
+        metadata = await hop.model_metadata(self.name, {}, version)
+        if metadata is None:
+            return None
+        metadata = {**metadata, "name": self.name}
+        self._metadata[key] = (now, metadata)
+        return metadata
+
+    async def check_forwarded(self, request: Any) -> None:
+        """Refuse, before any byte goes upstream, a v2 request that a model which forwards
+        unchanged would send on as it is: a body passed through is checked for structure
+        (`validate`), and every v2 request against the inputs the predictor declares."""
+        hop = self.predictor_hop
+        if hop is None:
+            return
+        if isinstance(request, Passthrough):
+            if request.protocol == "v2":
+                described = validate.rest_request(request.body, request.json_length)
+            elif request.protocol == "grpc-v2":
+                described = validate.grpc_request(request.body)
+            else:
+                return
+        elif isinstance(request, InferRequest):
+            described = [(t.name, t.datatype, t.shape) for t in request.inputs]
+        else:
+            return
+        declared = (await hop.facts()).inputs
+        if declared:
+            validate.against(described, declared)
+
     async def predictor_ready(self) -> bool:
         """With KServe's predictor health check on, whether the predictor is ready (a
         transformer is only as ready as its predictor); True when the check is off."""
@@ -198,7 +247,8 @@ class Model(InferenceModel):
     ) -> Any:
         """Run inference; by default, forward `payload` to the predictor."""
         if self.predictor_hop is None:
-            raise InferenceError(
+            # KServe answers 501 here too: the model runs, it only has nothing to predict with.
+            raise Unimplemented(
                 f"model {self.name!r} has no predict() of its own and no predictor_host"
             )
         return await self.predictor_hop.infer(payload, headers or {})
@@ -206,7 +256,7 @@ class Model(InferenceModel):
     async def explain(self, payload: Any, headers: Headers | None = None) -> Any:
         """Explain a prediction; by default, forward `payload` to the explainer."""
         if self.explainer_hop is None:
-            raise InferenceError(
+            raise Unimplemented(
                 f"model {self.name!r} has no explain() of its own and no explainer_host"
             )
         return await self.explainer_hop.explain(payload, headers or {})

@@ -66,7 +66,11 @@ class ModelServer:
     ) -> None:
         # KServe scripts configure the server through sys.argv; a caller that has parsed
         # its own flags passes them as `args`.
-        args = options.pop("args", None) or parser.parse_known_args()[0]
+        args = options.pop("args", None)
+        if args is None:
+            args, ignored = parser.parse_known_args()
+            if ignored:  # KServe adds flags between releases: go on without them
+                logger.warning("ignoring unknown flags: %s", " ".join(ignored))
         flags = vars(args)
         given = {
             "http_port": http_port,

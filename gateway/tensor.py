@@ -127,6 +127,10 @@ class Tensor:
     def has_data(self) -> bool:
         return self._data is not None or self._raw_data is not None
 
+    def given_list(self) -> list[Any] | None:
+        """The data when it was set as a Python list (as given: nested, say); else None."""
+        return self._data if isinstance(self._data, list) else None
+
     @property
     def is_raw(self) -> bool:
         """Whether the data is the wire bytes it arrived as (binary extension or gRPC raw
@@ -252,6 +256,10 @@ class InferInput(Tensor):
 
 class InferOutput(Tensor):
     """An output tensor of an inference response."""
+
+    def set_data_from_numpy(self, output_tensor: Array, binary_data: bool = True) -> None:
+        """As `Tensor.set_data_from_numpy`, under KServe's name for an output's array."""
+        super().set_data_from_numpy(output_tensor, binary_data)
 
 
 class RequestedOutput:

@@ -86,6 +86,7 @@ class Upstreams:
                 budget=timeout,
             ),
             rest_format=args.predictor_rest_format,
+            validate_inputs=args.validate_inputs,
             forward_headers=frozenset(h for h in headers if h),
             forward_authorization=args.forward_authorization,
             max_connections=args.predictor_max_connections,

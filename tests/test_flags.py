@@ -26,7 +26,7 @@ def test_what_is_not_a_boolean_or_too_small_is_refused() -> None:
 
 def test_defaults_and_kserves_flags() -> None:
     args = parser.parse_args([])
-    assert (args.http_port, args.grpc_port, args.predictor_protocol) == (8080, 8081, "v1")
+    assert (args.http_port, args.grpc_port, args.predictor_protocol) == (8080, 8081, "auto")
     assert args.predictor_host is None
     assert args.explainer_request_retries is None  # the predictor's, when not given
     kserve = parser.parse_args(

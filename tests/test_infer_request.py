@@ -18,6 +18,7 @@ from gateway import (
 )
 from gateway._proto import pb
 from gateway.codecs.rest import json_length, split_body
+from gateway.v2_datamodels import InferenceRequest, RequestInput, RequestOutput, as_dict
 
 
 def _int_input(name: str = "x", values: list[int] | None = None) -> InferInput:
@@ -171,6 +172,7 @@ def test_to_rest_of_binary_inputs() -> None:
     header = json.loads(body[:length])
     assert header == {
         "id": "r",
+        "model_name": "m",
         "inputs": [
             {"name": "x", "datatype": "INT32", "shape": [1], "parameters": {"binary_data_size": 4}},
             {
@@ -266,3 +268,44 @@ def test_rest_body_keeps_each_inputs_form_or_forces_one() -> None:
     assert header["parameters"] == {"binary_data_output": True}
     assert header["outputs"] == [{"name": "o", "parameters": {"binary_data": True}}]
     assert InferRequest.from_bytes(body, length, "m").inputs == request.inputs
+
+
+def test_to_rest_is_kserves_dict() -> None:
+    """KServe's `to_rest()`: id (a new one when there is none) and model name, and data
+    given as a Python list kept as given (nested here)."""
+    nested = InferInput("x", [2, 2], "FP32", data=[[1.0, 2.0], [3.0, 4.0]])
+    body, length = InferRequest("m", [nested], request_id="r").to_rest()
+    assert length is None
+    assert body == {
+        "id": "r",
+        "model_name": "m",
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [2, 2], "data": [[1.0, 2.0], [3.0, 4.0]]}
+        ],
+    }
+    unnamed, _ = InferRequest("m", [nested]).to_rest()
+    assert isinstance(unnamed, dict)
+    assert len(unnamed["id"]) == 36  # a new uuid
+
+
+def test_from_inference_request_takes_the_rest_data_model() -> None:
+    request = InferenceRequest(
+        id="r",
+        inputs=[RequestInput("x", [2], "INT64", [1, 2], {"content_type": "np"})],
+        outputs=[RequestOutput("y", {"binary_data": True})],
+        parameters={"p": 1},
+    )
+    converted = InferRequest.from_inference_request(request, "m")
+    assert (converted.model_name, converted.id, converted.parameters) == ("m", "r", {"p": 1})
+    [tensor] = converted.inputs
+    assert (tensor.name, tensor.shape, tensor.parameters) == ("x", [2], {"content_type": "np"})
+    assert tensor.as_numpy().tolist() == [1, 2]
+    assert converted.request_outputs is not None
+    assert converted.request_outputs[0].name == "y"
+    assert as_dict(request)["inputs"][0] == {
+        "name": "x",
+        "shape": [2],
+        "datatype": "INT64",
+        "data": [1, 2],
+        "parameters": {"content_type": "np"},
+    }

@@ -62,6 +62,7 @@ def test_response_to_rest_is_a_dict_without_binary() -> None:
     assert length is None
     assert body == {
         "model_name": "m",
+        "model_version": None,  # as KServe's
         "id": "r",
         "parameters": {"p": 1},
         "outputs": [

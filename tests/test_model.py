@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gateway import InferInput, InferRequest, InferResponse
-from gateway.errors import InferenceError, InvalidInput
+from gateway.errors import InvalidInput, Unimplemented, http_status
 from gateway.model import InferenceVerb, Model
 from gateway.request_context import RequestContext, serving
 from tests.models import EchoModel, SyncModel
@@ -100,8 +100,9 @@ async def test_default_predict_without_predictor_says_so() -> None:
     class Bare(Model):
         pass
 
-    with pytest.raises(InferenceError, match="no predictor_host"):
+    with pytest.raises(Unimplemented, match="no predictor_host") as info:
         await Bare("bare")(_request())
+    assert http_status(info.value) == 501  # as KServe's answers
 
 
 async def test_validate_refuses_non_list_instances() -> None:

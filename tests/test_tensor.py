@@ -187,9 +187,13 @@ def test_set_data_from_numpy_binary_or_json() -> None:
     assert header["inputs"][1]["data"] == [3, 4]
     assert bytes(tail) == np.array([1, 2], "<i4").tobytes()
 
-    plain, none = InferRequest("m", [as_json]).to_rest()
+    plain, none = InferRequest("m", [as_json], request_id="r").to_rest()
     assert none is None
-    assert plain == {"inputs": [{"name": "j", "datatype": "INT32", "shape": [2], "data": [3, 4]}]}
+    assert plain == {
+        "id": "r",
+        "model_name": "m",
+        "inputs": [{"name": "j", "datatype": "INT32", "shape": [2], "data": [3, 4]}],
+    }
     json.dumps(plain)  # plain Python values, for callers that serialize it themselves
 
 
@@ -290,3 +294,9 @@ def test_is_raw_and_prefers_binary_say_how_the_data_came_and_how_it_goes() -> No
     json_data.set_data_from_numpy(np.array([3, 4], np.int8), binary_data=True)
     assert json_data.prefers_binary
     assert not json_data.is_raw
+
+
+def test_an_outputs_array_goes_by_kserves_keyword() -> None:
+    output = InferOutput("y", [2], "INT64")
+    output.set_data_from_numpy(output_tensor=np.array([1, 2]), binary_data=False)
+    assert output.as_numpy().tolist() == [1, 2]

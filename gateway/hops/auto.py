@@ -49,7 +49,9 @@ class AutoHop(Hop):
         self.settings = settings
         self.name = settings.role
         self.pool = open_pool(settings, pooling, self.probe)
-        self.learner = Learner(self.discover, self.name, settings.host)
+        self.learner = Learner(
+            self.discover, self.name, settings.host, keep_inputs=settings.validate_inputs
+        )
         v2 = dataclasses.replace(settings, protocol="v2")
         self._v2 = RestHop(v2, learner=self.learner, pool=self.pool)
         # Made when first needed, on the v2 hop's connection pool.

@@ -103,10 +103,12 @@ def declared_inputs(model_metadata: Mapping[str, Any] | None) -> Mapping[str, Te
 
 class Learner:
     """The facts of one upstream: learned by `probe` when first needed, and again after
-    `forget` (a connection to it failed). `facts` is the value requests read."""
+    `forget` (a connection to it failed). `facts` is the value requests read. With
+    `keep_inputs` false (``--validate_inputs false``) the declared inputs are not kept."""
 
-    def __init__(self, probe: Probe, role: str, address: str) -> None:
+    def __init__(self, probe: Probe, role: str, address: str, *, keep_inputs: bool = True) -> None:
         self.facts = UNKNOWN
+        self._keep_inputs = keep_inputs
         self._probe = probe
         self._role = role
         self._address = address
@@ -127,7 +129,7 @@ class Learner:
 
     def update(self, facts: UpstreamFacts) -> None:
         """Take facts learned on the way (a model's metadata fetched for a client, say)."""
-        self.facts = facts
+        self.facts = self._kept(facts)
 
     def soon(self) -> None:
         """Start learning in the background when due, without waiting for it (and not at
@@ -189,13 +191,18 @@ class Learner:
             )
             self._logged = None
         else:
-            self.facts = facts
+            facts = self.facts = self._kept(facts)
             logged = self._logged
             if logged is None or facts != logged or facts.inputs != logged.inputs:
                 logger.info("hop %s: %s %s", self._role, self._address, facts.describe())
                 self._logged = facts
         finally:
             self._task = None
+
+    def _kept(self, facts: UpstreamFacts) -> UpstreamFacts:
+        if self._keep_inputs or facts.inputs is None:
+            return facts
+        return UpstreamFacts(facts.protocols, facts.binary, facts.server)
 
 
 def _reason(exc: BaseException) -> str:

@@ -143,7 +143,12 @@ class GrpcHop(Hop):
             self._credentials = grpc.ssl_channel_credentials(root_certificates=roots)
         self._owns_pool = pool is None
         self.pool = pool or open_pool(settings, pooling, self.probe)
-        self.learner = learner or Learner(self.discover, self.name, str(self.pool.endpoints.target))
+        self.learner = learner or Learner(
+            self.discover,
+            self.name,
+            str(self.pool.endpoints.target),
+            keep_inputs=settings.validate_inputs,
+        )
 
     async def infer(self, payload: Any, headers: Headers) -> Any:
         if isinstance(payload, Passthrough):

@@ -140,7 +140,12 @@ class RestHop(Hop):
         self._negotiates = settings.rest_format == "auto" and settings.protocol == "v2"
         self._owns_pool = pool is None
         self.pool = pool or open_pool(settings, pooling, self.probe)
-        self.learner = learner or Learner(self.discover, self.name, str(self.pool.endpoints.target))
+        self.learner = learner or Learner(
+            self.discover,
+            self.name,
+            str(self.pool.endpoints.target),
+            keep_inputs=settings.validate_inputs,
+        )
 
     # Hop
 

@@ -43,9 +43,12 @@ class HopSettings:
     # Seconds for one call, capped by the inbound request's own deadline.
     timeout: float = 600
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    # REST v2 body towards the upstream: JSON, the binary extension, or whichever the
-    # request being forwarded arrived in ("auto"). MLServer has no binary extension: "json".
+    # REST v2 body towards the upstream: JSON, the binary extension, or "auto": binary only
+    # when the upstream's metadata lists the extension (Triton, ours; not MLServer, KServe).
     rest_format: str = "auto"
+    # Whether requests are checked against the inputs the upstream's model metadata declares
+    # (off for servers whose metadata is wrong).
+    validate_inputs: bool = True
     # Inbound headers passed on besides x-request-id and trace context (lowercase names).
     forward_headers: frozenset[str] = frozenset()
     # Authorization is credentials for *this* gateway; passing it on must be asked for.

@@ -8,8 +8,8 @@ through undecoded), so this outermost wrapper shapes a dict once per call, befor
     v1         its JSON, unchanged (a Passthrough)    the upstream's JSON, parsed
     v2, gRPC   an InferRequest                        v1 ``predictions`` or v2 JSON, as asked
 
-"v1" is any upstream that takes a v1 body as it is (an "auto" hop to a server that speaks
-v1 among others): what the upstream speaks is learned first when not yet known.
+An "auto" hop's protocol is learned first when not yet known; to an upstream that speaks v2
+and v1, a dict goes as v2 (the protocol found first).
 """
 
 from __future__ import annotations
@@ -60,9 +60,11 @@ class Shaping(HopWrapper):
         return await self.inner.explain(_checked(payload), headers)
 
     async def _takes_v1(self) -> bool:
-        if self.protocol == "auto":  # not known yet: ask (bounded, within the deadline)
-            await self.inner.facts()
-        return self.inner.accepts_passthrough("v1", False)
+        if self.protocol != "auto":
+            return self.protocol == "v1"
+        # Not known yet: ask (bounded, within the deadline).
+        await self.inner.facts()
+        return self.protocol == "v1"
 
     def _as_body(self, payload: Any) -> Passthrough:
         return Passthrough("v1", self.model_name, json_body(payload))

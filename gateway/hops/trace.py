@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, get_current_span
 from opentelemetry.util.types import AttributeValue
 from prometheus_client import Histogram
 
@@ -82,8 +82,10 @@ class Traced(HopWrapper):
         return metadata
 
     async def attempt(self, verb: str, payload: Any, headers: Headers, number: int) -> Any:
-        if verb == "model_metadata":  # traced, but no inference: not timed as one
-            if self.tracer is None:
+        if verb == "model_metadata":  # no inference: not timed as one
+            # Traced only inside a traced request: like the doors' metadata endpoints, a
+            # metadata call of its own (a client's GET, say) starts no trace.
+            if self.tracer is None or not get_current_span().get_span_context().is_valid:
                 return await self._metadata(payload, headers)
             return await self._traced(verb, self._metadata, payload, headers, number)
         started = time.perf_counter()

@@ -22,6 +22,7 @@ from opentelemetry.trace import Status, StatusCode, Tracer
 
 from gateway._proto import SERVICE_NAME, pb
 from gateway.codecs import grpc as grpc_codec
+from gateway.codecs import metadata as metadata_codec
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, InferenceError, InvalidInput, grpc_code
 from gateway.header_rules import REQUEST_ID, usable_request_id
@@ -197,13 +198,7 @@ class _Servicer:
 
     async def ModelMetadata(self, request: Any, context: Context) -> Any:
         meta = await self.dataplane.model_metadata(request.name, request.version or None)
-        return pb.ModelMetadataResponse(
-            name=meta["name"],
-            versions=meta["versions"],
-            platform=meta["platform"],
-            inputs=[_tensor_metadata(t) for t in meta["inputs"]],
-            outputs=[_tensor_metadata(t) for t in meta["outputs"]],
-        )
+        return metadata_codec.model_metadata_message(meta)
 
     async def RepositoryIndex(self, request: Any, context: Context) -> Any:
         # One repository per server: `repository_name` has nothing to choose between.
@@ -327,9 +322,3 @@ def _encode(result: Any) -> bytes:
         data: bytes = result.SerializeToString()
         return data
     raise InferenceError(f"the model returned a {type(result).__name__}, not a v2 response")
-
-
-def _tensor_metadata(tensor: dict[str, Any]) -> Any:
-    return pb.ModelMetadataResponse.TensorMetadata(
-        name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"]
-    )
