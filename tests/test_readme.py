@@ -31,6 +31,7 @@ COVERED = {
     "python bench/server.py": "tests/test_readme.py",
     "python bench/codecs.py": "tests/test_readme.py",
     "python bench/hops.py": "tests/test_readme.py",
+    "python bench/pool.py": "tests/test_readme.py",
     "docker build -t inference-hop-gateway .": "tests/deploy/test_dockerfile.py",
     "docker compose up --build": "tests/deploy/test_compose.py",
     "scripts/check": ".ci/run",
@@ -107,7 +108,9 @@ async def test_the_readme_transformer_runs_as_shown(tmp_path: Path) -> None:
     assert outputs["top"]["data"] == [1, 0]
 
 
-@pytest.mark.parametrize("script", ["bench/codecs.py", "bench/server.py", "bench/hops.py"])
+@pytest.mark.parametrize(
+    "script", ["bench/codecs.py", "bench/server.py", "bench/hops.py", "bench/pool.py"]
+)
 def test_the_benchmarks_run(script: str) -> None:
     result = subprocess.run(
         [sys.executable, script, "--quick"],
