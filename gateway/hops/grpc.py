@@ -50,7 +50,7 @@ from gateway.hops.common import (
 )
 from gateway.hops.facts import Learner, UpstreamFacts, declared_inputs, server_name
 from gateway.hops.pool import Pool, Replica, leased
-from gateway.hops.replicas import Pooling, ReplicaClient, name_replica, open_pool
+from gateway.hops.replicas import Pooling, ReplicaClient, name_replica, open_pool, pool_ready
 from gateway.hops.settings import HopSettings
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
@@ -179,16 +179,9 @@ class GrpcHop(Hop):
         return self.pool
 
     async def ready(self, model_name: str | None = None) -> bool:
-        """ServerReady (or ModelReady for `model_name`) of one replica; False on any error.
-        With active health checks, the server's readiness is theirs."""
-        try:
-            await self.pool.start()
-        except Exception as exc:  # a probe reports, it does not raise
-            logger.debug("hop %s: readiness probe failed: %s", self.name, exc)
-            return False
-        if model_name is None and self.pool.health is not None:
-            return self.pool.healthy()
-        return await self.pool.ready(lambda replica: self.probe(replica, model_name))
+        """Whether one replica of the upstream (or of its model `model_name`) is ready;
+        False on any error. With active health checks, the server's readiness is theirs."""
+        return await pool_ready(self.pool, self.probe, model_name)
 
     async def probe(self, replica: Replica[ReplicaClient], model_name: str | None = None) -> bool:
         """ServerReady, or ModelReady for `model_name`, of `replica`; raises when it does not

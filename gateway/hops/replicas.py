@@ -10,6 +10,7 @@ same pool to the REST and gRPC transports it holds.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,8 +39,11 @@ __all__ = [
     "SpanEvents",
     "name_replica",
     "open_pool",
+    "pool_ready",
     "pool_target",
 ]
+
+logger = logging.getLogger("gateway.hops")
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -112,6 +116,23 @@ def open_pool(
         resolver=pooling.resolver,
         role=settings.role,
     )
+
+
+async def pool_ready(
+    pool: Pool[ReplicaClient],
+    probe: Callable[[Replica[ReplicaClient], str | None], Awaitable[bool]],
+    model_name: str | None,
+) -> bool:
+    """A hop's readiness: one replica of `pool` says it (or its model `model_name`) is ready
+    to `probe`; with active health checks, one replica is healthy. False on any error."""
+    try:
+        await pool.start()
+    except Exception as exc:  # a probe reports, it does not raise
+        logger.debug("%s: readiness probe failed: %s", pool.role, exc)
+        return False
+    if model_name is None and pool.health is not None:
+        return pool.healthy()
+    return await pool.ready(lambda replica: probe(replica, model_name))
 
 
 def name_replica(endpoint: Endpoint) -> None:

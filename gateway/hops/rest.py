@@ -72,7 +72,7 @@ from gateway.hops.facts import (
     takes_binary,
 )
 from gateway.hops.pool import Pool, Replica, leased
-from gateway.hops.replicas import Pooling, ReplicaClient, name_replica, open_pool
+from gateway.hops.replicas import Pooling, ReplicaClient, name_replica, open_pool, pool_ready
 from gateway.hops.settings import HopSettings
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
@@ -178,14 +178,7 @@ class RestHop(Hop):
     async def ready(self, model_name: str | None = None) -> bool:
         """Whether one replica of the upstream (or of its model `model_name`) is ready;
         False on any error. With active health checks, the server's readiness is theirs."""
-        try:
-            await self.pool.start()
-        except Exception as exc:  # a probe reports, it does not raise
-            logger.debug("hop %s: readiness probe failed: %s", self.name, exc)
-            return False
-        if model_name is None and self.pool.health is not None:
-            return self.pool.healthy()
-        return await self.pool.ready(lambda replica: self.probe(replica, model_name))
+        return await pool_ready(self.pool, self.probe, model_name)
 
     async def probe(self, replica: Replica[ReplicaClient], model_name: str | None = None) -> bool:
         """Whether `replica` (or its model `model_name`) says it is ready; raises when it
