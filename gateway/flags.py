@@ -234,9 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pools.add_argument(
         "--retry_budget_percent",
-        default=20.0,
+        default=100.0,
         type=percent,
-        help="retries in flight, as a share of the requests in flight (whole process)",
+        help="retries in flight, as a share of the requests in flight (whole process); "
+        "100: no cap, as before pools; 20 is Envoy's default",
     )
     pools.add_argument(
         "--min_retry_concurrency",
