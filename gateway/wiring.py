@@ -8,6 +8,7 @@ server that owns the models.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -31,6 +32,9 @@ from gateway.predictor_config import PredictorConfig
 __all__ = ["Upstreams", "connect", "disconnect", "model_predictor_config", "predictor_settings"]
 
 logger = logging.getLogger("gateway.hops")
+
+# Learnings started as hops connect: held here until done (the loop keeps only weak refs).
+_learning: set[asyncio.Task[Any]] = set()
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,7 @@ def connect(
             )
         model.predictor_hop = hop
         built.append(hop)
+        _learn_now(hop)
     if model.explainer_host and model.explainer_hop is None:
         explainer = replace(upstreams.explainer, host=model.explainer_host, model_name=model.name)
         model.explainer_hop = build_hop(explainer, metrics=metrics, tracer=tracer, pooling=pooling)
@@ -202,6 +207,18 @@ def _shadowed(
         metrics=None if metrics is None else shadow_metrics(metrics.registry),
         timeout=shadow.timeout,
     )
+
+
+def _learn_now(hop: Hop) -> None:
+    """Ask the upstream what it speaks and takes as the hop connects, not at the first
+    request (bounded; a request that comes first waits for it, within its deadline)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # connected outside a loop: learned at the first request
+        return
+    task = loop.create_task(hop.facts())
+    _learning.add(task)
+    task.add_done_callback(_learning.discard)
 
 
 async def disconnect(model: Model, built: list[Hop]) -> None:

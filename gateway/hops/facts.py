@@ -35,13 +35,16 @@ __all__ = [
 
 logger = logging.getLogger("gateway.hops")
 
-# Seconds a learning may take (its calls included): a metadata call is quick or not coming.
-LEARN_TIMEOUT = 2.0
+# Seconds a learning may take (its calls included): a metadata call is quick or not coming,
+# but a loaded machine (an upstream starting, say) can take seconds to open a gRPC channel.
+LEARN_TIMEOUT = 5.0
 # After a learning that got no answer, the next one waits this long: a burst of requests to
 # an upstream that is down asks it once, not once each.
 RELEARN_PAUSE = 0.25
 # What the binary tensor extension is called in a server's metadata (Triton's and ours).
 BINARY_EXTENSION = "binary_tensor_data"
+# Servers, by the name their metadata gives, that take the extension without listing it.
+SILENTLY_BINARY = frozenset({"kserve"})
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,10 @@ Probe = Callable[[float], Awaitable[UpstreamFacts]]
 def takes_binary(server_metadata: Mapping[str, Any]) -> bool:
     """Whether a server's metadata (``GET /v2``, ServerMetadata) lists the binary extension."""
     extensions = server_metadata.get("extensions")
-    return isinstance(extensions, list) and BINARY_EXTENSION in extensions
+    if isinstance(extensions, list) and BINARY_EXTENSION in extensions:
+        return True
+    # KServe's server reads the extension (and refuses FP16 in JSON) without listing it.
+    return server_metadata.get("name") in SILENTLY_BINARY
 
 
 def server_name(server_metadata: Mapping[str, Any]) -> str:
@@ -124,12 +130,20 @@ class Learner:
 
     def forget(self) -> None:
         """Ask again at the next use: the upstream may have restarted as something else.
-        What was learned stays in use until then."""
-        self._due = True
+        What was learned stays in use until then. A learning under way is answer enough
+        (its own calls fail as they ask: a REST ``GET /v2`` to a gRPC port, say)."""
+        if self._task is None:
+            self._due = True
 
     def update(self, facts: UpstreamFacts) -> None:
         """Take facts learned on the way (a model's metadata fetched for a client, say)."""
         self.facts = self._kept(facts)
+
+    def declared(self, model_metadata: Mapping[str, Any]) -> None:
+        """Take the inputs the upstream's model metadata declares (fetched for a client)."""
+        facts = self.facts
+        inputs = declared_inputs(model_metadata)
+        self.update(UpstreamFacts(facts.protocols, facts.binary, facts.server, inputs))
 
     def soon(self) -> None:
         """Start learning in the background when due, without waiting for it (and not at

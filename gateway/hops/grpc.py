@@ -203,12 +203,7 @@ class GrpcHop(Hop):
         answer = await self._call("ModelMetadata", request, None, headers)
         metadata = metadata_codec.model_metadata_dict(answer)
         if name == self.settings.model_name and not version:
-            facts = self.learner.facts
-            self.learner.update(
-                UpstreamFacts(
-                    facts.protocols, facts.binary, facts.server, declared_inputs(metadata)
-                )
-            )
+            self.learner.declared(metadata)
         return metadata
 
     async def server_metadata(self) -> dict[str, Any]:

@@ -204,12 +204,7 @@ class RestHop(Hop):
         name = self.settings.model_name or model_name
         metadata: Metadata = await self._get_json(self._v2_url("", version, name), dict(headers))
         if name == self.settings.model_name and not version:
-            facts = self.learner.facts
-            self.learner.update(
-                UpstreamFacts(
-                    facts.protocols, facts.binary, facts.server, declared_inputs(metadata)
-                )
-            )
+            self.learner.declared(metadata)
         return metadata
 
     async def server_metadata(self) -> dict[str, Any] | None:

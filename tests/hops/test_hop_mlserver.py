@@ -79,6 +79,8 @@ def mlserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MLServer]:
         "name": MODEL,
         "implementation": "mlserver_sklearn.SKLearnModel",
         "parameters": {"uri": "./model.joblib"},
+        # Declared, so that a gateway in front checks requests against them.
+        "inputs": [{"name": "features", "datatype": "FP64", "shape": [-1, 2]}],
     }
     (directory / "settings.json").write_text(json.dumps(settings))
     (directory / "model-settings.json").write_text(json.dumps(model_settings))

@@ -27,6 +27,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.hops.facts import RELEARN_PAUSE
 from gateway.hops.rest import TIMEOUT_HEADER, RestHop, upstream_error
 from gateway.hops.settings import HopSettings
 from gateway.passthrough import Passthrough, PassthroughResponse
@@ -606,6 +607,31 @@ async def test_upstream_restarted_on_the_same_port_is_reached_again() -> None:
         async with serve_rest([EchoModel()], port):
             response = await hop.infer(request, {})
         assert response.outputs[0].as_numpy().tolist() == [1.0]
+
+
+async def test_the_format_is_learned_again_after_the_upstream_restarts() -> None:
+    """Ours (binary_tensor_data) goes down and comes back on the same port as a server
+    without the extension (MLServer, say): the next request goes as JSON."""
+    port = free_port()
+    request = InferRequest("echo", [fp32("x", [1.0])])
+    async with RestHop(settings(f"127.0.0.1:{port}")) as hop:
+        async with serve_rest([EchoModel()], port):
+            await hop.infer(request, {})
+            assert (await hop.facts()).binary
+            assert hop.accepts_passthrough("v2", binary=True)
+        await asyncio.sleep(0.2)  # the pool sees its connections close
+        with pytest.raises(UpstreamUnavailable):
+            await hop.infer(request, {})
+        upstream = Recorder()
+        upstream.body = b'{"name": "mlserver", "extensions": [], "outputs": []}'
+        async with serve_app(upstream.app(), port):
+            await asyncio.sleep(RELEARN_PAUSE)  # the failed learning's pause is over
+            await hop.infer(request, {})
+            assert not hop.accepts_passthrough("v2", binary=True)
+    assert upstream.gets[0] == "/v2"
+    [(_, headers, sent)] = upstream.requests
+    assert headers["Content-Type"] == "application/json"
+    assert orjson.loads(sent)["inputs"][0]["data"] == [1.0]
 
 
 async def test_one_pooled_session_reused_and_closed(echo: str) -> None:

@@ -111,8 +111,6 @@ def peered(
             command = ["gateway", "serve", "--model_name", MODEL, "--http_port", "0",
                        "--grpc_port", "0", "--predictor_host", peer.address(hop),
                        "--predictor_protocol", hop]  # fmt: skip
-            if name == "mlserver" and hop == "v2":
-                command += ["--predictor_rest_format", "json"]  # issue 9: default flags
             commands.append(command)
         gateways = start_servers(stack, *commands)
         peer.wait_serving()
