@@ -62,14 +62,17 @@ def rest_entries(
 
 
 def rest_form(
-    header: dict[str, Any], raws: Sequence[Buffer], key: str, tensors: Sequence[Tensor]
+    header: dict[str, Any],
+    raws: Sequence[Buffer],
+    key: str = "",
+    tensors: Sequence[Tensor] = (),
 ) -> tuple[bytes | dict[str, Any], int | None]:
     """KServe's ``to_rest()`` form: the JSON as a dict when nothing binary follows it, else
     the joined body and its JSON length. Data that `tensors` were given as a Python list
-    stays that list (nested, say), as KServe's does."""
+    stays that list (nested, say), as KServe's does; BYTES stay text, for JSON."""
     for entry, tensor in zip(header.get(key) or (), tensors, strict=False):
         given = tensor.given_list()
-        if "data" in entry and given is not None:
+        if "data" in entry and given is not None and tensor.datatype != "BYTES":
             entry["data"] = given
     if raws:
         return rest_codec.join_body(header, raws)

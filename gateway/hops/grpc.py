@@ -292,18 +292,27 @@ class GrpcHop(Hop):
         timeout = call_timeout(self.settings, cap)
         channel = self._open(replica)
         rpc = self._rpc(replica, channel, method, type(request))
-        call = rpc(request, timeout=timeout, metadata=_metadata(headers or {}))
+        replica.calls[channel] = replica.calls.get(channel, 0) + 1
+        call = None
         try:
-            answer = await call
-        except grpc.aio.AioRpcError as exc:
-            self._timings(exc.initial_metadata(), exc.trailing_metadata())
-            error = upstream_error(exc, self.name, timeout, replica.endpoint.authority)
-            if isinstance(error, UpstreamUnavailable | WrongProtocol):
-                self._not_connected(replica, channel)
-            raise error from exc
-        if method == "ModelInfer":
-            self._timings(await call.initial_metadata(), await call.trailing_metadata())
-        return answer
+            call = rpc(request, timeout=timeout, metadata=_metadata(headers or {}))
+            try:
+                answer = await call
+            except grpc.aio.AioRpcError as exc:
+                self._timings(exc.initial_metadata(), exc.trailing_metadata())
+                error = upstream_error(exc, self.name, timeout, replica.endpoint.authority)
+                if isinstance(error, UpstreamUnavailable | WrongProtocol):
+                    self._not_connected(replica, channel)
+                # Its frames hold the call, which holds its channel: see `_close_if_done`.
+                exc.__traceback__ = None
+                raise error from exc
+            if method == "ModelInfer":
+                self._timings(await call.initial_metadata(), await call.trailing_metadata())
+            return answer
+        finally:
+            call = None
+            replica.calls[channel] -= 1
+            self._close_if_done(replica, channel)
 
     def _not_connected(self, replica: ReplicaClient, channel: grpc.aio.Channel) -> None:
         """A call on `channel` found no connection: learn what the upstream is when next
@@ -317,8 +326,23 @@ class GrpcHop(Hop):
         replica.renewed = now
         replica.channel = None
         replica.rpcs.clear()
-        # Calls still waiting on it end on their own (it never connected); then it closes.
-        task = asyncio.ensure_future(channel.close(self.settings.timeout))
+        # Closed once the calls still on it are done (they fail: it is not connected), so
+        # that a flapping upstream does not leave replaced channels connecting behind.
+        self._close_if_done(replica, channel)
+
+    def _close_if_done(self, replica: ReplicaClient, channel: grpc.aio.Channel) -> None:
+        """Close `channel` once it is replaced and no call is left on it.
+
+        gRPC core keeps a closed channel (and its connection, or its attempts to connect)
+        until the last call made on it is freed, so `_call_on` lets go of each call as it
+        ends, its error's traceback included: otherwise a flapping upstream would leave
+        replaced channels connecting until the garbage collector ran."""
+        if channel is replica.channel or replica.calls.get(channel, 0) > 0:
+            return
+        replica.calls.pop(channel, None)
+        if channel is self._channel:
+            return
+        task = asyncio.ensure_future(channel.close(None))
         replica.closing.add(task)
         task.add_done_callback(replica.closing.discard)
 

@@ -77,7 +77,9 @@ class ReplicaClient:
         # Method callables of `channel`, made once each.
         self.rpcs: dict[str, Any] = {}
         self.renewed = -math.inf
-        # Channels replaced while calls were still on them, closing.
+        # Calls in flight per channel: a replaced channel closes when its last call ends.
+        self.calls: dict[grpc.aio.Channel, int] = {}
+        # Replaced channels, closing.
         self.closing: set[asyncio.Task[None]] = set()
 
     async def aclose(self) -> None:
