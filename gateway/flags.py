@@ -234,16 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pools.add_argument(
         "--retry_budget_percent",
-        default=100.0,
+        default=20.0,
         type=percent,
-        help="retries in flight, as a share of the requests in flight (whole process); "
-        "100: no cap, as before pools; 20 is Envoy's default",
+        help="retries in flight, as a share of the requests in flight (whole process), "
+        "as Envoy's default; 100: no cap",
     )
     pools.add_argument(
         "--min_retry_concurrency",
         default=3,
         type=at_least(0),
-        help="retries allowed in flight whatever the share",
+        help="retries allowed in flight whatever the share (so a lone request still retries)",
     )
     pools.add_argument(
         "--predictor_shadow_host",
