@@ -1,97 +1,32 @@
 """Pools through the whole gateway (a ModelServer in this process, configured by the flags
-as ``gateway serve`` is) in front of real replicas on 127.0.0.1-3 (one port): shares, a
-replica killed under load, a slow one, a flapping one, a DNS change, a total outage within
-the retry budget, the concurrency limit, and shadow traffic."""
+as ``gateway serve`` is) in front of real REST replicas on 127.0.0.1-3 (one port): shares, a
+replica killed under load, a slow one, a flapping one, each attempt's span naming its
+replica in /traces, a DNS change, a total outage within the retry budget, the concurrency
+limit, and shadow traffic. The same behind a gRPC hop: test_gateway_grpc_pools.py."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
-from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.__main__ import IdentityTransformer
-from gateway.flags import parser
 from gateway.hops.pool import StaticResolver
-from gateway.model_server import ModelServer
-from gateway.wiring import Upstreams
 
 from .replicas import FakeReplica, replicas, shared_port, target
-
-BODY = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [1]}]}
-_ids = itertools.count()
-
-
-@asynccontextmanager
-async def gateway(*flags: str, resolver: StaticResolver | None = None) -> AsyncIterator[str]:
-    """The gateway's REST base URL, ready; `flags` as on its command line."""
-    args = parser.parse_args(
-        ["--model_name", "m", "--grace_period", "1", "--predictor_protocol", "v2", *flags]
-    )
-    upstreams = replace(Upstreams.from_flags(args), resolver=resolver)
-    server = ModelServer(
-        http_port=0,
-        grpc_port=0,
-        listen_address="127.0.0.1",
-        args=args,
-        configure_logging=False,
-        upstreams=upstreams,
-    )
-    server.register_model(IdentityTransformer("m"))
-    await server.startup()
-    try:
-        for _ in range(500):
-            if await server.dataplane.ready():
-                break
-            await asyncio.sleep(0.01)
-        else:
-            raise AssertionError("the gateway did not become ready")
-        yield f"http://127.0.0.1:{server.bound_http_port}"
-    finally:
-        await server.shutdown()
-
-
-class Answer:
-    def __init__(self, status: int, body: Any, headers: Any) -> None:
-        self.status = status
-        self.body = body
-        self.headers = headers
-
-    @property
-    def replica(self) -> str | None:
-        if self.status != 200:
-            return None
-        return str(self.body["outputs"][0]["data"][0])
-
-
-async def infer(session: aiohttp.ClientSession, base: str) -> Answer:
-    headers = {"x-request-id": f"r{next(_ids)}"}
-    async with session.post(f"{base}/v2/models/m/infer", json=BODY, headers=headers) as r:
-        return Answer(r.status, await r.json(content_type=None), r.headers)
-
-
-async def send(base: str, count: int, concurrency: int) -> list[Answer]:
-    limit = asyncio.Semaphore(concurrency)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-
-        async def one() -> Answer:
-            async with limit:
-                return await infer(session, base)
-
-        return await asyncio.gather(*(one() for _ in range(count)))
-
-
-async def metrics(base: str) -> str:
-    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as r:
-        return await r.text()
+from .through import (
+    TRACED_ROUND_ROBIN,
+    check_attempts_name_their_replicas,
+    gateway,
+    infer,
+    metrics,
+    send,
+    traced_requests,
+)
 
 
 @pytest.fixture
@@ -186,6 +121,17 @@ async def test_a_flapping_replica_is_ejected_and_readmitted(
         else:
             raise AssertionError("the replica never came back")
     assert flapping.requests > before
+
+
+async def test_each_attempts_client_span_names_its_replica_in_traces(
+    three: tuple[int, list[FakeReplica]],
+) -> None:
+    port, fakes = three
+    await fakes[1].stop()
+    pool = target(port, fakes)
+    async with gateway("--predictor_host", pool, *TRACED_ROUND_ROBIN) as base:
+        answers, attempts, page = await traced_requests(base, 6)
+    check_attempts_name_their_replicas(pool.split(","), answers, attempts, page)
 
 
 async def test_a_dns_change_is_picked_up_without_a_restart(
