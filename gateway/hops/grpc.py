@@ -1,17 +1,9 @@
-"""`GrpcHop`: Open Inference Protocol v2 over gRPC, on one grpc.aio channel.
+"""`GrpcHop`: Open Inference Protocol v2 over gRPC, on one grpc.aio channel per replica.
 
 ModelInfer sends and receives bytes: requests are built by `InferRequest.to_grpc_bytes` and
 answers read by `InferResponse.from_grpc_bytes`, so raw tensor contents never go through
-protobuf. grpc's errors become ours in `upstream_error`, one function::
-
-    status                                 ours                                safe to retry
-    UNAVAILABLE, an HTTP/1.x server        WrongProtocol (502)                 no
-    UNAVAILABLE, never connected           UpstreamUnavailable                 yes: not sent
-    UNAVAILABLE (connection lost, or the   UpstreamStatusError(503)            yes (UNAVAILABLE
-      upstream's own answer)                                                    is gRPC's "retry")
-    DEADLINE_EXCEEDED                      UpstreamTimeout                     only if asked for
-    any other code                         UpstreamStatusError(HTTP_FOR_GRPC)  no
-    a message that does not decode         UpstreamProtocolError               no
+protobuf. grpc's errors become ours in `gateway.hops.grpc_wire.upstream_error`, one table,
+which says what Retrying may repeat.
 """
 
 from __future__ import annotations
@@ -19,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -28,16 +19,11 @@ from gateway._proto import SERVICE_NAME, pb
 from gateway.codecs import grpc as grpc_codec
 from gateway.codecs import metadata as metadata_codec
 from gateway.errors import (
-    HTTP_FOR_GRPC,
-    InvalidInput,
     UnsupportedProtocol,
-    UpstreamError,
     UpstreamStatusError,
-    UpstreamTimeout,
     UpstreamUnavailable,
     WrongProtocol,
 )
-from gateway.header_rules import valid_grpc_metadata
 from gateway.hops.base import Headers, Hop, Metadata
 from gateway.hops.common import (
     READY_TIMEOUT,
@@ -45,10 +31,10 @@ from gateway.hops.common import (
     decoded,
     merge_server_timing,
     not_found,
-    retry_after,
     unsupported_payload,
 )
 from gateway.hops.facts import Learner, UpstreamFacts, declared_inputs, server_name
+from gateway.hops.grpc_wire import grpc_metadata, metadata_values, upstream_error
 from gateway.hops.pool import Pool, Replica, leased
 from gateway.hops.replicas import Pooling, ReplicaClient, name_replica, open_pool, pool_ready
 from gateway.hops.settings import HopSettings
@@ -56,7 +42,7 @@ from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
 from gateway.passthrough import Passthrough, PassthroughResponse
 
-__all__ = ["GrpcHop", "upstream_error"]
+__all__ = ["GrpcHop"]
 
 logger = logging.getLogger("gateway.hops")
 
@@ -89,19 +75,6 @@ CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
 # 0.2 to 5 s, though the upstream may be back), but not more often than this: an upstream
 # that stays down is not asked to accept a connection for each call.
 RENEW_PAUSE = 0.25
-
-# How gRPC words the failure of a channel that met an HTTP/1.x server.
-_HTTP1 = "trying to connect an http1.x server"
-
-# How gRPC words the failure of a call that no connection could carry (so it was not sent).
-_NOT_CONNECTED = (
-    "failed to connect to all addresses",
-    "connection refused",
-    "dns resolution failed",
-    "errors resolving",
-    "name resolution",
-    "empty address list",
-)
 
 
 class GrpcHop(Hop):
@@ -295,7 +268,7 @@ class GrpcHop(Hop):
         replica.calls[channel] = replica.calls.get(channel, 0) + 1
         call = None
         try:
-            call = rpc(request, timeout=timeout, metadata=_metadata(headers or {}))
+            call = rpc(request, timeout=timeout, metadata=grpc_metadata(headers or {}))
             try:
                 answer = await call
             except grpc.aio.AioRpcError as exc:
@@ -380,57 +353,4 @@ class GrpcHop(Hop):
         return replica.channel
 
     def _timings(self, *metadata: Any) -> None:
-        merge_server_timing(_values(metadata, "server-timing"), self.name)
-
-
-def upstream_error(
-    exc: grpc.aio.AioRpcError, role: str, timeout: float, address: str = ""
-) -> UpstreamError:
-    """Our error for a failed call to `role` (at `address`; raise it ``from exc``)."""
-    code = exc.code()
-    details = exc.details() or code.name
-    if code == Code.UNAVAILABLE and _HTTP1 in details.lower():
-        at = f" at {address}" if address else ""
-        return WrongProtocol(
-            f"the {role}{at} answers HTTP/1.x: it speaks REST, not gRPC "
-            f"(set --{role}_protocol to v2 or v1, or auto)",
-            speaks="rest",
-            upstream=role,
-        )
-    if code == Code.DEADLINE_EXCEEDED:
-        return UpstreamTimeout(
-            f"the {role} did not answer within {timeout:.3f} s: {details}", upstream=role
-        )
-    if code == Code.UNAVAILABLE and any(m in details.lower() for m in _NOT_CONNECTED):
-        return UpstreamUnavailable(f"cannot connect to the {role}: {details}", upstream=role)
-    return UpstreamStatusError(
-        details,
-        status=HTTP_FOR_GRPC.get(code, 500),
-        code=code,
-        upstream=role,
-        retry_after=retry_after(
-            next(iter(_values([exc.trailing_metadata()], "retry-after")), None)
-        ),
-    )
-
-
-def _metadata(headers: Headers) -> tuple[tuple[str, str], ...]:
-    """`headers` as gRPC metadata. gRPC refuses what it cannot carry (text that is not
-    printable ASCII, say, which HTTP allows) by failing the call: refused here instead."""
-    metadata = []
-    for key, value in headers.items():
-        key = key.lower()
-        if not valid_grpc_metadata(key, value):
-            raise InvalidInput(f"header {key!r} cannot be passed on as gRPC metadata")
-        metadata.append((key, value))
-    return tuple(metadata)
-
-
-def _values(metadata: Iterable[Any], key: str) -> list[str]:
-    """The text values of `key` in some metadata collections (None ones are skipped)."""
-    return [
-        value
-        for collection in metadata
-        for name, value in (collection or ())
-        if name == key and isinstance(value, str)
-    ]
+        merge_server_timing(metadata_values(metadata, "server-timing"), self.name)

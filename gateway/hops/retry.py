@@ -220,7 +220,7 @@ class Retrying(HopWrapper):
     @contextlib.contextmanager
     def _within_budget(self) -> Iterator[None]:
         """The budget as the call's deadline, when it ends first: each attempt's timeout is
-        then cut to what is left of it (`gateway.hops.rest.call_timeout`), so that an attempt
+        then cut to what is left of it (`gateway.hops.common.call_timeout`), so that an attempt
         begun late cannot take a whole timeout of its own past the budget."""
         budget = self.policy.budget
         context = request_context.current()
