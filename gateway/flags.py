@@ -11,6 +11,7 @@ import argparse
 import os
 from collections.abc import Callable
 
+from gateway.hops.pool import BALANCERS, PoolTargetError, parse_target
 from gateway.hops.settings import PROTOCOLS
 from gateway.logs import FORMATS as LOG_FORMATS
 from gateway.settings import MIB, ServerSettings
@@ -48,6 +49,37 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "default" in text or action.default in (None, argparse.SUPPRESS):
             return text
         return super()._get_help_string(action)
+
+
+def at_least_float(minimum: float) -> Callable[[str], float]:
+    """An argparse `type`: a number of at least `minimum`."""
+
+    def parse(value: str) -> float:
+        number = float(value)
+        if not number >= minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum:g} or more, not {value}")
+        return number
+
+    parse.__name__ = "float"
+    return parse
+
+
+def percent(value: str) -> float:
+    """An argparse `type`: a share from 0 to 100."""
+    number = float(value)
+    if not 0 <= number <= 100:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 100, not {value}")
+    return number
+
+
+def pool_host(value: str) -> str:
+    """An argparse `type`: ``host[:port]``, several separated by commas (a pool), checked
+    now so that a typo stops the start with the entry named."""
+    try:
+        parse_target(value, default_port=80)
+    except PoolTargetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,8 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--predictor_host",
         default=None,
-        help="where requests go, HOST:PORT (default: nowhere; inference answers 501 unless "
-        "the model has a predict of its own)",
+        type=pool_host,
+        help="where requests go, HOST:PORT; several, comma-separated, or a name with several "
+        "addresses: a pool of replicas (default: nowhere; inference answers 501 unless the "
+        "model has a predict of its own)",
     )
     model.add_argument(
         "--protocol",
@@ -170,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--explainer_host",
         default=None,
-        help="where :explain requests go, HOST:PORT (default: nowhere; they answer 501)",
+        type=pool_host,
+        help="where :explain requests go, HOST:PORT or a pool (default: nowhere; they answer 501)",
     )
 
     hops = parser.add_argument_group("hops (gateway)")
@@ -236,6 +271,76 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         type=strtobool,
         help="also retry calls that timed out (they may have run upstream)",
+    )
+
+    pools = parser.add_argument_group("pools (gateway): replicas behind a hop, docs/pools.md")
+    pools.add_argument(
+        "--balancer",
+        default="least_request",
+        choices=list(BALANCERS),
+        help="how attempts are spread over a pool's replicas",
+    )
+    pools.add_argument(
+        "--pool_max_in_flight",
+        default=None,
+        type=at_least(1),
+        help="attempts in flight per pool (per process) past which 503 + Retry-After at once",
+    )
+    pools.add_argument(
+        "--outlier_consecutive_failures",
+        default=5,
+        type=at_least(0),
+        help="connect failures or 502/503/504 in a row that eject a replica (0: never)",
+    )
+    pools.add_argument(
+        "--outlier_base_ejection_seconds",
+        default=30.0,
+        type=at_least_float(0.001),
+        help="first ejection's length; each further one is longer (up to 10x)",
+    )
+    pools.add_argument(
+        "--outlier_max_ejection_percent",
+        default=10.0,
+        type=percent,
+        help="share of a pool ejected at once (at least one replica)",
+    )
+    pools.add_argument(
+        "--health_check_interval",
+        default=0.0,
+        type=at_least_float(0),
+        help="seconds between active health checks of each replica (0: passive only)",
+    )
+    pools.add_argument(
+        "--dns_refresh_seconds",
+        default=5.0,
+        type=at_least_float(0.01),
+        help="how often pool names are resolved again",
+    )
+    pools.add_argument(
+        "--retry_budget_percent",
+        default=20.0,
+        type=percent,
+        help="retries in flight, as a share of the requests in flight (whole process), "
+        "as Envoy's default; 100: no cap",
+    )
+    pools.add_argument(
+        "--min_retry_concurrency",
+        default=3,
+        type=at_least(0),
+        help="retries allowed in flight whatever the share (so a lone request still retries)",
+    )
+    pools.add_argument(
+        "--predictor_shadow_host",
+        default=None,
+        type=pool_host,
+        help="a pool that gets a copy of sampled predictor requests; its answers are "
+        "compared and discarded",
+    )
+    pools.add_argument(
+        "--shadow_percent",
+        default=100.0,
+        type=percent,
+        help="share of requests copied to --predictor_shadow_host",
     )
 
     gateway = parser.add_argument_group("gateway")

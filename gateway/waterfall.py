@@ -26,9 +26,10 @@ __all__ = [
     "trace_records",
 ]
 
-# Attributes worth showing: those the gateway and OpenTelemetry's HTTP / RPC conventions set.
+# Attributes worth showing: those the gateway and OpenTelemetry's HTTP / RPC conventions set
+# (`network.peer.*` names the replica of a pool an attempt went to).
 # Anything else (a user's own span attributes may hold payload data) stays out of the view.
-_SHOWN_PREFIXES = ("gateway.", "http.", "rpc.", "server.", "url.", "error.")
+_SHOWN_PREFIXES = ("gateway.", "http.", "rpc.", "server.", "network.", "url.", "error.")
 # The resource attribute naming the service (the SDK's ``SERVICE_NAME``; not imported from
 # it, so that this module loads without the SDK).
 SERVICE_NAME = "service.name"

@@ -41,6 +41,7 @@ COVERED = {
     "python bench/graph.py": "tests/test_readme.py",
     "python bench/startup.py": "tests/test_readme.py",
     "python bench/workers.py": "tests/test_readme.py",
+    "python bench/pool.py": "tests/test_readme.py",
     "docker build -t inference-hop-gateway .": "tests/deploy/test_dockerfile.py",
     "docker compose up --build": "tests/deploy/test_compose.py",
     "scripts/check": ".ci/run",
@@ -254,6 +255,7 @@ def test_the_readme_graph_commands_are_the_examples() -> None:
         "bench/graph.py",
         "bench/startup.py",
         "bench/workers.py",
+        "bench/pool.py",
     ],
 )
 def test_the_benchmarks_run(script: str) -> None:

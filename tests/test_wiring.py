@@ -154,6 +154,20 @@ def test_every_hop_flag_reaches_the_predictors_settings() -> None:
     assert Upstreams.from_flags(old).predictor.protocol == "v2"
 
 
+def test_the_default_retry_budget_is_envoys_and_a_lone_request_still_retries() -> None:
+    budget = Upstreams.from_flags(parser.parse_args(["--predictor_host", "p:1"])).budget
+    assert (budget.percent, budget.min_concurrency) == (20.0, 3)
+    budget.request_started()
+    # A request's retries follow one another: each holds the one slot the floor leaves it.
+    for _ in range(10):
+        assert budget.try_retry()
+        budget.retry_finished()
+    # Three requests retrying at once fit within the floor; a fourth is refused.
+    for _ in range(3):
+        budget.request_started()
+    assert [budget.try_retry() for _ in range(4)] == [True, True, True, False]
+
+
 def test_the_explainer_retries_as_the_flags_say() -> None:
     def explainer(*flags: str) -> HopSettings:
         return Upstreams.from_flags(

@@ -7,8 +7,10 @@ The URL forms are those KServe's controller writes into a step's ``serviceUrl`` 
     http://HOST[:PORT]/v2/models/NAME[/versions/V]/infer       REST v2 (JSON or binary)
     grpc://HOST[:PORT]/NAME   grpc://HOST[:PORT]/v2/models/NAME[/versions/V][/infer]   gRPC v2
 
-``https`` and ``grpcs`` mean TLS. A URL that names no model (a bare host, which KServe's
-router would POST to as it is) is refused: every hop of ours speaks a protocol to a model.
+``https`` and ``grpcs`` mean TLS. HOST[:PORT] may be a pool of replicas,
+``HOST:PORT,HOST:PORT`` (`gateway.hops.pool`), as ``--predictor_host`` may. A URL that names
+no model (a bare host, which KServe's router would POST to as it is) is refused: every hop of
+ours speaks a protocol to a model.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
+
+from gateway.hops.pool import PoolTargetError, parse_target
 
 __all__ = ["StepTarget", "parse_service_url", "resolve_service"]
 
@@ -40,7 +44,8 @@ class StepTarget:
     url: str
     # "v1", "v2" or "grpc-v2", as `gateway.hops` names them.
     protocol: str
-    # host:port (the scheme's default port when the URL gives none).
+    # host:port (the scheme's default port when the URL gives none); several, comma
+    # separated, for a pool of replicas.
     host: str
     model_name: str
     model_version: str | None = None
@@ -51,6 +56,10 @@ def parse_service_url(url: str) -> StepTarget:
     """The target of `url`; ValueError (naming the URL) for one we cannot call."""
     try:
         parts = urlsplit(url.strip())
+        # A pool's entries are read below; the URL's own checks need one host.
+        pool = parts.netloc if "," in parts.netloc else None
+        if pool is not None:
+            parts = parts._replace(netloc=pool.split(",", 1)[0])
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"service URL {url!r} is malformed: {exc}") from None
@@ -62,6 +71,12 @@ def parse_service_url(url: str) -> StepTarget:
     kind, tls = scheme
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     address = f"{host}:{port if port is not None else (443 if tls else 80)}"
+    if pool is not None:
+        try:
+            entries = parse_target(pool, default_port=443 if tls else 80).entries
+        except PoolTargetError as exc:
+            raise ValueError(f"service URL {url!r}: {exc}") from None
+        address = ",".join(str(entry) for entry in entries)
     path = parts.path.rstrip("/") if kind == "grpc" else parts.path
     if kind == "rest":
         for protocol, pattern in (("v1", _V1), ("v2", _V2)):

@@ -26,6 +26,8 @@ from gateway.hops.base import Headers, Hop, Metadata
 from gateway.hops.common import unsupported_payload
 from gateway.hops.facts import Learner, UpstreamFacts, server_name, takes_binary
 from gateway.hops.grpc import GrpcHop
+from gateway.hops.pool import Pool, Replica
+from gateway.hops.replicas import Pooling, ReplicaClient, open_pool
 from gateway.hops.rest import RestHop
 from gateway.hops.settings import HopSettings
 from gateway.infer_request import InferRequest
@@ -39,19 +41,23 @@ AUTO = "auto"
 
 
 class AutoHop(Hop):
-    """A hop that speaks whatever its upstream does (REST v2, REST v1 or gRPC v2)."""
+    """A hop that speaks whatever its upstream does (REST v2, REST v1 or gRPC v2). Its
+    transports share one pool of replicas and what was learned (asked of one replica: the
+    replicas of a pool are taken to run the same server)."""
 
-    def __init__(self, settings: HopSettings) -> None:
+    def __init__(self, settings: HopSettings, *, pooling: Pooling | None = None) -> None:
         self.settings = settings
         self.name = settings.role
+        self.pool = open_pool(settings, pooling, self.probe)
         self.learner = Learner(
             self.discover, self.name, settings.host, keep_inputs=settings.validate_inputs
         )
-        self._v2 = RestHop(dataclasses.replace(settings, protocol="v2"), learner=self.learner)
+        v2 = dataclasses.replace(settings, protocol="v2")
+        self._v2 = RestHop(v2, learner=self.learner, pool=self.pool)
         # Made when first needed, on the v2 hop's connection pool.
         self._v1: RestHop | None = None
         self._grpc = GrpcHop(
-            dataclasses.replace(settings, protocol="grpc-v2"), learner=self.learner
+            dataclasses.replace(settings, protocol="grpc-v2"), learner=self.learner, pool=self.pool
         )
 
     @property
@@ -66,9 +72,21 @@ class AutoHop(Hop):
     async def explain(self, payload: Any, headers: Headers) -> Any:
         return await (await self._transport(payload)).explain(payload, headers)
 
+    def upstream_pool(self) -> Pool[ReplicaClient]:
+        return self.pool
+
     async def ready(self, model_name: str | None = None) -> bool:
         protocols = (await self.learner.learned()).protocols
         return bool(protocols) and await self._for(protocols[0]).ready(model_name)
+
+    async def probe(self, replica: Replica[ReplicaClient]) -> bool:
+        """An active health check of `replica`, in the protocol found (none yet: not ready)."""
+        protocols = self.learner.facts.protocols
+        if not protocols:
+            return False
+        hop = self._for(protocols[0])
+        assert isinstance(hop, RestHop | GrpcHop)
+        return await hop.probe(replica)
 
     async def model_metadata(
         self, model_name: str, headers: Headers, version: str | None = None
@@ -94,6 +112,7 @@ class AutoHop(Hop):
             await self._v1.aclose()
         await self._v2.aclose()
         await self._grpc.aclose()
+        await self.pool.aclose()
 
     async def discover(self, timeout: float) -> UpstreamFacts:
         """Ask the upstream what it speaks (see the module's docstring)."""
@@ -148,5 +167,5 @@ class AutoHop(Hop):
             return self._v2
         if self._v1 is None:
             settings = dataclasses.replace(self.settings, protocol="v1")
-            self._v1 = RestHop(settings, self._v2.session(), learner=self.learner)
+            self._v1 = RestHop(settings, self._v2.session(), learner=self.learner, pool=self.pool)
         return self._v1

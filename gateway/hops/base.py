@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from gateway.hops.facts import UNKNOWN, UpstreamFacts
+from gateway.hops.pool import Pool
 
 Headers = dict[str, str]
 # A model's metadata as the v2 REST protocol writes it (name, versions, platform, inputs,
@@ -61,6 +62,11 @@ class Hop(ABC):
     def accepts_passthrough(self, protocol: str, binary: bool) -> bool:
         """Whether a body received on `protocol` can be forwarded here undecoded."""
         return False
+
+    def upstream_pool(self) -> Pool[Any] | None:
+        """The replicas behind the hop, when it has a pool: a retrying wrapper opens one
+        pool call per request on it (`gateway.hops.retry`)."""
+        return None
 
     async def attempt(self, verb: str, payload: Any, headers: Headers, number: int) -> Any:
         """Attempt `number` (from 1) of a call that a retrying wrapper may repeat: `verb`
@@ -122,3 +128,6 @@ class HopWrapper(Hop):
 
     def accepts_passthrough(self, protocol: str, binary: bool) -> bool:
         return self.inner.accepts_passthrough(protocol, binary)
+
+    def upstream_pool(self) -> Pool[Any] | None:
+        return self.inner.upstream_pool()

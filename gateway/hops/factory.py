@@ -8,12 +8,15 @@ server's wiring (`gateway.wiring`) hands hops to models, a graph could as well.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from gateway.hops.auto import AUTO, AutoHop
 from gateway.hops.base import Hop
 from gateway.hops.grpc import GrpcHop
 from gateway.hops.headers import Forwarding
+from gateway.hops.pool.metrics import pool_metrics
+from gateway.hops.replicas import Pooling, SpanEvents
 from gateway.hops.rest import RestHop
 from gateway.hops.retry import Retrying
 from gateway.hops.settings import HopSettings
@@ -24,15 +27,31 @@ from gateway.metrics import Metrics
 __all__ = ["build_hop", "transport"]
 
 
-def transport(settings: HopSettings) -> Hop:
-    """The bare transport for `settings`' protocol."""
+def transport(settings: HopSettings, pooling: Pooling | None = None) -> Hop:
+    """The bare transport for `settings`' protocol, on a pool of `settings.host`'s replicas."""
     if settings.protocol == AUTO:
-        return AutoHop(settings)
-    return GrpcHop(settings) if settings.protocol == "grpc-v2" else RestHop(settings)
+        return AutoHop(settings, pooling=pooling)
+    if settings.protocol == "grpc-v2":
+        return GrpcHop(settings, pooling=pooling)
+    return RestHop(settings, pooling=pooling)
 
 
-def build_hop(settings: HopSettings, *, metrics: Metrics | None, tracer: Any = None) -> Hop:
-    """The hop to the upstream `settings` describe, with retries, tracing and header rules."""
-    traced = Traced(transport(settings), settings=settings, metrics=metrics, tracer=tracer)
+def build_hop(
+    settings: HopSettings,
+    *,
+    metrics: Metrics | None,
+    tracer: Any = None,
+    pooling: Pooling | None = None,
+) -> Hop:
+    """The hop to the upstream `settings` describe, with retries, tracing and header rules.
+
+    `pooling` has what the process's pools share (the retry budget); the pool's metrics go
+    on `metrics`' registry, labelled with the hop's model and role."""
+    pooling = pooling or Pooling()
+    observer = pooling.observer
+    if observer is None and metrics is not None:
+        observer = pool_metrics(metrics.registry).observer(settings.model_name, settings.role)
+    pooling = replace(pooling, observer=SpanEvents(observer))
+    traced = Traced(transport(settings, pooling), settings=settings, metrics=metrics, tracer=tracer)
     retrying = Retrying(traced, settings.retry, metrics=metrics, model_name=settings.model_name)
     return Shaping(Forwarding(retrying, settings), settings.model_name)

@@ -1,26 +1,16 @@
-"""`GrpcHop`: Open Inference Protocol v2 over gRPC, on one grpc.aio channel.
+"""`GrpcHop`: Open Inference Protocol v2 over gRPC, on one grpc.aio channel per replica.
 
 ModelInfer sends and receives bytes: requests are built by `InferRequest.to_grpc_bytes` and
 answers read by `InferResponse.from_grpc_bytes`, so raw tensor contents never go through
-protobuf. grpc's errors become ours in `upstream_error`, one function::
-
-    status                                 ours                                safe to retry
-    UNAVAILABLE, an HTTP/1.x server        WrongProtocol (502)                 no
-    UNAVAILABLE, never connected           UpstreamUnavailable                 yes: not sent
-    UNAVAILABLE (connection lost, or the   UpstreamStatusError(503)            yes (UNAVAILABLE
-      upstream's own answer)                                                    is gRPC's "retry")
-    DEADLINE_EXCEEDED                      UpstreamTimeout                     only if asked for
-    any other code                         UpstreamStatusError(HTTP_FOR_GRPC)  no
-    a message that does not decode         UpstreamProtocolError               no
+protobuf. grpc's errors become ours in `gateway.hops.grpc_wire.upstream_error`, one table,
+which says what Retrying may repeat.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -30,16 +20,11 @@ from gateway._proto import SERVICE_NAME, pb
 from gateway.codecs import grpc as grpc_codec
 from gateway.codecs import metadata as metadata_codec
 from gateway.errors import (
-    HTTP_FOR_GRPC,
-    InvalidInput,
     UnsupportedProtocol,
-    UpstreamError,
     UpstreamStatusError,
-    UpstreamTimeout,
     UpstreamUnavailable,
     WrongProtocol,
 )
-from gateway.header_rules import valid_grpc_metadata
 from gateway.hops.answers import too_large
 from gateway.hops.base import Headers, Hop, Metadata
 from gateway.hops.common import (
@@ -48,18 +33,19 @@ from gateway.hops.common import (
     decoded,
     merge_server_timing,
     not_found,
-    retry_after,
     unsupported_payload,
 )
 from gateway.hops.facts import Learner, UpstreamFacts, declared_inputs, server_name
+from gateway.hops.grpc_wire import grpc_metadata, metadata_values, upstream_error
+from gateway.hops.pool import Pool, Replica, leased
+from gateway.hops.replicas import Pooling, ReplicaClient, name_replica, open_pool, pool_ready
 from gateway.hops.settings import HopSettings
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
 from gateway.messages import encoding_weight
 from gateway.passthrough import Passthrough, PassthroughResponse
-from gateway.sanitize import upstream_text
 
-__all__ = ["GrpcHop", "upstream_error"]
+__all__ = ["GrpcHop"]
 
 logger = logging.getLogger("gateway.hops")
 
@@ -70,7 +56,7 @@ MODEL_NAME_FIELD = pb.ModelInferRequest.MODEL_NAME_FIELD_NUMBER
 # As large as the servers' default limits: a hop should not refuse what its server accepted.
 MAX_MESSAGE_BYTES = 256 << 20
 
-CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     # Pings find a connection that died during a long call. Servers by default refuse pings
@@ -89,7 +75,7 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 
-def channel_options(settings: HopSettings) -> tuple[tuple[str, int], ...]:
+def channel_options(settings: HopSettings) -> tuple[tuple[str, int | str], ...]:
     """`CHANNEL_OPTIONS`, answers limited to the hop's own size limit."""
     receive = "grpc.max_receive_message_length"
     return (
@@ -107,28 +93,17 @@ _OVER_LIMIT = "Received message larger than max"
 # that stays down is not asked to accept a connection for each call.
 RENEW_PAUSE = 0.25
 
-# How gRPC words the failure of a channel that met an HTTP/1.x server.
-_HTTP1 = "trying to connect an http1.x server"
-
-# How gRPC words the failure of a call that no connection could carry (so it was not sent).
-_NOT_CONNECTED = (
-    "failed to connect to all addresses",
-    "connection refused",
-    "dns resolution failed",
-    "errors resolving",
-    "name resolution",
-    "empty address list",
-)
-
 
 class GrpcHop(Hop):
-    """The upstream's ``inference.GRPCInferenceService``, over one channel.
+    """The upstream's ``inference.GRPCInferenceService``, over one channel per replica.
 
-    The channel is opened on first use, inside the running loop; `aclose` closes it. A
-    `channel` passed in is the caller's: it is used as is and left open. A channel of ours
-    that failed to connect is replaced by a fresh one for the next call (`RENEW_PAUSE`).
-    `learner` holds what the upstream says about itself (a pool, or a hop that learns the
-    protocol, passes in the one it shares); by default the hop asks the upstream itself.
+    The upstream is a pool of replicas (`gateway.hops.replicas`): each attempt leases one.
+    A replica's channel is opened on first use, inside the running loop; `aclose` closes
+    them. A `channel` passed in is the caller's: every call goes on it, and it is left open.
+    A channel of ours that failed to connect is replaced by a fresh one for the next call
+    (`RENEW_PAUSE`). `learner` holds what the upstream says about itself, and `pool` its
+    replicas (a hop that learns the protocol passes in the ones it shares); by default the
+    hop has its own.
     """
 
     def __init__(
@@ -137,21 +112,17 @@ class GrpcHop(Hop):
         channel: grpc.aio.Channel | None = None,
         *,
         learner: Learner | None = None,
+        pool: Pool[ReplicaClient] | None = None,
+        pooling: Pooling | None = None,
     ) -> None:
         if settings.protocol != PROTOCOL:
             raise ValueError(f"GrpcHop speaks {PROTOCOL}, not {settings.protocol!r}")
         self.settings = settings
         self.name = settings.role
         self.protocol = PROTOCOL
+        # The caller's channel, and its method callables (made once each).
         self._channel = channel
-        self._owns_channel = channel is None
-        # Method callables of the open channel, made once each.
         self._rpcs: dict[str, Any] = {}
-        self._renewed = -math.inf
-        # Replaced channels, closing once the calls still on them are done.
-        self._closing: set[asyncio.Task[None]] = set()
-        # Calls in flight per channel: a replaced channel closes when its last call ends.
-        self._in_flight: dict[grpc.aio.Channel, int] = {}
         self._credentials: grpc.ChannelCredentials | None = None
         if settings.use_ssl or settings.host.startswith("https://"):
             # Read now, so that a missing CA file stops the start, not the first request.
@@ -160,8 +131,13 @@ class GrpcHop(Hop):
                 with open(settings.ca_file, "rb") as file:
                     roots = file.read()
             self._credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+        self._owns_pool = pool is None
+        self.pool = pool or open_pool(settings, pooling, self.probe)
         self.learner = learner or Learner(
-            self.discover, self.name, settings.target, keep_inputs=settings.validate_inputs
+            self.discover,
+            self.name,
+            str(self.pool.endpoints.target),
+            keep_inputs=settings.validate_inputs,
         )
 
     async def infer(self, payload: Any, headers: Headers) -> Any:
@@ -189,18 +165,24 @@ class GrpcHop(Hop):
             "the v2 gRPC protocol has no explain; point --explainer_host at a REST explainer",
         )
 
+    def upstream_pool(self) -> Pool[ReplicaClient]:
+        return self.pool
+
     async def ready(self, model_name: str | None = None) -> bool:
-        """ServerReady, or ModelReady for `model_name`; False on any error."""
-        try:
-            if model_name is None:
-                answer = await self._call("ServerReady", pb.ServerReadyRequest(), READY_TIMEOUT)
-            else:
-                request = pb.ModelReadyRequest(name=model_name)
-                answer = await self._call("ModelReady", request, READY_TIMEOUT)
-            return bool(answer.ready)
-        except Exception as exc:  # a probe reports, it does not raise
-            logger.debug("hop %s: readiness probe failed: %s", self.name, exc)
-            return False
+        """Whether one replica of the upstream (or of its model `model_name`) is ready;
+        False on any error. With active health checks, the server's readiness is theirs."""
+        return await pool_ready(self.pool, self.probe, model_name)
+
+    async def probe(self, replica: Replica[ReplicaClient], model_name: str | None = None) -> bool:
+        """ServerReady, or ModelReady for `model_name`, of `replica`; raises when it does not
+        answer."""
+        if model_name is None:
+            request: Any = pb.ServerReadyRequest()
+            answer = await self._call_on(replica.client, "ServerReady", request, READY_TIMEOUT)
+        else:
+            request = pb.ModelReadyRequest(name=model_name)
+            answer = await self._call_on(replica.client, "ModelReady", request, READY_TIMEOUT)
+        return bool(answer.ready)
 
     async def model_metadata(
         self, model_name: str, headers: Headers, version: str | None = None
@@ -240,14 +222,11 @@ class GrpcHop(Hop):
         return UpstreamFacts((PROTOCOL,), False, server_name(server), inputs)
 
     async def aclose(self) -> None:
-        channel, self._channel = self._channel, None
+        self._channel = None
         self._rpcs.clear()
         await self.learner.aclose()
-        for task in list(self._closing):
-            task.cancel()
-        await asyncio.gather(*self._closing, return_exceptions=True)
-        if channel is not None and self._owns_channel:
-            await channel.close(None)
+        if self._owns_pool:
+            await self.pool.aclose()
 
     def accepts_passthrough(self, protocol: str, binary: bool) -> bool:
         return protocol == PROTOCOL
@@ -280,7 +259,7 @@ class GrpcHop(Hop):
         except UpstreamStatusError as exc:
             if exc.code == Code.NOT_FOUND:
                 name = self.settings.model_name or model_name
-                where = f"ModelInfer of model {name!r} at {self.settings.target}"
+                where = f"ModelInfer of model {name!r} at {self.pool.endpoints.target}"
                 raise not_found(exc, self.name, where, PROTOCOL) from exc.__cause__
             raise
         return answer
@@ -288,133 +267,119 @@ class GrpcHop(Hop):
     async def _call(
         self, method: str, request: Any, cap: float | None, headers: Headers | None = None
     ) -> Any:
-        """One unary call (bytes in and out for ModelInfer, messages otherwise) within the
-        call's time budget (and `cap`), its errors mapped to ours."""
+        """One attempt: a unary call (bytes in and out for ModelInfer, messages otherwise)
+        to a replica the pool leases, which learns how it went."""
+        if not self.pool.started:
+            await self.pool.start()
+        with leased(self.pool) as lease:
+            name_replica(lease.endpoint)
+            return await self._call_on(lease.client, method, request, cap, headers)
+
+    async def _call_on(
+        self,
+        replica: ReplicaClient,
+        method: str,
+        request: Any,
+        cap: float | None,
+        headers: Headers | None = None,
+    ) -> Any:
+        """One unary call to `replica` within the call's time budget (and `cap`), its errors
+        mapped to ours."""
         timeout = call_timeout(self.settings, cap)
-        channel = self._open()
-        rpc = self._rpc(channel, method, type(request))
-        self._in_flight[channel] = self._in_flight.get(channel, 0) + 1
+        channel = self._open(replica)
+        rpc = self._rpc(replica, channel, method, type(request))
+        replica.calls[channel] = replica.calls.get(channel, 0) + 1
+        call = None
         try:
-            call = rpc(request, timeout=timeout, metadata=_metadata(headers or {}))
+            call = rpc(request, timeout=timeout, metadata=grpc_metadata(headers or {}))
             try:
                 answer = await call
             except grpc.aio.AioRpcError as exc:
                 self._timings(exc.initial_metadata(), exc.trailing_metadata())
                 if exc.code() == Code.RESOURCE_EXHAUSTED and _OVER_LIMIT in (exc.details() or ""):
+                    exc.__traceback__ = None
                     raise too_large(self.name, self.settings.max_response_bytes) from exc
-                error = upstream_error(exc, self.name, timeout, self.settings.target)
+                error = upstream_error(exc, self.name, timeout, replica.endpoint.authority)
                 if isinstance(error, UpstreamUnavailable | WrongProtocol):
-                    self._not_connected(channel)
+                    self._not_connected(replica, channel)
+                # Its frames hold the call, which holds its channel: see `_close_if_done`.
+                exc.__traceback__ = None
                 raise error from exc
             if method == "ModelInfer":
                 self._timings(await call.initial_metadata(), await call.trailing_metadata())
             return answer
         finally:
-            self._in_flight[channel] -= 1
-            self._close_if_done(channel)
+            call = None
+            replica.calls[channel] -= 1
+            self._close_if_done(replica, channel)
 
-    def _not_connected(self, channel: grpc.aio.Channel) -> None:
+    def _not_connected(self, replica: ReplicaClient, channel: grpc.aio.Channel) -> None:
         """A call on `channel` found no connection: learn what the upstream is when next
-        needed, and give the next call a fresh channel (one that is not backing off)."""
+        needed, and give the replica's next call a fresh channel (one not backing off)."""
         self.learner.forget()
         now = time.monotonic()
-        if channel is not self._channel or not self._owns_channel:
+        if channel is not replica.channel or self._channel is not None:
             return
-        if now - self._renewed < RENEW_PAUSE:
+        if now - replica.renewed < RENEW_PAUSE:
             return
-        self._renewed = now
-        self._channel = None
-        self._rpcs.clear()
+        replica.renewed = now
+        replica.channel = None
+        replica.rpcs.clear()
         # Closed once the calls still on it are done (they fail: it is not connected), so
         # that a flapping upstream does not leave replaced channels connecting behind.
-        self._close_if_done(channel)
+        self._close_if_done(replica, channel)
 
-    def _close_if_done(self, channel: grpc.aio.Channel) -> None:
-        if channel is self._channel or self._in_flight.get(channel, 0) > 0:
+    def _close_if_done(self, replica: ReplicaClient, channel: grpc.aio.Channel) -> None:
+        """Close `channel` once it is replaced and no call is left on it.
+
+        gRPC core keeps a closed channel (and its connection, or its attempts to connect)
+        until the last call made on it is freed, so `_call_on` lets go of each call as it
+        ends, its error's traceback included: otherwise a flapping upstream would leave
+        replaced channels connecting until the garbage collector ran."""
+        if channel is replica.channel or replica.calls.get(channel, 0) > 0:
             return
-        self._in_flight.pop(channel, None)
-        if not self._owns_channel:
+        replica.calls.pop(channel, None)
+        if channel is self._channel:
             return
         task = asyncio.ensure_future(channel.close(None))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        replica.closing.add(task)
+        task.add_done_callback(replica.closing.discard)
 
-    def _rpc(self, channel: grpc.aio.Channel, method: str, request: Any) -> Any:
-        """A callable for `method` on the open channel: bytes in and out for ModelInfer,
-        messages otherwise."""
-        rpc = self._rpcs.get(method)
+    def _rpc(
+        self, replica: ReplicaClient, channel: grpc.aio.Channel, method: str, request: Any
+    ) -> Any:
+        """A callable for `method` on `channel`: bytes in and out for ModelInfer, messages
+        otherwise."""
+        rpcs = self._rpcs if channel is self._channel else replica.rpcs
+        rpc = rpcs.get(method)
         if rpc is None:
             response = None if request is bytes else getattr(pb, f"{method}Response")
-            rpc = self._rpcs[method] = channel.unary_unary(
+            rpc = rpcs[method] = channel.unary_unary(
                 f"/{SERVICE_NAME}/{method}",
                 request_serializer=None if request is bytes else request.SerializeToString,
                 response_deserializer=None if response is None else response.FromString,
             )
         return rpc
 
-    def _open(self) -> grpc.aio.Channel:
-        if self._channel is None:
-            target = self.settings.target
-            options = channel_options(self.settings)
+    def _open(self, replica: ReplicaClient) -> grpc.aio.Channel:
+        if self._channel is not None:
+            return self._channel
+        if replica.channel is None:
+            endpoint = replica.endpoint
+            # The name as written is the call's authority (and, with TLS, what the
+            # certificate is checked against), though the channel goes to one address.
+            options = (
+                *channel_options(self.settings),
+                ("grpc.default_authority", endpoint.authority),
+            )
             if self._credentials is None:
-                self._channel = grpc.aio.insecure_channel(target, options=options)
+                replica.channel = grpc.aio.insecure_channel(endpoint.hostport, options=options)
             else:
-                self._channel = grpc.aio.secure_channel(target, self._credentials, options=options)
-        return self._channel
+                options += (("grpc.ssl_target_name_override", endpoint.host),)
+                replica.channel = grpc.aio.secure_channel(
+                    endpoint.hostport, self._credentials, options=options
+                )
+        return replica.channel
 
     def _timings(self, *metadata: Any) -> None:
-        merge_server_timing(_values(metadata, "server-timing"), self.name)
-
-
-def upstream_error(
-    exc: grpc.aio.AioRpcError, role: str, timeout: float, address: str = ""
-) -> UpstreamError:
-    """Our error for a failed call to `role` (at `address`; raise it ``from exc``)."""
-    code = exc.code()
-    raw = exc.details() or ""
-    details = upstream_text(raw) or code.name
-    if code == Code.UNAVAILABLE and _HTTP1 in raw.lower():
-        at = f" at {address}" if address else ""
-        return WrongProtocol(
-            f"the {role}{at} answers HTTP/1.x: it speaks REST, not gRPC "
-            f"(set --{role}_protocol to v2 or v1, or auto)",
-            speaks="rest",
-            upstream=role,
-        )
-    if code == Code.DEADLINE_EXCEEDED:
-        return UpstreamTimeout(
-            f"the {role} did not answer within {timeout:.3f} s: {details}", upstream=role
-        )
-    if code == Code.UNAVAILABLE and any(m in details.lower() for m in _NOT_CONNECTED):
-        return UpstreamUnavailable(f"cannot connect to the {role}: {details}", upstream=role)
-    return UpstreamStatusError(
-        details,
-        status=HTTP_FOR_GRPC.get(code, 500),
-        code=code,
-        upstream=role,
-        retry_after=retry_after(
-            next(iter(_values([exc.trailing_metadata()], "retry-after")), None)
-        ),
-    )
-
-
-def _metadata(headers: Headers) -> tuple[tuple[str, str], ...]:
-    """`headers` as gRPC metadata. gRPC refuses what it cannot carry (text that is not
-    printable ASCII, say, which HTTP allows) by failing the call: refused here instead."""
-    metadata = []
-    for key, value in headers.items():
-        key = key.lower()
-        if not valid_grpc_metadata(key, value):
-            raise InvalidInput(f"header {key!r} cannot be passed on as gRPC metadata")
-        metadata.append((key, value))
-    return tuple(metadata)
-
-
-def _values(metadata: Iterable[Any], key: str) -> list[str]:
-    """The text values of `key` in some metadata collections (None ones are skipped)."""
-    return [
-        value
-        for collection in metadata
-        for name, value in (collection or ())
-        if name == key and isinstance(value, str)
-    ]
+        merge_server_timing(metadata_values(metadata, "server-timing"), self.name)

@@ -3,19 +3,8 @@
 It takes an `InferRequest`, sent in the form the upstream speaks (v1 and v2 meet through
 `gateway.codecs.v1`) and answered with an `InferResponse`, or a `Passthrough` body, which
 travels untouched (dicts are `gateway.hops.shaping`'s). aiohttp's errors become ours in
-`upstream_error`, one table. Retrying (`gateway.hops.retry`) repeats only what cannot have
-reached the upstream's model::
-
-    aiohttp / asyncio                              ours                   safe to retry
-    ClientConnectorError (refused, DNS, TLS)       UpstreamUnavailable    yes: nothing sent
-    ClientOSError writing the request              UpstreamUnavailable    yes: incomplete
-    asyncio.TimeoutError (+ ServerTimeoutError)    UpstreamTimeout        only if asked for
-    ServerDisconnectedError, ClientOSError,        UpstreamProtocolError  no: the model may
-      ClientPayloadError, ClientResponseError                               have run
-    an HTTP/2 (gRPC) server's frames               WrongProtocol          no
-    status >= 400                                  UpstreamStatusError    502/503/504 only
-    a body that does not decode                    UpstreamProtocolError  no
-      (passed through: binary sizes that do not add up)
+`gateway.hops.rest_wire.upstream_error`, one table, which says what Retrying
+(`gateway.hops.retry`) may repeat: only what cannot have reached the upstream's model.
 
 With ``rest_format`` "auto" (the default), tensors go to a v2 upstream in the binary extension
 only when its metadata (``GET /v2``) lists ``binary_tensor_data``: learned by the hop's
@@ -27,34 +16,23 @@ goes binary all the same: the upstream, not the gateway, decides whether it take
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import logging
-import re
 import ssl
-import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import aiohttp
 import orjson
-from multidict import CIMultiDictProxy
 from yarl import URL
 
 from gateway import offload
 from gateway.codecs import rest as rest_codec
 from gateway.codecs.validate import TensorSpec
 from gateway.errors import (
-    GatewayError,
     InvalidInput,
-    Overloaded,
     UnsupportedProtocol,
-    UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
-    UpstreamTimeout,
     UpstreamUnavailable,
     WrongProtocol,
 )
@@ -65,10 +43,8 @@ from gateway.hops.common import (
     READY_TIMEOUT,
     call_timeout,
     decoded,
-    json_body,
     merge_server_timing,
     not_found,
-    retry_after,
     unsupported_payload,
 )
 from gateway.hops.facts import (
@@ -78,46 +54,47 @@ from gateway.hops.facts import (
     server_name,
     takes_binary,
 )
+from gateway.hops.pool import Pool, Replica, leased
+from gateway.hops.replicas import Pooling, ReplicaClient, name_replica, open_pool, pool_ready
+from gateway.hops.rest_wire import (
+    Answer,
+    body_payload,
+    json_length,
+    new_session,
+    says_ready,
+    segment,
+    successful,
+    upstream_error,
+    v1_body,
+    v1_response,
+)
 from gateway.hops.settings import HopSettings
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
-from gateway.messages import encoding_weight, v1_tensors, v1_value
+from gateway.messages import encoding_weight
 from gateway.passthrough import Passthrough, PassthroughResponse
 from gateway.sanitize import upstream_text
-from gateway.tensor import InferOutput
 
-__all__ = ["TIMEOUT_HEADER", "RestHop", "upstream_error"]
+__all__ = ["TIMEOUT_HEADER", "RestHop"]
 
 logger = logging.getLogger("gateway.hops")
 
 #: Seconds the upstream has left to answer, so a chain of gateways shrinks its deadline.
 TIMEOUT_HEADER = "x-request-timeout"
 JSON = "application/json"
-# Below the idle timeout of common servers (uvicorn's is 5 s), so that the pool drops an idle
-# connection before the server does: a POST on a connection the server is closing can fail
-# like a crash mid-request, which must not be retried.
-KEEPALIVE_TIMEOUT = 4.0
-# How much of a non-JSON error body becomes the error's message.
-ERROR_TEXT_LIMIT = 512
 
 T = TypeVar("T")
-_Types = type[BaseException] | tuple[type[BaseException], ...]
-
-
-@dataclass(frozen=True)
-class _Answer:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
 
 
 class RestHop(Hop):
     """The upstream's REST endpoints (``protocol`` "v1" or "v2"), over one pooled session.
 
     The session is created on first use, inside the running loop; `aclose` closes it. A
-    `session` passed in is the caller's: it is used as is and left open. `learner` holds what
-    the upstream says about itself (a pool, or a hop that learns the protocol, passes in the
-    one it shares); by default the hop asks the upstream itself.
+    `session` passed in is the caller's: it is used as is and left open. The upstream is a
+    pool of replicas (`gateway.hops.replicas`): each attempt leases one, and the session
+    reaches them all. `learner` holds what the upstream says about itself, and `pool` its
+    replicas (a hop that learns the protocol passes in the ones it shares); by default the
+    hop has its own, the replicas of one pool being taken to be the same server.
     """
 
     def __init__(
@@ -126,6 +103,8 @@ class RestHop(Hop):
         session: aiohttp.ClientSession | None = None,
         *,
         learner: Learner | None = None,
+        pool: Pool[ReplicaClient] | None = None,
+        pooling: Pooling | None = None,
     ):
         if settings.protocol not in ("v1", "v2"):
             raise ValueError(f"RestHop speaks v1 or v2, not {settings.protocol!r}")
@@ -138,11 +117,15 @@ class RestHop(Hop):
         self._ssl: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=settings.ca_file) if settings.ca_file else True
         )
-        self._base = settings.base_url
-        self._model = _segment(settings.model_name)
+        self._model = segment(settings.model_name)
         self._negotiates = settings.rest_format == "auto" and settings.protocol == "v2"
+        self._owns_pool = pool is None
+        self.pool = pool or open_pool(settings, pooling, self.probe)
         self.learner = learner or Learner(
-            self.discover, self.name, self._base, keep_inputs=settings.validate_inputs
+            self.discover,
+            self.name,
+            str(self.pool.endpoints.target),
+            keep_inputs=settings.validate_inputs,
         )
 
     # Hop
@@ -154,10 +137,10 @@ class RestHop(Hop):
             raise unsupported_payload(payload)
         if self.protocol == "v2":
             return await self._infer_v2(payload, headers)
-        body = await offload.run(lambda: _v1_body(payload), encoding_weight(payload.inputs))
+        body = await offload.run(lambda: v1_body(payload), encoding_weight(payload.inputs))
         answer = await self._post(self._v1_url("predict"), body, headers)
         return await offload.run(
-            lambda: decoded(self.name, lambda: _v1_response(orjson.loads(answer.body), payload)),
+            lambda: decoded(self.name, lambda: v1_response(orjson.loads(answer.body), payload)),
             offload.weight(len(answer.body)),
         )
 
@@ -168,30 +151,30 @@ class RestHop(Hop):
         if not isinstance(payload, InferRequest):
             raise unsupported_payload(payload)
         if self.protocol == "v1":
-            return self._json(await self._post(self._v1_url("explain"), _v1_body(payload), headers))
+            return self._json(await self._post(self._v1_url("explain"), v1_body(payload), headers))
         # An explanation is read as JSON: its request does not ask for binary outputs.
         body, length = payload.rest_body(self.settings.rest_format == "binary")
         url = self._v2_url("explain", payload.model_version)
         return self._json(await self._post(url, body, headers, length))
 
+    def upstream_pool(self) -> Pool[ReplicaClient]:
+        return self.pool
+
     async def ready(self, model_name: str | None = None) -> bool:
-        """Whether the upstream (or its model `model_name`) is ready; False on any error."""
-        name = _segment(model_name or self.settings.model_name)
+        """Whether one replica of the upstream (or of its model `model_name`) is ready;
+        False on any error. With active health checks, the server's readiness is theirs."""
+        return await pool_ready(self.pool, self.probe, model_name)
+
+    async def probe(self, replica: Replica[ReplicaClient], model_name: str | None = None) -> bool:
+        """Whether `replica` (or its model `model_name`) says it is ready; raises when it
+        does not answer."""
+        name = segment(model_name or self.settings.model_name)
         if self.protocol == "v1":
             path = f"/v1/models/{name}"
         else:
             path = "/v2/health/ready" if model_name is None else f"/v2/models/{name}/ready"
-        url = URL(self._base + path, encoded=True)
-        try:
-            answer = await self._send("GET", url, None, {}, READY_TIMEOUT)
-            # MLServer answers a ready model with an empty body; KServe and we with JSON.
-            state = orjson.loads(answer.body) if answer.body.strip() else {}
-        except Exception as exc:  # a probe reports, it does not raise
-            logger.debug("hop %s: readiness probe failed: %s", self.name, exc)
-            return False
-        if self.protocol == "v1":
-            return isinstance(state, dict) and state.get("ready") is True
-        return not isinstance(state, dict) or state.get("ready", True) is not False
+        answer = await self._exchange(replica.client, "GET", path, None, {}, READY_TIMEOUT)
+        return says_ready(self.protocol, answer.body)
 
     async def model_metadata(
         self, model_name: str, headers: Headers, version: str | None = None
@@ -200,9 +183,7 @@ class RestHop(Hop):
         if self.protocol == "v1":
             return None
         name = self.settings.model_name or model_name
-        metadata: Metadata = await self._get_json(
-            self._v2_url("", version, name).path, dict(headers)
-        )
+        metadata: Metadata = await self._get_json(self._v2_url("", version, name), dict(headers))
         if name == self.settings.model_name and not version:
             self.learner.declared(metadata)
         return metadata
@@ -243,10 +224,12 @@ class RestHop(Hop):
         of that name yet)."""
         if not self.settings.model_name:
             return None
-        return declared_inputs(await self.document(self._v2_url("", None).path, timeout))
+        return declared_inputs(await self.document(self._v2_url("", None), timeout))
 
     async def aclose(self) -> None:
         await self.learner.aclose()
+        if self._owns_pool:
+            await self.pool.aclose()
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             await session.close()
@@ -269,7 +252,7 @@ class RestHop(Hop):
         answer = await self._post(
             self._v2_url("infer", request.model_version), body, headers, length
         )
-        answer_length = decoded(self.name, lambda: _json_length(answer))
+        answer_length = decoded(self.name, lambda: json_length(answer))
         return await offload.run(
             lambda: decoded(
                 self.name, lambda: InferResponse.from_bytes(answer.body, answer_length)
@@ -304,7 +287,7 @@ class RestHop(Hop):
         else:
             url = self._v2_url(verb, payload.model_version)
         answer = await self._post(url, payload.body, headers, payload.json_length)
-        length = decoded(self.name, lambda: _json_length(answer))
+        length = decoded(self.name, lambda: json_length(answer))
         if length is not None and verb == "infer":
             # Passed on unread, but not unchecked: a client must not get a 200 whose tensor
             # data is cut short (the decoding path refuses the same answer with a 502).
@@ -319,11 +302,11 @@ class RestHop(Hop):
             )
         return PassthroughResponse(answer.body, length, content_type)
 
-    def _json(self, answer: _Answer) -> Any:
+    def _json(self, answer: Answer) -> Any:
         return decoded(self.name, lambda: orjson.loads(answer.body))
 
     async def _get_json(self, path: str, headers: Headers, cap: float | None = None) -> Any:
-        answer = await self._send("GET", URL(self._base + path, encoded=True), None, headers, cap)
+        answer = await self._send("GET", path, None, headers, cap)
         document = self._json(answer)
         if not isinstance(document, dict):
             raise UpstreamProtocolError(
@@ -331,57 +314,77 @@ class RestHop(Hop):
             )
         return document
 
-    def _v1_url(self, verb: str) -> URL:
-        return URL(f"{self._base}/v1/models/{self._model}:{verb}", encoded=True)
+    def _v1_url(self, verb: str) -> str:
+        return f"/v1/models/{self._model}:{verb}"
 
-    def _v2_url(self, verb: str, version: str | None, model: str | None = None) -> URL:
-        """A model's v2 URL: ``.../{verb}``, or the model's metadata when `verb` is ""."""
-        name = self._model if model is None else _segment(model)
-        versioned = f"/versions/{_segment(version)}" if version else ""
+    def _v2_url(self, verb: str, version: str | None, model: str | None = None) -> str:
+        """A model's v2 path: ``.../{verb}``, or the model's metadata when `verb` is ""."""
+        name = self._model if model is None else segment(model)
+        versioned = f"/versions/{segment(version)}" if version else ""
         tail = f"/{verb}" if verb else ""
-        return URL(f"{self._base}/v2/models/{name}{versioned}{tail}", encoded=True)
+        return f"/v2/models/{name}{versioned}{tail}"
 
     # Transport
 
     async def _post(
-        self, url: URL, body: bytes, headers: Headers, json_length: int | None = None
-    ) -> _Answer:
+        self, path: str, body: bytes, headers: Headers, json_length: int | None = None
+    ) -> Answer:
         outbound = dict(headers)
         if json_length is None:
             outbound["content-type"] = JSON
         else:
             outbound["content-type"] = rest_codec.BINARY_CONTENT_TYPE
             outbound[rest_codec.INFERENCE_HEADER.lower()] = str(json_length)
-        try:
-            return await self._send("POST", url, body, outbound)
-        except UpstreamStatusError as exc:
-            if exc.status == 404:
-                raise not_found(exc, self.name, f"POST {url}", self.protocol) from exc.__cause__
-            raise
+        return await self._send("POST", path, body, outbound)
 
     async def _send(
-        self, method: str, url: URL, body: bytes | None, headers: Headers, cap: float | None = None
-    ) -> _Answer:
-        """One HTTP exchange within the call's time budget, its errors mapped to ours.
+        self, method: str, path: str, body: bytes | None, headers: Headers, cap: float | None = None
+    ) -> Answer:
+        """One attempt: an exchange with a replica the pool leases, which learns how it
+        went (from the error raised, if any)."""
+        if not self.pool.started:
+            await self.pool.start()
+        with leased(self.pool) as lease:
+            name_replica(lease.endpoint)
+            try:
+                return await self._exchange(lease.client, method, path, body, headers, cap)
+            except UpstreamStatusError as exc:
+                if exc.status == 404 and method == "POST":
+                    where = f"POST {lease.client.base_url}{path}"
+                    raise not_found(exc, self.name, where, self.protocol) from exc.__cause__
+                raise
 
-        `headers` is a dict this call owns: the timeout header is added to it."""
+    async def _exchange(
+        self,
+        replica: ReplicaClient,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: Headers,
+        cap: float | None = None,
+    ) -> Answer:
+        """One HTTP exchange with `replica` within the call's time budget, its errors mapped
+        to ours.
+
+        `headers` is a dict this call owns: the timeout header and ``Host`` are added."""
         timeout = call_timeout(self.settings, cap)
         headers[TIMEOUT_HEADER] = f"{timeout:.3f}"
+        headers["Host"] = replica.host_header
         try:
             async with self._client().request(
                 method,
-                url,
-                data=None if body is None else _payload(body),
+                URL(replica.base_url + path, encoded=True),
+                data=None if body is None else body_payload(body),
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 # A redirected POST would turn into a GET; an inference call is not redirected.
                 allow_redirects=False,
+                server_hostname=replica.server_hostname,
             ) as response:
-                limit = self.settings.max_response_bytes
-                body = await read_answer(response, limit, self.name)
-                answer = _Answer(response.status, response.headers, body)
+                body = await read_answer(response, self.settings.max_response_bytes, self.name)
+                answer = Answer(response.status, response.headers, body)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            error = upstream_error(exc, self.name, timeout, self._base)
+            error = upstream_error(exc, self.name, timeout, replica.base_url)
             if isinstance(error, UpstreamUnavailable | WrongProtocol) or isinstance(
                 exc, aiohttp.ServerDisconnectedError
             ):
@@ -389,19 +392,7 @@ class RestHop(Hop):
                 self.learner.forget()
             raise error from exc
         merge_server_timing(answer.headers.getall("Server-Timing", ()), self.name)
-        if answer.status >= 400:
-            raise UpstreamStatusError(
-                _error_text(answer.body) or f"the {self.name} answered HTTP {answer.status}",
-                status=answer.status,
-                upstream=self.name,
-                retry_after=retry_after(answer.headers.get("Retry-After")),
-            )
-        if not 200 <= answer.status < 300:
-            raise UpstreamProtocolError(
-                f"the {self.name} answered HTTP {answer.status} to {url.path}, not an answer",
-                upstream=self.name,
-            )
-        return answer
+        return successful(answer, self.name, path)
 
     def session(self) -> aiohttp.ClientSession:
         """The hop's connection pool (made now if need be), for another hop to the same
@@ -410,42 +401,8 @@ class RestHop(Hop):
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self.settings.max_connections,
-                ssl=self._ssl,
-                keepalive_timeout=KEEPALIVE_TIMEOUT,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                # Timeouts are given per call, from the request's deadline.
-                timeout=aiohttp.ClientTimeout(total=None),
-                # Tensors compress poorly: compressing them costs both ends CPU for little.
-                headers={"Accept-Encoding": "identity"},
-                # An answer compressed anyway is decoded within the size limit, not by aiohttp
-                # (which would inflate it whole: a small body can expand to gigabytes).
-                auto_decompress=False,
-            )
+            self._session = new_session(self.settings.max_connections, self._ssl)
         return self._session
-
-
-# The seam: aiohttp's errors, most specific first (`isinstance` picks the first match).
-_ERRORS: tuple[tuple[_Types, type[UpstreamError], str], ...] = (
-    # TLS failures are connect errors too: nothing was sent (a retry is useless, not harmful).
-    (aiohttp.ClientConnectorError, UpstreamUnavailable, "cannot connect to the {role}"),
-    (asyncio.TimeoutError, UpstreamTimeout, "the {role} did not answer within {timeout:.3f} s"),
-    (
-        (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError),
-        UpstreamProtocolError,
-        "the {role} closed the connection without answering",
-    ),
-    (aiohttp.ClientPayloadError, UpstreamProtocolError, "the {role}'s answer broke off"),
-    (aiohttp.ClientResponseError, UpstreamProtocolError, "the {role} sent malformed HTTP"),
-    ((aiohttp.ClientError, OSError), UpstreamProtocolError, "the call to the {role} failed"),
-)  # fmt: skip
-
-
-# aiohttp's words for a request body it failed to write.
-_UNSENT = "Can not write request body"
 
 
 def _negotiated_body(request: InferRequest, binary: bool) -> tuple[bytes, int | None]:
@@ -456,113 +413,3 @@ def _negotiated_body(request: InferRequest, binary: bool) -> tuple[bytes, int | 
     except InvalidInput:
         # NaN, infinity or BYTES that are not UTF-8: JSON cannot carry them, binary can.
         return request.rest_body(True)
-
-
-# How an HTTP/2 server's first frame (its SETTINGS: a 3-byte length, then type 4) reads to an
-# HTTP/1.1 parser, in aiohttp's error.
-_HTTP2_FRAME = re.compile(r"""b['"]\\x00\\x00(?:\\x[0-9a-f]{2}|\\.|[^\\])\\x04\\x00""")
-
-
-def upstream_error(
-    exc: BaseException, role: str, timeout: float, address: str = ""
-) -> GatewayError:
-    """Our error for an aiohttp / socket error of a call to `role` (at `address`; raise it
-    ``from exc``)."""
-    if _out_of_descriptors(exc):
-        # This process's condition, not the upstream's: said as such, and not retried.
-        return Overloaded(
-            f"the gateway is out of file descriptors and cannot open a connection to the "
-            f"{role}; try again later",
-            retry_after=1,
-        )
-    if isinstance(exc, aiohttp.ClientResponseError) and _HTTP2_FRAME.search(exc.message or ""):
-        at = f" at {address}" if address else ""
-        return WrongProtocol(
-            f"the {role}{at} answers HTTP/2: it speaks gRPC, not REST "
-            f"(set --{role}_protocol to grpc-v2, or auto)",
-            speaks="grpc-v2",
-            upstream=role,
-        )
-    if isinstance(exc, aiohttp.ClientOSError) and _UNSENT in str(exc):
-        # The request could not be written (a pooled connection the upstream had just
-        # closed): an incomplete request cannot have reached its model.
-        return UpstreamUnavailable(
-            f"cannot send to the {role}: {upstream_text(str(exc))}", upstream=role
-        )
-    for types, error, template in _ERRORS:
-        if isinstance(exc, types):
-            reason = template.format(role=role, timeout=timeout)
-            # A response error's str() repeats the whole request; its message is the point,
-            # and it may quote what the upstream sent.
-            detail = exc.message if isinstance(exc, aiohttp.ClientResponseError) else str(exc)
-            detail = upstream_text(detail)
-            return error(f"{reason}: {detail}" if detail else reason, upstream=role)
-    return UpstreamProtocolError(
-        f"the call to the {role} failed: {upstream_text(repr(exc))}", upstream=role
-    )
-
-
-def _out_of_descriptors(exc: BaseException | None) -> bool:
-    """Whether `exc` (or what it wraps) says this process has no descriptor left."""
-    for _ in range(8):  # bounded: a chain of causes is short
-        if exc is None:
-            return False
-        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
-            return True
-        exc = getattr(exc, "os_error", None) or exc.__cause__ or exc.__context__
-    return False
-
-
-# Helpers
-
-
-# aiohttp warns (ResourceWarning) that a body over 1 MiB given as bytes "might lock the event
-# loop". Tensor bodies are often that big, and one write of bytes already in memory is the
-# cheapest way to send them (the transport buffers what the socket cannot take yet); under
-# ``-W error`` the warning would fail every such request.
-_LARGE_BODY = 1 << 20
-
-
-def _payload(body: bytes) -> bytes | aiohttp.BytesPayload:
-    if len(body) <= _LARGE_BODY:
-        return body
-    with warnings.catch_warnings():  # no await inside: no other request runs meanwhile
-        warnings.simplefilter("ignore", ResourceWarning)
-        return aiohttp.BytesPayload(body)
-
-
-def _json_length(answer: _Answer) -> int | None:
-    return rest_codec.json_length(answer.headers.get(rest_codec.INFERENCE_HEADER), len(answer.body))
-
-
-def _v1_body(request: InferRequest) -> bytes:
-    body: dict[str, Any] = {"instances": v1_value(request.inputs, "instances")}
-    params = {k: v for k, v in (request.parameters or {}).items() if k not in rest_codec.REST_ONLY}
-    if params:
-        # v1 has no parameters of its own; the binary extension's framing means nothing there.
-        body["parameters"] = params
-    return json_body(body)
-
-
-def _v1_response(answer: Any, request: InferRequest) -> InferResponse:
-    if not isinstance(answer, dict) or "predictions" not in answer:
-        raise InvalidInput("a v1 answer needs 'predictions'")
-    outputs = v1_tensors(answer["predictions"], InferOutput, "predictions")
-    return InferResponse(request.id or "", request.model_name, outputs)
-
-
-def _error_text(body: bytes) -> str:
-    """The upstream's ``{"error": ...}`` message, else the start of its body: one line, cut
-    short (`gateway.sanitize`)."""
-    parsed = None
-    if len(body) <= _LARGE_BODY:  # an error message, not something worth parsing at length
-        with contextlib.suppress(orjson.JSONDecodeError):
-            parsed = orjson.loads(body)
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if isinstance(error, str):
-        return upstream_text(error)
-    return upstream_text(body, ERROR_TEXT_LIMIT)
-
-
-def _segment(name: str) -> str:
-    return quote(name, safe="")

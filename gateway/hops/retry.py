@@ -13,6 +13,12 @@ timeout is cut to what is left of it, so attempts and waits together fit in it.
 
 Each attempt goes to the inner hop's `Hop.attempt` with its number, so the hop inside (the
 tracing wrapper) can tell the attempts of one call apart.
+
+When the hop has a pool of replicas (`Hop.upstream_pool`), each call is one pool call, made
+current for the transport to lease its attempts from (each on a replica not tried yet), and
+``stop_when_retry_refused`` goes last in the stop: a retry the process's retry budget (or a
+full pool) refuses ends the call at once with the upstream's error. A full pool's own refusal
+(`PoolSaturated`) is not retried.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.hops.base import Headers, Hop, HopWrapper, Metadata
+from gateway.hops.pool import PoolCall, PoolSaturated, calling, stop_when_retry_refused
 from gateway.hops.settings import RetryPolicy
 from gateway.metrics import Metrics
 from gateway.request_context import RequestContext
@@ -68,6 +75,9 @@ _RETRY_STATUSES = frozenset({502, 503, 504})
 
 def is_retryable(exc: BaseException, policy: RetryPolicy) -> bool:
     """Whether a call that failed with `exc` can be repeated without harm."""
+    if isinstance(exc, PoolSaturated):
+        # Repeating at once only adds to the load that filled the pool.
+        return False
     if isinstance(exc, UpstreamStatusError):
         # The upstream understood and refused the request: repeating it gets the same answer.
         if 400 <= exc.status < 500:
@@ -150,6 +160,7 @@ class Retrying(HopWrapper):
         self.policy = policy
         self.metrics = metrics
         self.model_name = model_name
+        self._pool = inner.upstream_pool()
         # None when nothing is retried: the call then goes straight to the inner hop.
         self._retrying: AsyncRetrying | None = None
         if policy.retries > 0:
@@ -157,6 +168,7 @@ class Retrying(HopWrapper):
             stop = stop_after_attempt(policy.retries + 1) | stop_before_deadline()
             if policy.budget is not None:
                 stop = stop | stop_before_delay(policy.budget)
+            self._stop = stop
             self._retrying = AsyncRetrying(
                 sleep=sleep,
                 stop=stop,
@@ -182,12 +194,24 @@ class Retrying(HopWrapper):
         return metadata
 
     async def _call(self, verb: str, payload: Any, headers: Headers) -> Any:
+        if self._pool is None:
+            return await self._attempts(verb, payload, headers, None)
+        with self._pool.call() as call, calling(call):
+            return await self._attempts(verb, payload, headers, call)
+
+    async def _attempts(
+        self, verb: str, payload: Any, headers: Headers, call: PoolCall[Any] | None
+    ) -> Any:
         if self._retrying is None:
             return await self.inner.attempt(verb, payload, headers, 1)
         # A copy per call: tenacity keeps its iteration state on the object, and concurrent
         # requests share this hop. The strategies themselves are shared.
+        retrying = self._retrying.copy()
+        if call is not None:
+            # Asked last, so that a retry slot is taken only for a retry about to happen.
+            retrying = self._retrying.copy(stop=self._stop | _stop_when_refused(call, self.name))
         with self._within_budget():
-            async for attempt in self._retrying.copy():
+            async for attempt in retrying:
                 with attempt:
                     number = attempt.retry_state.attempt_number
                     return await self.inner.attempt(verb, payload, headers, number)
@@ -196,7 +220,7 @@ class Retrying(HopWrapper):
     @contextlib.contextmanager
     def _within_budget(self) -> Iterator[None]:
         """The budget as the call's deadline, when it ends first: each attempt's timeout is
-        then cut to what is left of it (`gateway.hops.rest.call_timeout`), so that an attempt
+        then cut to what is left of it (`gateway.hops.common.call_timeout`), so that an attempt
         begun late cannot take a whole timeout of its own past the budget."""
         budget = self.policy.budget
         context = request_context.current()
@@ -231,3 +255,28 @@ class Retrying(HopWrapper):
             reason,
             wait,
         )
+
+
+class _stop_when_refused(stop_when_retry_refused):
+    """`stop_when_retry_refused`, saying so on the request's span and in the log."""
+
+    def __init__(self, call: PoolCall[Any], hop: str) -> None:
+        super().__init__(call)
+        self.hop = hop
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        if not super().__call__(retry_state):
+            return False
+        outcome = retry_state.outcome
+        reason = retry_reason(outcome.exception() if outcome is not None else None)
+        trace.get_current_span().add_event(
+            "retry_refused", {"attempt": retry_state.attempt_number, "reason": reason}
+        )
+        logger.info(
+            "hop %s: attempt %d failed (%s); no retry: the retry budget or the pool's "
+            "concurrency limit refused it",
+            self.hop,
+            retry_state.attempt_number,
+            reason,
+        )
+        return True

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway.hops.pool import PoolSettings
+
 # "auto": asked of the upstream (`gateway.hops.auto`).
 PROTOCOLS = ("v1", "v2", "grpc-v2", "auto")
 REST_FORMATS = ("auto", "json", "binary")
@@ -56,6 +58,9 @@ class HopSettings:
     max_response_bytes: int = 256 << 20
     # TLS to the upstream is verified against the system's CAs, or this file's.
     ca_file: str | None = None
+    # How the replicas of `host` (``host:port,host:port``, or a name with several
+    # addresses) are balanced, ejected, checked and limited.
+    pool: PoolSettings = field(default_factory=PoolSettings)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:

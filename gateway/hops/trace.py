@@ -34,6 +34,8 @@ from prometheus_client import Histogram
 from gateway import request_context, tracing, tracing_ids
 from gateway.errors import UpstreamStatusError
 from gateway.hops.base import Headers, Hop, HopWrapper, Metadata
+from gateway.hops.pool import PoolTargetError
+from gateway.hops.replicas import pool_target
 from gateway.hops.settings import HopSettings
 from gateway.metrics import Metrics
 from gateway.passthrough import Passthrough, PassthroughResponse
@@ -223,11 +225,9 @@ def _attributes(
     if grpc_call:
         common["rpc.system"] = "grpc"
         common["rpc.service"] = GRPC_SERVICE
-    if settings is not None:
-        host, port = _address(settings)
-        common["server.address"] = host
-        if port is not None:
-            common["server.port"] = port
+    address = None if settings is None else _address(settings)
+    if address is not None:
+        common["server.address"], common["server.port"] = address
     if grpc_call:
         code = grpc.StatusCode.OK
         ok: dict[str, AttributeValue] = {
@@ -245,12 +245,16 @@ def _size_key(grpc_call: bool, direction: str) -> str:
     return f"{'rpc' if grpc_call else 'http'}.{direction}.body.size"
 
 
-def _address(settings: HopSettings) -> tuple[str, int | None]:
-    """The upstream's host and port, as `server.address` / `server.port` want them."""
-    target = settings.target  # host:port, with the scheme's default port filled in
-    host, _, port = target.rpartition(":")
-    host = host.strip("[]")
-    return host, int(port) if port.isdigit() else None
+def _address(settings: HopSettings) -> tuple[str, int | None] | None:
+    """The upstream's host and port, as `server.address` / `server.port` want them; None
+    for a pool of several entries (the transport names each attempt's replica)."""
+    try:
+        entries = pool_target(settings).entries
+    except PoolTargetError:
+        return None
+    if len(entries) != 1:
+        return None
+    return entries[0].host, entries[0].port
 
 
 def _size(message: Any) -> int | None:

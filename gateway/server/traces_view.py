@@ -200,6 +200,12 @@ def _row(row: Row, trace_start: int, total: int) -> str:
     # A hop says which protocol it spoke: the thing to know when comparing hops.
     protocol = span["attributes"].get("gateway.hop.protocol")
     via = f" <small>via {html.escape(str(protocol))}</small>" if protocol else ""
+    # And which replica of its pool it went to.
+    peer = span["attributes"].get("network.peer.address")
+    if peer:
+        port = span["attributes"].get("network.peer.port")
+        replica = f"{peer}:{port}" if port else str(peer)
+        via += f" <small class='replica'>to {html.escape(replica)}</small>"
     return (
         f"<div class='label' style='padding-left:{0.3 + 1.2 * row.depth:.1f}em' "
         f"title='{tooltip}'>{html.escape(span['name'])}{via}</div>"

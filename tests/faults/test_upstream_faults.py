@@ -68,9 +68,14 @@ from tests.server.procs import ServerProcess
 
 TIMEOUT = 2.0
 POOL = 8
+AT_ONCE = 3  # requests of each protocol sent at once per fault
 FLAGS = (
     "--predictor_request_timeout_seconds", str(TIMEOUT),
     "--predictor_request_retries", "2",
+    # Every request of a fault may be retrying at once; the retry budget's default (20% of
+    # requests in flight, at least 3) would refuse some of those retries. What the budget
+    # does is tested in tests/hops/pool; here each request is to get its retries.
+    "--min_retry_concurrency", str(2 * AT_ONCE),
     "--forward_headers", "x-fault",
     # The fault server reads JSON only; the gRPC client's raw tensors go to it as JSON.
     "--predictor_rest_format", "json",
@@ -78,8 +83,6 @@ FLAGS = (
 )  # fmt: skip
 # gRPC sends a deadline rounded up: an upstream may see a little more than it was given.
 GRPC_ROUNDING = 0.2
-# Requests of each protocol sent at once per fault.
-AT_ONCE = 3
 MIB_OF_INT32 = (1 << 20) // 4
 
 

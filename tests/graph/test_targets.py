@@ -55,3 +55,12 @@ def test_service_names_resolve_through_the_mapping() -> None:
     assert resolve_service("iris", services).host == "127.0.0.1:9000"
     with pytest.raises(ValueError, match=r"no URL for service 'rose' \(services known: iris\)"):
         resolve_service("rose", services)
+
+
+def test_a_step_url_may_name_a_pool_of_replicas() -> None:
+    target = parse_service_url("http://10.0.0.1:8080,10.0.0.2:8080,pods.ns/v2/models/m/infer")
+    assert (target.protocol, target.model_name) == ("v2", "m")
+    assert target.host == "10.0.0.1:8080,10.0.0.2:8080,pods.ns:80"
+    assert parse_service_url("grpcs://a:1,b/m").host == "a:1,b:443"
+    with pytest.raises(ValueError, match="listed twice"):
+        parse_service_url("http://a:1,a:1/v1/models/m:predict")

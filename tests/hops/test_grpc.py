@@ -24,7 +24,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.hops.grpc import CHANNEL_OPTIONS, RENEW_PAUSE, GrpcHop
+from gateway.hops.grpc import CHANNEL_OPTIONS, GrpcHop
 from gateway.hops.settings import HopSettings
 from gateway.passthrough import Passthrough, PassthroughResponse
 from gateway.request_context import RequestContext
@@ -343,57 +343,16 @@ async def test_tls_verified_against_the_ca_file(tmp_path: Path) -> None:
                 await asyncio.wait_for(untrusted.infer(small(), {}), MARGIN)
 
 
-# Connections
-
-
-async def test_upstream_restarted_on_the_same_port_is_reached_again() -> None:
-    port = free_port()
-    async with GrpcHop(settings(f"127.0.0.1:{port}")) as hop:
-        async with serve_grpc([EchoModel()], port):
-            assert (await hop.infer(small(), {})).outputs[0].as_numpy().tolist() == [1.0, 2.0]
-        with pytest.raises(UpstreamUnavailable):
-            await asyncio.wait_for(hop.infer(small(), {}), MARGIN)
-        async with serve_grpc([EchoModel()], port):
-            # The channel that failed to connect was replaced: the first call after the
-            # upstream is back is answered, with no reconnection backoff to sit out.
-            response = await asyncio.wait_for(hop.infer(small(), {}), MARGIN)
-    assert response.outputs[0].as_numpy().tolist() == [1.0, 2.0]
-
-
-async def test_a_hop_started_before_its_upstream_is_answered_once_it_is_up() -> None:
-    port = free_port()
-    async with GrpcHop(settings(f"127.0.0.1:{port}")) as hop:
-        for _ in range(3):  # a few calls while it is down (the channel may back off)
-            with pytest.raises(UpstreamUnavailable):
-                await asyncio.wait_for(hop.infer(small(), {}), MARGIN)
-        await asyncio.sleep(RENEW_PAUSE)  # the next failure may replace the channel again
-        with pytest.raises(UpstreamUnavailable):
-            await asyncio.wait_for(hop.infer(small(), {}), MARGIN)
-        async with serve_grpc([EchoModel()], port):
-            response = await asyncio.wait_for(hop.infer(small(), {}), MARGIN)
-    assert response.outputs[0].as_numpy().tolist() == [1.0, 2.0]
-
-
-async def test_a_new_hop_is_not_held_by_another_hops_backoff() -> None:
-    port = free_port()
-    target = f"127.0.0.1:{port}"
-    async with GrpcHop(settings(target)) as down:
-        for _ in range(2):  # the second call's channel is left backing off
-            with pytest.raises(UpstreamUnavailable):
-                await asyncio.wait_for(down.infer(small(), {}), MARGIN)
-        async with serve_grpc([EchoModel()], port), GrpcHop(settings(target)) as fresh:
-            # gRPC would share the backing-off connection between channels to one target;
-            # each hop's channel has its own, so a new hop connects at once.
-            response = await asyncio.wait_for(fresh.infer(small(), {}), MARGIN)
-    assert response.outputs[0].as_numpy().tolist() == [1.0, 2.0]
+# Channels (reconnection: test_grpc_channels.py)
 
 
 async def test_one_channel_reused_and_closed(hop: GrpcHop) -> None:
     await asyncio.gather(*(hop.infer(small(), {}) for _ in range(8)))
-    channel = hop._channel
+    (replica,) = hop.pool.replicas  # one upstream: one replica, one channel
+    channel = replica.client.channel
     assert channel is not None
     await hop.aclose()
-    assert hop._channel is None
+    assert replica.client.channel is None
     with pytest.raises(grpc.aio.UsageError):
         await channel.unary_unary(f"/{SERVICE_NAME}/ServerLive")(b"")
 

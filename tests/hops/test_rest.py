@@ -28,7 +28,8 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.hops.facts import RELEARN_PAUSE
-from gateway.hops.rest import TIMEOUT_HEADER, RestHop, upstream_error
+from gateway.hops.rest import TIMEOUT_HEADER, RestHop
+from gateway.hops.rest_wire import upstream_error
 from gateway.hops.settings import HopSettings
 from gateway.passthrough import Passthrough, PassthroughResponse
 from tests.hops.upstreams import (

@@ -71,7 +71,7 @@ Wiring left for the next step (after issue 10's restructuring lands):
 
 from gateway.hops.pool.balancer import BALANCERS, LeastRequest, RoundRobin
 from gateway.hops.pool.budget import RetryBudget
-from gateway.hops.pool.call import Lease, PoolCall, stop_when_retry_refused
+from gateway.hops.pool.call import Lease, PoolCall, calling, leased, stop_when_retry_refused
 from gateway.hops.pool.health import HealthCheckPolicy
 from gateway.hops.pool.observer import REFUSALS, PoolObserver
 from gateway.hops.pool.outcome import NoReplica, Outcome, PoolSaturated, outcome_of
@@ -105,6 +105,8 @@ __all__ = [
     "RoundRobin",
     "StaticResolver",
     "SystemResolver",
+    "calling",
+    "leased",
     "outcome_of",
     "parse_target",
     "stop_when_retry_refused",

@@ -15,8 +15,10 @@ do not ask: a refused retry then re-raises the previous attempt's error.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -29,7 +31,7 @@ from gateway.hops.pool.outcome import Outcome, outcome_of
 from gateway.hops.pool.replica import Replica
 from gateway.hops.pool.target import Endpoint
 
-__all__ = ["Lease", "Picker", "PoolCall", "stop_when_retry_refused"]
+__all__ = ["Lease", "Picker", "PoolCall", "calling", "leased", "stop_when_retry_refused"]
 
 logger = logging.getLogger("gateway.hops.pool")
 
@@ -195,3 +197,31 @@ class stop_when_retry_refused(stop_base):
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         return not self.call.may_retry()
+
+
+# The call a retrying wrapper opened for the request being sent, so that the transport
+# underneath leases each attempt from it (the Hop interface carries no pool call).
+_current: ContextVar[PoolCall[Any] | None] = ContextVar("gateway_pool_call", default=None)
+
+
+@contextlib.contextmanager
+def calling(call: PoolCall[Any]) -> Iterator[PoolCall[Any]]:
+    """Make `call` the one `leased` takes attempts from, inside the block."""
+    token = _current.set(call)
+    try:
+        yield call
+    finally:
+        _current.reset(token)
+
+
+@contextlib.contextmanager
+def leased(pool: Picker[C]) -> Iterator[Lease[C]]:
+    """The lease of one attempt on `pool`: from the call `calling` made current when it is
+    this pool's, else from a call of its own (a probe, a lookup of what the upstream is)."""
+    call = _current.get()
+    if call is not None and call.pool is pool:
+        with call.attempt() as lease:
+            yield lease
+        return
+    with PoolCall(pool) as own, own.attempt() as lease:
+        yield lease

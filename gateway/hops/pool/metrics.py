@@ -9,6 +9,7 @@ so that a pool whose pods come and go does not grow its label sets without end.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -18,7 +19,19 @@ from gateway.hops.pool.outcome import Outcome
 from gateway.hops.pool.replica import Replica
 from gateway.metrics import LATENCY_BUCKETS as BUCKETS
 
-__all__ = ["PoolMetrics"]
+__all__ = ["PoolMetrics", "pool_metrics"]
+
+_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, PoolMetrics] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def pool_metrics(registry: CollectorRegistry) -> PoolMetrics:
+    """The pool metrics of `registry`, registered on it once (a server's hops share them)."""
+    metrics = _BY_REGISTRY.get(registry)
+    if metrics is None:
+        metrics = _BY_REGISTRY[registry] = PoolMetrics(registry)
+    return metrics
 
 
 class PoolMetrics:

@@ -13,6 +13,9 @@
   usual case, and 10% of them rounds down to none.
 - The replica comes back by itself when its time is up (checked when the pool next picks,
   rather than on Envoy's 10 s sweep), with its count of failures cleared.
+- The log says each ejection and each return once (the failures of attempts still in flight
+  on an ejected replica count for nothing), and an ejection held back by the share once per
+  run of failures; `PoolObserver.ejected` (the metric, a span event) is told each ejection.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class OutlierDetector:
         state = replica.outlier
         if outcome.is_answer:
             state.consecutive = 0
+            state.held_back = False
             return
         if not outcome.is_failure or replica.ejected:
             # Failures of attempts sent before the ejection say nothing new.
@@ -110,17 +114,22 @@ class OutlierDetector:
         policy = self.policy
         ejected = sum(1 for other in pool if other.ejected)
         allowed = 100.0 * (ejected + 1) / len(pool) <= policy.max_ejection_percent
-        if not (allowed or (policy.always_eject_one and ejected == 0)):
-            logger.warning(
-                "%s replica %s is failing, but %d of %d replicas are ejected already",
-                self.role,
-                replica.endpoint,
-                ejected,
-                len(pool),
-            )
-            return
-        now = self.clock()
         state = replica.outlier
+        if not (allowed or (policy.always_eject_one and ejected == 0)):
+            # Under load a failing replica comes here every few requests: said once, until
+            # it answers or is ejected.
+            if not state.held_back:
+                state.held_back = True
+                logger.warning(
+                    "%s replica %s is failing, but %d of %d replicas are ejected already",
+                    self.role,
+                    replica.endpoint,
+                    ejected,
+                    len(pool),
+                )
+            return
+        state.held_back = False
+        now = self.clock()
         if state.readmitted_at is not None:
             # Envoy lowers the multiplier once per interval the replica stayed healthy.
             forgiven = int((now - state.readmitted_at) // policy.interval)

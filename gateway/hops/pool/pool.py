@@ -114,7 +114,7 @@ class Pool(Generic[C]):
         self._members: tuple[Replica[C], ...] = ()
         self._retiring: set[Replica[C]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._started = False
+        self._starting: asyncio.Future[None] | None = None
         # Whether replicas that join are probed at once (after the first round of checks).
         self._probing = False
         self.endpoints = EndpointSet(
@@ -135,11 +135,18 @@ class Pool(Generic[C]):
 
     # Lifecycle
 
+    @property
+    def started(self) -> bool:
+        return self._starting is not None and self._starting.done()
+
     async def start(self) -> None:
-        """Resolve the names, run a first round of health checks, then keep both going."""
-        if self._started:
-            return
-        self._started = True
+        """Resolve the names, run a first round of health checks, then keep both going.
+        Callers that come while it is starting wait for the same start."""
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._starting)
+
+    async def _start(self) -> None:
         await self.endpoints.refresh()
         self.endpoints.start()
         if self.health is not None:
@@ -149,6 +156,11 @@ class Pool(Generic[C]):
 
     async def aclose(self) -> None:
         """Stop resolving and probing; close every client, those still retiring too."""
+        starting, self._starting = self._starting, None
+        if starting is not None and not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
         await self.endpoints.aclose()
         tasks, self._tasks = list(self._tasks), set()
         for task in tasks:

@@ -24,6 +24,8 @@ class OutlierState:
     multiplier: int = 0
     ejections: int = 0
     readmitted_at: float | None = None
+    # An ejection was due but the pool's share was used up; logged once until it answers.
+    held_back: bool = False
 
 
 @dataclass

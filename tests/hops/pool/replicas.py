@@ -38,6 +38,7 @@ class FakeReplica:
         self.ready = True
         self.gate: asyncio.Event | None = None
         self.requests = 0
+        self.request_ids: list[str] = []
         self.by_attempt: Counter[int] = Counter()
         self.in_flight = 0
         self.arrived = asyncio.Event()
@@ -53,6 +54,7 @@ class FakeReplica:
 
     async def _infer(self, request: web.Request) -> web.Response:
         self.requests += 1
+        self.request_ids.append(request.headers.get("x-request-id", ""))
         self.by_attempt[int(request.headers.get("x-attempt", "1"))] += 1
         self.in_flight += 1
         self.arrived.set()
@@ -65,7 +67,9 @@ class FakeReplica:
                 await asyncio.sleep(self.delay)
             if self.status != 200:
                 return web.json_response({"error": "sick"}, status=self.status)
-            return web.json_response({"replica": self.host})
+            # A v2 answer (so that a gateway can forward it) naming the replica.
+            output = {"name": "replica", "datatype": "BYTES", "shape": [1], "data": [self.host]}
+            return web.json_response({"model_name": "m", "outputs": [output], "replica": self.host})
         finally:
             self.in_flight -= 1
 

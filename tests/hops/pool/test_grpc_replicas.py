@@ -20,7 +20,7 @@ import pytest
 
 from gateway._proto import SERVICE_NAME, pb
 from gateway.errors import UpstreamUnavailable
-from gateway.hops.grpc import upstream_error
+from gateway.hops.grpc_wire import upstream_error
 from gateway.hops.pool import (
     Endpoint,
     HealthCheckPolicy,

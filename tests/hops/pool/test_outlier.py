@@ -3,6 +3,7 @@ a cap on the share ejected, and readmission when the time is up."""
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -171,3 +172,30 @@ def test_jitter_is_added_within_its_maximum() -> None:
 def test_bad_policies_are_refused(policy: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         OutlierPolicy(**policy)
+
+
+def test_each_ejection_and_return_is_logged_once_however_many_attempts_fail(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, pool = Clock(), replicas(3)
+    outliers, recorder = detector(clock)
+    with caplog.at_level(logging.INFO, logger="gateway.hops.pool"):
+        fail(outliers, pool[0], pool, 200)  # ejected after 5; the rest were in flight
+        fail(outliers, pool[1], pool, 200)  # one of three out already: held back each run
+        clock.now = pool[0].outlier.ejected_until or clock.now
+        outliers.readmit_due(pool)
+        outliers.readmit_due(pool)
+    messages = [record.getMessage() for record in caplog.records]
+    assert [m for m in messages if "ejected for" in m] == [
+        "upstream replica 10.0.0.1:8000 ejected for 30.0 s (ejection 1)"
+    ]
+    assert len([m for m in messages if "ejected already" in m]) == 1
+    assert len([m for m in messages if "readmitted" in m]) == 1
+    assert len(recorder.named("ejected")) == 1  # what the metric counts
+    # An answer ends the run: the next refused ejection is said again.
+    outliers.record(pool[1], Outcome.SUCCESS, pool)
+    fail(outliers, pool[0], pool, 5)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="gateway.hops.pool"):
+        fail(outliers, pool[1], pool, 50)
+    assert len([r for r in caplog.records if "ejected already" in r.getMessage()]) == 1
