@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.flags import HelpFormatter
+from gateway.flag_types import HelpFormatter
 from gateway.flags import parser as kserve_flags
 from gateway.model import Model
 from gateway.preflight import StartupError

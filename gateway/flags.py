@@ -2,84 +2,20 @@
 
 Nothing is parsed at import: `parser` only describes the flags. `ModelServer()` parses
 ``sys.argv`` for the settings it was not given, as KServe's does, so a KServe script that
-builds ``ArgumentParser(parents=[model_server.parser])`` runs unchanged.
+builds ``ArgumentParser(parents=[model_server.parser])`` runs unchanged. What a flag's value
+may be is `gateway.flag_types`'.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 
-from gateway.hops.pool import BALANCERS, PoolTargetError, parse_target
+from gateway.flag_types import HelpFormatter, at_least, at_least_float, percent, strtobool
+from gateway.hops.pool import BALANCERS
 from gateway.hops.settings import PROTOCOLS
 from gateway.logs import FORMATS as LOG_FORMATS
 from gateway.settings import MIB, ServerSettings
-
-
-def strtobool(value: str) -> bool:
-    """KServe's boolean flag values: true/false, yes/no, on/off, 1/0."""
-    lowered = value.strip().lower()
-    if lowered in ("y", "yes", "t", "true", "on", "1"):
-        return True
-    if lowered in ("n", "no", "f", "false", "off", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"not a boolean: {value!r}")
-
-
-def at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse `type`: an integer of at least `minimum`."""
-
-    def parse(value: str) -> int:
-        number = int(value)
-        if number < minimum:
-            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {number}")
-        return number
-
-    parse.__name__ = "int"  # argparse names the type in its "invalid int value" error
-    return parse
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Each flag's default said once: appended unless its help already says it, and left out
-    when there is none (None: the help says what happens without the flag)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if "default" in text or action.default in (None, argparse.SUPPRESS):
-            return text
-        return super()._get_help_string(action)
-
-
-def at_least_float(minimum: float) -> Callable[[str], float]:
-    """An argparse `type`: a number of at least `minimum`."""
-
-    def parse(value: str) -> float:
-        number = float(value)
-        if not number >= minimum:
-            raise argparse.ArgumentTypeError(f"must be {minimum:g} or more, not {value}")
-        return number
-
-    parse.__name__ = "float"
-    return parse
-
-
-def percent(value: str) -> float:
-    """An argparse `type`: a share from 0 to 100."""
-    number = float(value)
-    if not 0 <= number <= 100:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 100, not {value}")
-    return number
-
-
-def pool_host(value: str) -> str:
-    """An argparse `type`: ``host[:port]``, several separated by commas (a pool), checked
-    now so that a typo stops the start with the entry named."""
-    try:
-        parse_target(value, default_port=80)
-    except PoolTargetError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,7 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--predictor_host",
         default=None,
-        type=pool_host,
         help="where requests go, HOST:PORT; several, comma-separated, or a name with several "
         "addresses: a pool of replicas (default: nowhere; inference answers 501 unless the "
         "model has a predict of its own)",
@@ -204,7 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--explainer_host",
         default=None,
-        type=pool_host,
         help="where :explain requests go, HOST:PORT or a pool (default: nowhere; they answer 501)",
     )
 
@@ -332,7 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
     pools.add_argument(
         "--predictor_shadow_host",
         default=None,
-        type=pool_host,
         help="a pool that gets a copy of sampled predictor requests; its answers are "
         "compared and discarded",
     )

@@ -29,7 +29,7 @@ from gateway.metrics import Metrics
 from gateway.model import BaseKServeModel, Model
 from gateway.model_repository import ModelRepository
 from gateway.predictor_config import PredictorConfig
-from gateway.server import allocator, readiness, rest_site, tls, workers
+from gateway.server import allocator, event_loop, readiness, rest_site, tls, workers
 from gateway.server.drain import BoundedExecutor, Drain, stop_serving
 from gateway.server.grpc import start_grpc_server
 from gateway.server.rest import create_app
@@ -179,9 +179,9 @@ class ModelServer:
 
     def check_settings(self) -> None:
         """Refuse settings that cannot work (raises `gateway.preflight.StartupError`)."""
-        preflight.check(
-            self.settings, self._options, (self.upstreams.predictor, self.upstreams.explainer)
-        )
+        upstreams = self.upstreams
+        hops = (upstreams.predictor, upstreams.explainer, *filter(None, [upstreams.shadow]))
+        preflight.check(self.settings, self._options, hops)
         config = self.predictor_config
         if config is not None and config.predictor_host:
             preflight.check_host("--predictor_host", config.predictor_host)
@@ -200,18 +200,7 @@ class ModelServer:
     def run_process(self) -> None:
         """Run this process's servers to completion on the configured event loop."""
         allocator.tune()
-        loop_kind = self._options.get("event_loop", "auto")
-        if loop_kind != "asyncio":
-            try:
-                import uvloop
-            except ImportError:
-                if loop_kind == "uvloop":
-                    raise
-            else:
-                uvloop.run(self.serve())
-                self._exit_on_time()
-                return
-        asyncio.run(self.serve())
+        event_loop.run(self.serve(), self._options.get("event_loop", "auto"))
         self._exit_on_time()
 
     def _exit_on_time(self) -> None:

@@ -52,7 +52,8 @@ def check(
         raise StartupError(f"{given} needs {missing} too: serving HTTPS takes both")
     for hop in upstreams:
         if hop.host:
-            check_host(f"--{hop.role}_host", hop.host)
+            flag = "--predictor_shadow_host" if hop.role == "shadow" else f"--{hop.role}_host"
+            check_host(flag, hop.host)
     predictor = next((hop for hop in upstreams if hop.role == "predictor"), None)
     if predictor is not None and predictor.ca_file and not _tls(predictor):
         raise StartupError(
@@ -66,16 +67,12 @@ def _tls(hop: HopSettings) -> bool:
 
 
 def check_host(flag: str, value: str) -> None:
-    """Refuse a host that is not ``HOST[:PORT]`` (a scheme may lead it, as KServe allows)."""
+    """Refuse a host that is not ``HOST[:PORT]`` (a scheme may lead it, as KServe allows), or
+    several separated by commas (a pool)."""
     try:
-        target = parse_target(value, default_port=80)
+        parse_target(value, default_port=80)
     except PoolTargetError as exc:
         raise StartupError(f"{flag} {value!r} is not HOST:PORT ({exc.reason})") from None
-    if len(target.entries) > 1:
-        raise StartupError(
-            f"{flag} {value!r} lists {len(target.entries)} hosts: a pool of replicas is not "
-            "supported yet; give one HOST:PORT"
-        )
 
 
 def check_ports_free(settings: ServerSettings) -> None:

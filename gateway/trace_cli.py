@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import orjson
 
-from gateway.flags import at_least
+from gateway.flag_types import at_least
 from gateway.waterfall import TraceRecord, merge, text
 
 __all__ = ["TraceSourceError", "add_parser", "fetch", "run"]

@@ -9,7 +9,8 @@ import io
 import pytest
 
 from gateway.__main__ import _subparser, build_parser, main
-from gateway.flags import HelpFormatter, at_least, parser, strtobool
+from gateway.flag_types import HelpFormatter, at_least, strtobool
+from gateway.flags import parser
 
 WORDS = [("true", True), ("Yes", True), ("1", True), ("off", False), (" F ", False), ("0", False)]
 

@@ -129,8 +129,10 @@ def test_an_unknown_class_lists_the_model_subclasses_of_the_file(
 @pytest.mark.parametrize(
     ("flag", "value", "expected"),
     [
-        ("--predictor_host", "a:8080,b:8080", "--predictor_host 'a:8080,b:8080' lists 2 hosts: "
-         "a pool of replicas is not supported yet; give one HOST:PORT"),
+        ("--predictor_host", "a:8080,b:80x", "--predictor_host 'a:8080,b:80x' is not HOST:PORT "
+         "(the port must be a number from 1 to 65535)"),
+        ("--predictor_shadow_host", "a:1,b c:2", "--predictor_shadow_host 'a:1,b c:2' is not "
+         "HOST:PORT ('b c' is not a host name or IP address)"),
         ("--predictor_host", "localhost:port", "--predictor_host 'localhost:port' is not "
          "HOST:PORT (the port must be a number from 1 to 65535)"),
         ("--predictor_host", "localhost:8080/v2", "--predictor_host 'localhost:8080/v2' is not "

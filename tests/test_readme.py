@@ -192,7 +192,7 @@ def test_the_readme_start_up_refusals_are_what_the_gateway_says(tmp_path: Path) 
         mistakes = [
             ["--http_port", port, "--grpc_port", "0"],
             ["--transformer", "scale.py:Scael"],
-            ["--predictor_host", "a:1,b:2"],
+            ["--predictor_host", "localhost:8080/v2"],
             ["--http_port", "9080", "--grpc_port", "9080"],
         ]
         for (mistake, expected), argv in zip(shown, mistakes, strict=True):

@@ -22,7 +22,7 @@ from typing import Any
 
 from gateway.demo import load, report
 from gateway.demo.topology import MODEL, DemoError, Topology
-from gateway.flags import at_least
+from gateway.flag_types import at_least
 
 __all__ = ["add_parser", "run"]
 

@@ -29,14 +29,12 @@ from gateway import offload
 from gateway.codecs import rest as rest_codec
 from gateway.codecs.validate import TensorSpec
 from gateway.errors import (
-    InvalidInput,
     UnsupportedProtocol,
     UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamUnavailable,
     WrongProtocol,
 )
-from gateway.header_rules import valid_http_header
 from gateway.hops.answers import read_answer
 from gateway.hops.base import Headers, Hop, Metadata
 from gateway.hops.common import (
@@ -59,7 +57,9 @@ from gateway.hops.replicas import Pooling, ReplicaClient, name_replica, open_poo
 from gateway.hops.rest_wire import (
     Answer,
     body_payload,
+    content_type,
     json_length,
+    negotiated_body,
     new_session,
     says_ready,
     segment,
@@ -73,7 +73,6 @@ from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
 from gateway.messages import encoding_weight
 from gateway.passthrough import Passthrough, PassthroughResponse
-from gateway.sanitize import upstream_text
 
 __all__ = ["TIMEOUT_HEADER", "RestHop"]
 
@@ -268,7 +267,7 @@ class RestHop(Hop):
             binary = self.settings.rest_format == "binary"
             return await offload.run(lambda: request.rest_body(binary), weight)
         facts = await self.learner.learned()
-        return await offload.run(lambda: _negotiated_body(request, facts.binary), weight)
+        return await offload.run(lambda: negotiated_body(request, facts.binary), weight)
 
     async def _passthrough(
         self, verb: str, payload: Passthrough, headers: Headers
@@ -292,15 +291,7 @@ class RestHop(Hop):
             # Passed on unread, but not unchecked: a client must not get a 200 whose tensor
             # data is cut short (the decoding path refuses the same answer with a 502).
             decoded(self.name, lambda: rest_codec.check_binary_sizes(answer.body, length))
-        content_type = answer.headers.get("Content-Type", JSON)
-        if not valid_http_header("content-type", content_type):
-            # It would go back to the client as it is, and fail there as the answer is sent.
-            raise UpstreamProtocolError(
-                f"the {self.name} answered with a Content-Type that is not a valid header "
-                f"value: {upstream_text(content_type, 64)!r}",
-                upstream=self.name,
-            )
-        return PassthroughResponse(answer.body, length, content_type)
+        return PassthroughResponse(answer.body, length, content_type(answer, self.name))
 
     def _json(self, answer: Answer) -> Any:
         return decoded(self.name, lambda: orjson.loads(answer.body))
@@ -403,13 +394,3 @@ class RestHop(Hop):
         if self._session is None:
             self._session = new_session(self.settings.max_connections, self._ssl)
         return self._session
-
-
-def _negotiated_body(request: InferRequest, binary: bool) -> tuple[bytes, int | None]:
-    if binary:
-        return request.rest_body(True)
-    try:
-        return request.rest_body(False)
-    except InvalidInput:
-        # NaN, infinity or BYTES that are not UTF-8: JSON cannot carry them, binary can.
-        return request.rest_body(True)

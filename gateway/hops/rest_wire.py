@@ -41,6 +41,7 @@ from gateway.errors import (
     UpstreamUnavailable,
     WrongProtocol,
 )
+from gateway.header_rules import valid_http_header
 from gateway.hops.common import json_body, retry_after
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
@@ -51,8 +52,10 @@ from gateway.tensor import InferOutput
 __all__ = [
     "Answer",
     "body_payload",
+    "content_type",
     "error_text",
     "json_length",
+    "negotiated_body",
     "new_session",
     "says_ready",
     "segment",
@@ -79,6 +82,19 @@ class Answer:
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes
+
+
+def content_type(answer: Answer, role: str) -> str:
+    """The answer's Content-Type (JSON if it gives none), if it can go back to a client."""
+    value = answer.headers.get("Content-Type", "application/json")
+    if not valid_http_header("content-type", value):
+        # It would go back to the client as it is, and fail there as the answer is sent.
+        raise UpstreamProtocolError(
+            f"the {role} answered with a Content-Type that is not a valid header value: "
+            f"{upstream_text(value, 64)!r}",
+            upstream=role,
+        )
+    return value
 
 
 def json_length(answer: Answer) -> int | None:
@@ -224,6 +240,18 @@ def body_payload(body: bytes) -> bytes | aiohttp.BytesPayload:
     with warnings.catch_warnings():  # no await inside: no other request runs meanwhile
         warnings.simplefilter("ignore", ResourceWarning)
         return aiohttp.BytesPayload(body)
+
+
+def negotiated_body(request: InferRequest, binary: bool) -> tuple[bytes, int | None]:
+    """The v2 body of `request`: binary if the upstream takes it, else JSON unless JSON
+    cannot carry the tensors."""
+    if binary:
+        return request.rest_body(True)
+    try:
+        return request.rest_body(False)
+    except InvalidInput:
+        # NaN, infinity or BYTES that are not UTF-8: JSON cannot carry them, binary can.
+        return request.rest_body(True)
 
 
 def v1_body(request: InferRequest) -> bytes:

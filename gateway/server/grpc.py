@@ -69,6 +69,10 @@ _SERVER_ERRORS = frozenset(
 )
 
 
+# The most client metadata one call may carry, bytes.
+GRPC_METADATA_LIMIT = 16 << 10
+
+
 def create_grpc_server(
     dataplane: DataPlane,
     settings: ServerSettings,
@@ -111,6 +115,10 @@ def create_grpc_server(
             ("grpc.max_receive_message_length", settings.grpc_max_receive_message_length),
             # gRPC shares ports by default; only worker processes should (see server.workers).
             ("grpc.so_reuseport", int(settings.grpc_reuse_port)),
+            # Between its soft and hard metadata limits gRPC refuses calls at random: one limit
+            # (what is too large to forward gets our own refusal, in gateway.hops.headers).
+            ("grpc.max_metadata_size", GRPC_METADATA_LIMIT),
+            ("grpc.absolute_max_metadata_size", GRPC_METADATA_LIMIT),
         ],
     )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
