@@ -22,6 +22,7 @@ from gateway import request_context
 from gateway.graph import Graph, GraphSpec, GraphSpecError, StepTarget, load_graph
 from gateway.hops.base import Headers, Hop, HopWrapper
 from gateway.hops.factory import build_hop
+from gateway.hops.replicas import Pooling
 from gateway.hops.settings import HopSettings
 from gateway.infer_request import InferRequest
 from gateway.metrics import Metrics
@@ -111,11 +112,17 @@ class GraphUpstreams:
         deadline = spec.router_timeouts.server_write or base.timeout
         return cls(spec, MappingProxyType(hops), deadline)
 
-    def build(self, *, metrics: Metrics | None, tracer: Any = None) -> Hop:
-        """The graph over a new hop per service (the caller closes it with `aclose`)."""
+    def build(
+        self, *, metrics: Metrics | None, tracer: Any = None, pooling: Pooling | None = None
+    ) -> Hop:
+        """The graph over a new hop per service (the caller closes it with `aclose`); each
+        service's pool shares what `pooling` holds (the process's retry budget)."""
         targets = self.spec.targets()
         hops = {
-            service: _Step(build_hop(settings, metrics=metrics, tracer=tracer), targets[service])
+            service: _Step(
+                build_hop(settings, metrics=metrics, tracer=tracer, pooling=pooling),
+                targets[service],
+            )
             for service, settings in self.hops.items()
         }
         return _Deadline(Graph(self.spec, hops, metrics=metrics), self.deadline)

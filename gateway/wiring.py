@@ -186,14 +186,14 @@ def connect(
     """Give `model` the predictor and explainer hops it lacks; returns the hops it built
     (hops a user set, a MockHop say, are left alone and are not ours to close)."""
     built: list[Hop] = []
+    pooling = upstreams.pooling
     graph = upstreams.graph
     if graph is not None and model.name == graph.name and model.predictor_hop is None:
-        model.predictor_hop = graph.build(metrics=metrics, tracer=tracer)
+        model.predictor_hop = graph.build(metrics=metrics, tracer=tracer, pooling=pooling)
         # The graph's model is only as ready as every service the graph calls.
         model.predictor_config = PredictorConfig(None, predictor_health_check=True)
         built.append(model.predictor_hop)
         logger.info("model %s -> graph of %d services", model.name, len(graph.hops))
-    pooling = upstreams.pooling
     config = model_predictor_config(model, server_config)
     if config is not None and config.predictor_host and model.predictor_hop is None:
         predictor = predictor_settings(upstreams.predictor, config, model.name)

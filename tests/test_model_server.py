@@ -189,7 +189,11 @@ async def test_a_killed_worker_is_replaced_and_the_server_is_not_ready_meanwhile
             # not ready; its answer is the first one after the kill.
             deadline = time.monotonic() + 5
             while (status := await _status(session, ready)) == 200:
-                assert time.monotonic() < deadline, "still ready with one worker of two"
+                assert time.monotonic() < deadline, (
+                    "still ready with one worker of two",
+                    _children(server.process.pid),
+                    [line for line in server.output().splitlines() if "access" not in line],
+                )
                 await asyncio.sleep(0.02)
             assert status == 503
             await _wait_ready(session, server)

@@ -142,9 +142,6 @@ class _Supervisor:
         due: dict[int, float] = {}  # slot -> when its replacement starts
         ended: set[int] = set()  # slots whose worker exited and is not replaced
         while True:
-            running = [p for p in self.processes.values() if p.is_alive()]
-            if not running and not due:
-                return
             now = time.monotonic()
             for slot in [slot for slot, at in due.items() if at <= now]:
                 del due[slot]
@@ -152,26 +149,34 @@ class _Supervisor:
                     ended.add(slot)
                 else:
                     self.start(slot)
-            timeout = max(0.0, min(due.values()) - now) if due else None
-            multiprocessing.connection.wait([p.sentinel for p in running], timeout)
+            # The dead are found before the wait, not only after it: one that died before
+            # this iteration would otherwise be left out of it and never be replaced.
             for slot, process in self.processes.items():
-                if process.is_alive() or slot in due or slot in ended:
-                    continue
-                process.join()
-                served = bool(self._shared.serving[slot])
-                self._shared.serving[slot] = 0
-                if self._stopping or process.exitcode == 0 or not served:
-                    ended.add(slot)
-                    continue
-                delay = self._backoff(slot)
-                logger.error(
-                    "worker %s (pid %s) exited with %s; replacing it in %g s",
-                    process.name,
-                    process.pid,
-                    process.exitcode,
-                    delay,
-                )
-                due[slot] = time.monotonic() + delay
+                if not (process.is_alive() or slot in due or slot in ended):
+                    self._reap(slot, process, due, ended)
+            running = [p for p in self.processes.values() if p.is_alive()]
+            if not running and not due:
+                return
+            timeout = max(0.0, min(due.values()) - time.monotonic()) if due else None
+            multiprocessing.connection.wait([p.sentinel for p in running], timeout)
+
+    def _reap(self, slot: int, process: Any, due: dict[int, float], ended: set[int]) -> None:
+        """Collect the worker of `slot` that exited; schedule its replacement if it died."""
+        process.join()
+        served = bool(self._shared.serving[slot])
+        self._shared.serving[slot] = 0
+        if self._stopping or process.exitcode == 0 or not served:
+            ended.add(slot)
+            return
+        delay = self._backoff(slot)
+        logger.error(
+            "worker %s (pid %s) exited with %s; replacing it in %g s",
+            process.name,
+            process.pid,
+            process.exitcode,
+            delay,
+        )
+        due[slot] = time.monotonic() + delay
 
     def _backoff(self, slot: int) -> float:
         lived = time.monotonic() - self._started.get(slot, 0.0)

@@ -34,7 +34,9 @@ from tests.faults.support import (
 from tests.hops.upstreams import free_port
 from tests.server.procs import ServerProcess
 
-DELAY = 2.5
+# Long enough that every check after the SIGTERM runs while the requests are still held, on a
+# busy machine too.
+DELAY = 4.0
 TIMEOUT = 10.0
 CLIENT_TIMEOUT = TIMEOUT + HANG_AFTER
 LIMIT = 4
