@@ -161,7 +161,7 @@ async def stop_serving(
         for site in list(runner.sites):
             await site.stop()
         if runner.server is not None:
-            runner.server.pre_shutdown()  # idle keep-alive connections close now
+            _close_connections(runner.server)
     if await drain.wait(grace):
         drain.expire()
         await drain.wait(CLOSE_SECONDS)
@@ -169,3 +169,17 @@ async def stop_serving(
         await runner.cleanup()
     if grpc_stopped is not None:
         await grpc_stopped
+
+
+def _close_connections(server: web.Server) -> None:
+    """Close idle keep-alive connections now, and the others once their request is answered.
+
+    aiohttp's own ``pre_shutdown`` leaves an idle connection open, and a request that then
+    arrives on it is never read: its client waits until the drain ends. It has no public way
+    to tell an idle connection, hence the private flag (read defensively: unknown is busy).
+    """
+    for connection in server.connections:
+        if getattr(connection, "_request_in_progress", True):
+            connection.close()
+        else:
+            connection.force_close()
