@@ -32,3 +32,17 @@ def test_brackets_inside_strings_are_not_structure() -> None:
 
 def test_many_brackets_side_by_side_are_not_depth() -> None:
     check(b"[" + b",".join([b"[1]"] * (3 * MAX_DEPTH)) + b"]")
+
+
+def test_a_large_body_is_counted_as_a_small_one() -> None:
+    """Bodies past the size where the count switches to numpy: deep is still refused, and a
+    large flat one (a tensor's data) passes."""
+    padding = '"' + "x" * 8192 + '"'
+    deep = ("[" * (MAX_DEPTH + 1) + padding + "]" * (MAX_DEPTH + 1)).encode()
+    with pytest.raises(InvalidInput, match=f"nests {MAX_DEPTH + 1} levels deep"):
+        check(deep)
+    with pytest.raises(InvalidInput):
+        check(bytearray(deep))
+    check(("[" * MAX_DEPTH + padding + "]" * MAX_DEPTH).encode())
+    flat = b'{"inputs":[{"data":[' + b",".join([b"[0.5]"] * 4000) + b"]}]}"
+    check(flat)
