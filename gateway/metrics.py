@@ -14,7 +14,9 @@ application/openmetrics-text``); with several workers through `gateway.metrics_e
 from __future__ import annotations
 
 import os
-from typing import Any
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 from prometheus_client.exposition import choose_encoder
@@ -46,6 +48,24 @@ LATENCY_BUCKETS = (
     30.0,
     float("inf"),
 )
+
+
+M = TypeVar("M")
+
+# Collectors made by `registered_once`, per registry and per kind.
+_ONCE: weakref.WeakKeyDictionary[CollectorRegistry, dict[Callable[..., Any], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def registered_once(kind: Callable[[CollectorRegistry], M], registry: CollectorRegistry) -> M:
+    """``kind(registry)``, made once per registry (a registry refuses a metric registered
+    twice): every hop of a server shares it."""
+    made = _ONCE.setdefault(registry, {})
+    if kind not in made:
+        made[kind] = kind(registry)
+    collectors: M = made[kind]
+    return collectors
 
 
 class Metrics:

@@ -38,7 +38,7 @@ from gateway.hops.common import (
 from gateway.hops.facts import Learner, UpstreamFacts, declared_inputs, server_name
 from gateway.hops.grpc_wire import grpc_metadata, metadata_values, upstream_error
 from gateway.hops.pool import Pool, Replica, leased
-from gateway.hops.replicas import Pooling, ReplicaClient, name_replica, open_pool, pool_ready
+from gateway.hops.replicas import Pooling, ReplicaClient, name_replica, pool_ready, upstream_of
 from gateway.hops.settings import HopSettings
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
@@ -132,12 +132,8 @@ class GrpcHop(Hop):
                     roots = file.read()
             self._credentials = grpc.ssl_channel_credentials(root_certificates=roots)
         self._owns_pool = pool is None
-        self.pool = pool or open_pool(settings, pooling, self.probe)
-        self.learner = learner or Learner(
-            self.discover,
-            self.name,
-            str(self.pool.endpoints.target),
-            keep_inputs=settings.validate_inputs,
+        self.pool, self.learner = upstream_of(
+            settings, pool, pooling, learner, self.probe, self.discover
         )
 
     async def infer(self, payload: Any, headers: Headers) -> Any:

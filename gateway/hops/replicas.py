@@ -20,6 +20,7 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from gateway.hops.facts import Learner, Probe
 from gateway.hops.pool import (
     Endpoint,
     Outcome,
@@ -41,6 +42,7 @@ __all__ = [
     "open_pool",
     "pool_ready",
     "pool_target",
+    "upstream_of",
 ]
 
 logger = logging.getLogger("gateway.hops")
@@ -96,6 +98,23 @@ def pool_target(settings: HopSettings) -> PoolTarget:
     """The hop's ``host`` as pool entries (port 443 with TLS, else 80, when none is given)."""
     secure = settings.use_ssl or settings.host.lower().startswith("https://")
     return parse_target(settings.host, default_port=443 if secure else 80)
+
+
+def upstream_of(
+    settings: HopSettings,
+    pool: Pool[ReplicaClient] | None,
+    pooling: Pooling | None,
+    learner: Learner | None,
+    probe: Callable[[Replica[ReplicaClient]], Awaitable[bool]],
+    discover: Probe,
+) -> tuple[Pool[ReplicaClient], Learner]:
+    """A transport hop's replicas and what it learns of them: those given (an ``auto`` hop
+    shares its own with the hop it picks), else new ones."""
+    pool = pool or open_pool(settings, pooling, probe)
+    learner = learner or Learner(
+        discover, settings.role, str(pool.endpoints.target), keep_inputs=settings.validate_inputs
+    )
+    return pool, learner
 
 
 def open_pool(

@@ -53,7 +53,7 @@ from gateway.hops.facts import (
     takes_binary,
 )
 from gateway.hops.pool import Pool, Replica, leased
-from gateway.hops.replicas import Pooling, ReplicaClient, name_replica, open_pool, pool_ready
+from gateway.hops.replicas import Pooling, ReplicaClient, name_replica, pool_ready, upstream_of
 from gateway.hops.rest_wire import (
     Answer,
     body_payload,
@@ -119,12 +119,8 @@ class RestHop(Hop):
         self._model = segment(settings.model_name)
         self._negotiates = settings.rest_format == "auto" and settings.protocol == "v2"
         self._owns_pool = pool is None
-        self.pool = pool or open_pool(settings, pooling, self.probe)
-        self.learner = learner or Learner(
-            self.discover,
-            self.name,
-            str(self.pool.endpoints.target),
-            keep_inputs=settings.validate_inputs,
+        self.pool, self.learner = upstream_of(
+            settings, pool, pooling, learner, self.probe, self.discover
         )
 
     # Hop

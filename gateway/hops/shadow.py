@@ -15,7 +15,6 @@ import asyncio
 import logging
 import random as _random
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from gateway import request_context
 from gateway.errors import GatewayError, http_status
 from gateway.hops.base import Headers, Hop, HopWrapper
-from gateway.metrics import LATENCY_BUCKETS
+from gateway.metrics import LATENCY_BUCKETS, registered_once
 from gateway.request_context import RequestContext
 
 __all__ = ["SHADOW_MAX_IN_FLIGHT", "ShadowMetrics", "Shadowed", "shadow_metrics"]
@@ -59,17 +58,9 @@ class ShadowMetrics:
         )
 
 
-_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, ShadowMetrics] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def shadow_metrics(registry: CollectorRegistry) -> ShadowMetrics:
     """The shadow metrics of `registry`, registered on it once."""
-    metrics = _BY_REGISTRY.get(registry)
-    if metrics is None:
-        metrics = _BY_REGISTRY[registry] = ShadowMetrics(registry)
-    return metrics
+    return registered_once(ShadowMetrics, registry)
 
 
 def status_of(exc: BaseException | None) -> int:

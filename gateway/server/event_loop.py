@@ -7,9 +7,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-__all__ = ["KINDS", "run"]
-
-KINDS = ("auto", "asyncio", "uvloop")
+__all__ = ["run"]
 
 
 def run(main: Coroutine[Any, Any, None], kind: str = "auto") -> None:

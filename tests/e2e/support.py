@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -19,8 +19,10 @@ from aiohttp import web
 from gateway.__main__ import IdentityTransformer
 from gateway._proto import SERVICE_NAME
 from gateway.flags import parser
+from gateway.hops.pool import StaticResolver
 from gateway.model import Model
 from gateway.model_server import ModelServer
+from gateway.wiring import Upstreams
 from tests.hops.upstreams import serve_app, serve_model_infer
 from tests.server.procs import ServerProcess, run_server
 
@@ -117,9 +119,12 @@ class Gateway:
 
 
 @asynccontextmanager
-async def gateway(*flags: str, model: Model | None = None) -> AsyncIterator[Gateway]:
+async def gateway(
+    *flags: str, model: Model | None = None, resolver: StaticResolver | None = None
+) -> AsyncIterator[Gateway]:
     """A ModelServer in this process, configured by KServe's flags as ``gateway serve`` is,
-    serving `model` (default: the identity transformer) on ports 0; ready when yielded."""
+    serving `model` (default: the identity transformer) on ports 0; ready when yielded.
+    `resolver` stands in for DNS in its pools."""
     args = parser.parse_args(["--model_name", MODEL, "--grace_period", "1", *flags])
     server = ModelServer(
         http_port=0,
@@ -127,6 +132,7 @@ async def gateway(*flags: str, model: Model | None = None) -> AsyncIterator[Gate
         listen_address="127.0.0.1",
         args=args,
         configure_logging=False,
+        upstreams=replace(Upstreams.from_flags(args), resolver=resolver),
     )
     server.register_model(model or IdentityTransformer(MODEL))
     await server.startup()

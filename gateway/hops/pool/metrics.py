@@ -9,7 +9,6 @@ so that a pool whose pods come and go does not grow its label sets without end.
 from __future__ import annotations
 
 import contextlib
-import weakref
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -18,20 +17,14 @@ from gateway.hops.pool.observer import PoolObserver
 from gateway.hops.pool.outcome import Outcome
 from gateway.hops.pool.replica import Replica
 from gateway.metrics import LATENCY_BUCKETS as BUCKETS
+from gateway.metrics import registered_once
 
 __all__ = ["PoolMetrics", "pool_metrics"]
-
-_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, PoolMetrics] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def pool_metrics(registry: CollectorRegistry) -> PoolMetrics:
     """The pool metrics of `registry`, registered on it once (a server's hops share them)."""
-    metrics = _BY_REGISTRY.get(registry)
-    if metrics is None:
-        metrics = _BY_REGISTRY[registry] = PoolMetrics(registry)
-    return metrics
+    return registered_once(PoolMetrics, registry)
 
 
 class PoolMetrics:

@@ -7,16 +7,12 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from typing import Any
 
 import aiohttp
 
-from gateway.__main__ import IdentityTransformer
-from gateway.flags import parser
 from gateway.hops.pool import StaticResolver
-from gateway.model_server import ModelServer
-from gateway.wiring import Upstreams
+from tests.e2e import support
 
 BODY = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [1]}]}
 _ids = itertools.count()
@@ -25,30 +21,8 @@ _ids = itertools.count()
 @asynccontextmanager
 async def gateway(*flags: str, resolver: StaticResolver | None = None) -> AsyncIterator[str]:
     """The gateway's REST base URL, ready; `flags` as on its command line."""
-    args = parser.parse_args(
-        ["--model_name", "m", "--grace_period", "1", "--predictor_protocol", "v2", *flags]
-    )
-    upstreams = replace(Upstreams.from_flags(args), resolver=resolver)
-    server = ModelServer(
-        http_port=0,
-        grpc_port=0,
-        listen_address="127.0.0.1",
-        args=args,
-        configure_logging=False,
-        upstreams=upstreams,
-    )
-    server.register_model(IdentityTransformer("m"))
-    await server.startup()
-    try:
-        for _ in range(500):
-            if await server.dataplane.ready():
-                break
-            await asyncio.sleep(0.01)
-        else:
-            raise AssertionError("the gateway did not become ready")
-        yield f"http://127.0.0.1:{server.bound_http_port}"
-    finally:
-        await server.shutdown()
+    async with support.gateway("--predictor_protocol", "v2", *flags, resolver=resolver) as served:
+        yield served.base_url
 
 
 class Answer:
