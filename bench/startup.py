@@ -6,8 +6,11 @@ poll ``GET /v2/health/ready`` on its REST port every few milliseconds and take t
 the process's start to the first 200 (the floor has no readiness route: its first answer of
 any status counts), then let it sit idle for a moment and read its resident memory (VmRSS
 from ``/proc``). The gateway is ``python -m gateway serve`` with default flags, tracing off;
-each is pinned to the first CPU, the predictor and this script to the others. Run from the
-repo root:
+each is pinned to the first CPU, the predictor and this script to the others. Both run from
+compiled bytecode, as an installed package does (pip compiles it at install; this script keeps
+it in a temporary ``PYTHONPYCACHEPREFIX`` filled by one uncounted start of each, so
+``PYTHONDONTWRITEBYTECODE`` in the caller's environment does not make every start compile
+from source). Run from the repo root:
 
     python bench/startup.py                  # 5 rounds, median
     python bench/startup.py --rounds 9
@@ -75,9 +78,12 @@ def _rss_mib(pid: int) -> float | None:
     return None
 
 
-def start_once(argv: Sequence[str], port: int, any_status: bool, cpus: frozenset[int]) -> Start:
+def start_once(
+    argv: Sequence[str], port: int, any_status: bool, cpus: frozenset[int], bytecode: Path
+) -> Start:
     """Start `argv` (listening on REST `port`), time it to ready, read its idle memory."""
-    env = {**os.environ, **hops.NO_OTEL}
+    env = {**os.environ, **hops.NO_OTEL, "PYTHONPYCACHEPREFIX": str(bytecode)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     with tempfile.TemporaryFile() as log:
         started = time.perf_counter()
         process = subprocess.Popen(
@@ -111,7 +117,7 @@ def start_once(argv: Sequence[str], port: int, any_status: bool, cpus: frozenset
 
 def _gateway(python: str, upstreams: hops.Upstreams, port: int) -> list[str]:
     argv = [python, "-m", "gateway", "serve", "--model_name", hops.MODEL_NAME]
-    argv += ["--predictor_host", upstreams.host("v2"), "--predictor_protocol", "v2"]
+    argv += ["--predictor_host", upstreams.host("v2")]
     argv += ["--http_port", str(port), "--grpc_port", str(harness.free_port())]
     return [*argv, "--listen_address", harness.LOCALHOST]
 
@@ -142,14 +148,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"- {harness.python_info(python, ['aiohttp', 'grpcio', 'uvloop', 'numpy'])}")
     print(f"- checkout: {harness.checkout()}\n")
     starts: dict[str, list[Start]] = {"gateway": [], "floor": []}
-    with hops.predictor_server(python, load_cpus, 0) as predictor:
+    processes = (("gateway", _gateway, False), ("floor", _floor, True))
+    with (
+        hops.predictor_server(python, load_cpus, 0) as predictor,
+        tempfile.TemporaryDirectory(prefix="bytecode-") as bytecode,
+    ):
         upstreams = hops.Upstreams(predictor, None)
-        for number in range(rounds):
-            print(f"round {number + 1} of {rounds}", file=sys.stderr, flush=True)
-            for name, build, any_status in (("gateway", _gateway, False), ("floor", _floor, True)):
+        for number in range(rounds + 1):
+            print(f"round {number} of {rounds} (0: warm-up)", file=sys.stderr, flush=True)
+            for name, build, any_status in processes:
                 port = harness.free_port()
-                starts[name].append(start_once(build(python, upstreams, port), port, any_status,
-                                               hop_cpus))  # fmt: skip
+                argv = build(python, upstreams, port)
+                start = start_once(argv, port, any_status, hop_cpus, Path(bytecode))
+                if number:
+                    starts[name].append(start)
     rows = []
     medians: dict[str, tuple[float | None, float | None]] = {}
     for name, runs in starts.items():

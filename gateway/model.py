@@ -17,8 +17,8 @@ from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from gateway import logs, request_context, tracing_ids
-from gateway.codecs import validate
+from gateway import lazy_numpy, logs, request_context, tracing_ids
+from gateway.codecs import json_depth, validate
 from gateway.errors import InvalidInput, Unimplemented
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
@@ -205,6 +205,9 @@ class Model(InferenceModel):
             return
         if isinstance(request, Passthrough):
             if request.protocol == "v2":
+                json_size = request.json_length or len(request.body)
+                if json_depth.scans_with_numpy(json_size) and lazy_numpy.loaded() is None:
+                    await lazy_numpy.load()  # not on the loop: its import takes 0.15 s
                 described = validate.rest_request(request.body, request.json_length)
             elif request.protocol == "grpc-v2":
                 described = validate.grpc_request(request.body)

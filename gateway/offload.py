@@ -7,7 +7,8 @@ steps, and numpy and zlib let it go during their bulk work. A thread costs about
 so small payloads, by far the most common, stay on the loop.
 
 `weight` estimates the work: bytes of text to parse, plus BYTES data (a Python step per
-element, some 16 times the cost of a byte of JSON). `run` moves work at or above `HEAVY`.
+element, some 16 times the cost of a byte of JSON). `run` moves work at or above `HEAVY`, and
+imports numpy in a thread before the first work it keeps on the loop (`gateway.lazy_numpy`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import contextvars
 import functools
 from collections.abc import Callable
 from typing import TypeVar
+
+from gateway import lazy_numpy
 
 __all__ = ["HEAVY", "run", "weight"]
 
@@ -38,6 +41,8 @@ async def run(work: Callable[[], T], heft: int) -> T:
     """`work()`, on the loop when `heft` (from `weight`) is under `HEAVY`, else in the loop's
     default executor (with the caller's context: request id, deadline, current span)."""
     if heft < HEAVY:
+        if lazy_numpy.loaded() is None:
+            await lazy_numpy.load()
         return work()
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()

@@ -13,16 +13,21 @@ into a list once (as KServe's `data` is), so that changes to that list are what 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from gateway import lazy_numpy
 from gateway.codecs import arrays
 from gateway.codecs.datatypes import CONTENTS_FIELD, FLOATS, check_datatype, from_numpy_dtype
 from gateway.codecs.parameters import Parameters, to_http_parameters
 from gateway.errors import InferenceError, InvalidInput
 
-Array = np.ndarray[Any, Any]
+if TYPE_CHECKING:
+    import numpy as np
+
+    Array = np.ndarray[Any, Any]
+else:
+    np = lazy_numpy.bind(globals())
+
 Buffer = bytes | bytearray | memoryview
 
 

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
-
+from gateway import lazy_numpy
 from gateway.waterfall import SpanRecord, TraceRecord, duration_ms, rows
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_numpy.bind(globals())
 
 __all__ = ["RowPath", "StageRow", "StageTimes", "slowest", "stage_rows", "stage_times"]
 

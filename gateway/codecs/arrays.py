@@ -8,15 +8,20 @@ allocated, and every message names the tensor.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from gateway import lazy_numpy
 from gateway.codecs import bytes_tensor
-from gateway.codecs.datatypes import FLOATS, INTS, NATIVE, NUMPY, STORAGE, itemsize
+from gateway.codecs.datatypes import FLOATS, INTS, dtypes, itemsize
 from gateway.errors import InvalidInput
 
-Array = np.ndarray[Any, Any]
+if TYPE_CHECKING:
+    import numpy as np
+
+    Array = np.ndarray[Any, Any]
+else:
+    np = lazy_numpy.bind(globals())
+
 Buffer = bytes | bytearray | memoryview
 
 # Far above any real tensor (16 GiB of FP32), far below what would overflow a size computation.
@@ -35,7 +40,7 @@ def element_count(shape: object, tensor: str, max_elements: int = MAX_ELEMENTS) 
         )
     count = 1
     for dim in shape:
-        if isinstance(dim, bool) or not isinstance(dim, int | np.integer):
+        if not _is_integer(dim):
             raise InvalidInput(f"tensor {tensor!r}: shape {list(shape)} has a non-integer dim")
         if dim < 0:
             raise InvalidInput(f"tensor {tensor!r}: shape {list(shape)} has a negative dim")
@@ -53,6 +58,14 @@ def element_count(shape: object, tensor: str, max_elements: int = MAX_ELEMENTS) 
             f"{max_elements} elements"
         )
     return count
+
+
+def _is_integer(value: object) -> bool:
+    """Whether `value` is a Python or numpy integer (asking does not import numpy)."""
+    if isinstance(value, int):
+        return not isinstance(value, bool)
+    numpy = lazy_numpy.loaded()
+    return numpy is not None and isinstance(value, numpy.integer)
 
 
 def check_raw(raw: Buffer, datatype: str, shape: Sequence[int], tensor: str) -> None:
@@ -76,7 +89,7 @@ def from_raw(raw: Buffer, datatype: str, shape: Sequence[int], tensor: str) -> A
         flat = bytes_tensor.to_object_array(bytes_tensor.unframe(raw, count, tensor))
     else:
         check_raw(raw, datatype, shape, tensor)
-        flat = np.frombuffer(raw, dtype=STORAGE[datatype])
+        flat = np.frombuffer(raw, dtype=dtypes().storage[datatype])
         if datatype == "BF16":
             flat = bf16_to_float32(flat)
     return flat.reshape(shape)
@@ -89,7 +102,7 @@ def to_raw(array: Array, datatype: str, tensor: str) -> Buffer:
         return bytes_tensor.frame(elements)
     if datatype == "BF16":
         array = float32_to_bf16(array)
-    stored = np.ascontiguousarray(array, dtype=STORAGE[datatype])
+    stored = np.ascontiguousarray(array, dtype=dtypes().storage[datatype])
     return stored.data.cast("B") if stored.size else b""
 
 
@@ -103,7 +116,7 @@ def coerce(array: Array, datatype: str, tensor: str) -> Array:
             return bf16_to_float32(array.view(np.uint16))
         if array.dtype.kind in "fiu":
             return bf16_to_float32(float32_to_bf16(array))
-    elif array.dtype == NUMPY[datatype]:
+    elif array.dtype == dtypes().numpy[datatype]:
         return array
     kind = array.dtype.kind
     if datatype == "BYTES":
@@ -135,7 +148,7 @@ def from_json(data: object, datatype: str, shape: Sequence[int], tensor: str) ->
         raise _count_mismatch(tensor, parsed.size, shape, count)
     if count == 0:
         try:
-            return np.zeros(shape, dtype=NUMPY[datatype])
+            return np.zeros(shape, dtype=dtypes().numpy[datatype])
         except ValueError as exc:  # empty, but its other dims multiply past numpy's reach
             raise InvalidInput(f"tensor {tensor!r}: numpy cannot shape {list(shape)}") from exc
     kind = parsed.dtype.kind
@@ -154,7 +167,7 @@ def from_json(data: object, datatype: str, shape: Sequence[int], tensor: str) ->
         raise InvalidInput(f"tensor {tensor!r}: {datatype} data must be numbers")
     # Overflow is refused below, naming the tensor; numpy's warning would only be noise.
     with np.errstate(over="ignore"):
-        converted = parsed.astype(NUMPY[datatype] if datatype != "BF16" else np.float32)
+        converted = parsed.astype(dtypes().numpy[datatype] if datatype != "BF16" else np.float32)
     if datatype == "BF16":
         # Before the overflow check: values near float32's max round up to infinity.
         converted = bf16_to_float32(float32_to_bf16(converted))
@@ -174,7 +187,7 @@ def to_json(array: Array, datatype: str, tensor: str) -> Array | list[str]:
                 f"tensor {tensor!r}: BYTES element is not UTF-8 text, which JSON cannot carry; "
                 "send or ask for it as binary data"
             ) from exc
-    out = np.ascontiguousarray(flat, dtype=NATIVE[datatype])
+    out = np.ascontiguousarray(flat, dtype=dtypes().native[datatype])
     # logical_and.reduce rather than .all(): on small tensors the method's wrapper costs more
     # than the check.
     if datatype in FLOATS and not np.logical_and.reduce(np.isfinite(out), axis=None):
@@ -219,7 +232,7 @@ def _exact_uint64(data: object, tensor: str) -> Array:
 def _fits_int(array: Array, datatype: str) -> bool:
     if array.size == 0:
         return True
-    info = np.iinfo(STORAGE[datatype])
+    info = np.iinfo(dtypes().storage[datatype])
     return int(array.min()) >= info.min and int(array.max()) <= info.max
 
 

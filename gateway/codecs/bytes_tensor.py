@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from gateway import lazy_numpy
 from gateway.errors import InferenceError, InvalidInput
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_numpy.bind(globals())
 
 Buffer = bytes | bytearray | memoryview
 

@@ -10,11 +10,9 @@ received message before protobuf parses what is left. One copy to send, none to 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-
-from gateway import offload
+from gateway import lazy_numpy, offload
 from gateway._proto import pb
 from gateway.codecs import bytes_tensor
 from gateway.codecs.datatypes import CONTENTS_FIELD, check_datatype
@@ -24,10 +22,16 @@ from gateway.codecs.rest import REST_ONLY
 from gateway.codecs.tensor_fields import TensorFields
 from gateway.errors import InvalidInput
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    Array = np.ndarray[Any, Any]
+else:
+    np = lazy_numpy.bind(globals())
+
 RAW_INPUT_FIELD = pb.ModelInferRequest.RAW_INPUT_CONTENTS_FIELD_NUMBER
 RAW_OUTPUT_FIELD = pb.ModelInferResponse.RAW_OUTPUT_CONTENTS_FIELD_NUMBER
 
-Array = np.ndarray[Any, Any]
 Buffer = bytes | bytearray | memoryview
 
 # Top-level fields of one message: a few per tensor (its description and raw contents) and

@@ -8,17 +8,20 @@ below orjson's limit is for the levels the gateway wraps around what it writes b
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from gateway import lazy_numpy
 from gateway.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_numpy.bind(globals())
 
 Buffer = bytes | bytearray | memoryview
 
 MAX_DEPTH = 128
-_OPEN = np.frombuffer(b"[{", np.uint8)
-_QUOTE = ord('"')
+_BRACKET, _BRACE, _QUOTE = ord("["), ord("{"), ord('"')
 
 
 def structure(document: Buffer, keep: bytes = b"[]{}") -> np.ndarray[Any, Any]:
@@ -43,7 +46,8 @@ def check(document: Buffer, what: str = "body") -> None:
     data = document if isinstance(document, bytes | bytearray) else bytes(document)
     if _openings(data) <= MAX_DEPTH:  # the usual case: a count, no structure
         return
-    steps = np.where(np.isin(structure(data), _OPEN), 1, -1)
+    chars = structure(data)
+    steps = np.where((chars == _BRACKET) | (chars == _BRACE), 1, -1)
     depth = int(np.cumsum(steps).max()) if steps.size else 0
     if depth > MAX_DEPTH:
         raise InvalidInput(f"{what} nests {depth} levels deep; the limit is {MAX_DEPTH}")
@@ -54,9 +58,14 @@ def check(document: Buffer, what: str = "body") -> None:
 _VECTOR_COUNT = 4096
 
 
+def scans_with_numpy(size: int) -> bool:
+    """Whether checking `size` bytes of JSON uses numpy."""
+    return size >= _VECTOR_COUNT
+
+
 def _openings(data: bytes | bytearray) -> int:
     """How many ``[`` and ``{`` `data` holds, strings included."""
-    if len(data) < _VECTOR_COUNT:
+    if not scans_with_numpy(len(data)):
         return data.count(b"[") + data.count(b"{")
     chars = np.frombuffer(data, np.uint8)
-    return int(np.count_nonzero((chars == _OPEN[0]) | (chars == _OPEN[1])))
+    return int(np.count_nonzero((chars == _BRACKET) | (chars == _BRACE)))

@@ -12,12 +12,16 @@ parsing are checked before it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from gateway import lazy_numpy
 from gateway.codecs import json_depth
 from gateway.errors import PayloadTooLarge
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_numpy.bind(globals())
 
 __all__ = ["DecodeLimits", "ValueBudget"]
 

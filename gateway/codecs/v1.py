@@ -16,16 +16,20 @@ numpy (and so a v1 predictor) reads them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
-
+from gateway import lazy_numpy
 from gateway.codecs.datatypes import from_numpy_dtype
 from gateway.errors import InvalidInput
 
-V1_INPUT_NAME = "input-0"
+if TYPE_CHECKING:
+    import numpy as np
 
-Array = np.ndarray[Any, Any]
+    Array = np.ndarray[Any, Any]
+else:
+    np = lazy_numpy.bind(globals())
+
+V1_INPUT_NAME = "input-0"
 
 
 class Column(NamedTuple):
