@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -29,13 +30,15 @@ from gateway.metrics import Metrics
 from gateway.model import BaseKServeModel, Model
 from gateway.model_repository import ModelRepository
 from gateway.predictor_config import PredictorConfig
-from gateway.server import allocator, event_loop, readiness, rest_site, tls, workers
+from gateway.server import allocator, event_loop, readiness, rest_site, tls
 from gateway.server.drain import BoundedExecutor, Drain, stop_serving
 from gateway.server.grpc import start_grpc_server
 from gateway.server.rest import create_app
-from gateway.server.workers import Shared
 from gateway.settings import ServerSettings
 from gateway.wiring import Upstreams, connect, disconnect
+
+if TYPE_CHECKING:
+    from gateway.server.workers import Shared
 
 __all__ = ["ModelServer", "parser"]
 
@@ -170,6 +173,9 @@ class ModelServer:
         try:
             self.check_settings()
             if self.settings.workers > 1:
+                # Here, not at the top: multiprocessing is for more than one worker only.
+                from gateway.server import workers
+
                 preflight.check_ports_free(self.settings)
                 workers.run(self.settings, self._serve_worker)
             else:
@@ -374,6 +380,10 @@ class ModelServer:
                 logger.exception("loading model %s failed; it stays not ready", name)
                 model.ready = False
         self.dataplane.starting = False
+        # What exists now (modules, models, hops: some 50k objects) lives as long as the
+        # process; out of the collector's sight, each full collection of what requests leave
+        # behind holds the loop for a fraction of the time it would.
+        gc.freeze()
         names = ", ".join(self.registered_models.get_models())
         logger.info("loaded: %s", names)
         await readiness.announce(self.dataplane, names)
@@ -383,13 +393,6 @@ class ModelServer:
 _ANY = ("0.0.0.0", "::", "")
 
 _EXTRA_OPTIONS = frozenset(
-    {
-        "event_loop",
-        "ssl_certfile",
-        "ssl_keyfile",
-        "configure_logging",
-        "log_config_file",
-        "upstreams",
-        "log_format",
-    }
+    {"event_loop", "ssl_certfile", "ssl_keyfile", "configure_logging", "log_config_file"}
+    | {"upstreams", "log_format"}
 )

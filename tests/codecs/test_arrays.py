@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from gateway.codecs import arrays
 from gateway.codecs.datatypes import (
     DATATYPES,
-    NUMPY,
+    dtypes,
     itemsize,
 )
 from gateway.errors import InvalidInput
@@ -238,7 +238,7 @@ def test_coerce_rounds_floats_to_bf16() -> None:
 def test_from_json(data: object, datatype: str, shape: list[int], expected: object) -> None:
     array = arrays.from_json(data, datatype, shape, "t")
     assert array.shape == tuple(shape)
-    assert array.dtype == NUMPY[datatype]
+    assert array.dtype == dtypes().numpy[datatype]
     assert array.tolist() == expected
 
 
@@ -271,7 +271,7 @@ def test_from_json_uint64_refuses_what_is_not_uint64(data: list[Any], problem: s
 def test_from_json_of_nothing_has_the_right_dtype(datatype: str) -> None:
     array = arrays.from_json([], datatype, [2, 0], "t")
     assert array.shape == (2, 0)
-    assert array.dtype == NUMPY[datatype]
+    assert array.dtype == dtypes().numpy[datatype]
 
 
 def test_from_json_bf16_rounds_to_nearest_bf16() -> None:

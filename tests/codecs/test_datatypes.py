@@ -11,8 +11,8 @@ from gateway.codecs.datatypes import (
     CONTENTS_FIELD,
     DATATYPES,
     FIXED_SIZE,
-    STORAGE,
     check_datatype,
+    dtypes,
     from_numpy_dtype,
     itemsize,
 )
@@ -39,8 +39,10 @@ def test_datatype_table_covers_the_protocol() -> None:
         "BYTES",
     }
     # Wire storage is little-endian (or byte-sized, where order does not apply).
+    storage = dtypes().storage
     for name in FIXED_SIZE:
-        assert STORAGE[name].str[0] in "<|", name
+        assert storage[name].str[0] in "<|", name
+        assert storage[name].itemsize == itemsize(name), name  # the table of sizes agrees
     assert set(DATATYPES) - set(CONTENTS_FIELD) == {"FP16", "BF16"}
 
 
