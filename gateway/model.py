@@ -18,7 +18,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from gateway import lazy_numpy, logs, request_context, tracing_ids
-from gateway.codecs import json_depth, validate
+from gateway.codecs import validate
 from gateway.errors import InvalidInput, Unimplemented
 from gateway.infer_request import InferRequest
 from gateway.infer_response import InferResponse
@@ -205,8 +205,8 @@ class Model(InferenceModel):
             return
         if isinstance(request, Passthrough):
             if request.protocol == "v2":
-                json_size = request.json_length or len(request.body)
-                if json_depth.scans_with_numpy(json_size) and lazy_numpy.loaded() is None:
+                size = len(request.body)
+                if validate.rest_uses_numpy(size, request.json_length) and not lazy_numpy.loaded():
                     await lazy_numpy.load()  # not on the loop: its import takes 0.15 s
                 described = validate.rest_request(request.body, request.json_length)
             elif request.protocol == "grpc-v2":

@@ -21,13 +21,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway._proto import pb
-from gateway.codecs import arrays
+from gateway.codecs import arrays, json_depth, json_skim
 from gateway.codecs import grpc as grpc_codec
 from gateway.codecs import rest as rest_codec
 from gateway.codecs.datatypes import CONTENTS_FIELD, check_datatype, itemsize
 from gateway.errors import InvalidInput
 
-__all__ = ["Described", "TensorSpec", "against", "fits", "grpc_request", "rest_request"]
+__all__ = [
+    "Described",
+    "TensorSpec",
+    "against",
+    "fits",
+    "grpc_request",
+    "rest_request",
+    "rest_uses_numpy",
+]
 
 Buffer = bytes | bytearray | memoryview
 # A tensor of a request as the checks see it: name, datatype, shape.
@@ -45,7 +53,11 @@ class TensorSpec:
 
 def rest_request(body: Buffer, json_length: int | None) -> list[Described]:
     """Check a REST v2 request body (JSON, or JSON and binary tensors); return its inputs."""
-    header, tail = rest_codec.split_body(body, json_length)
+    skimmed = json_skim.skim(body) if json_length is None and isinstance(body, bytes) else None
+    if skimmed is None:
+        header, tail = rest_codec.split_body(body, json_length)
+    else:
+        header, tail = skimmed, memoryview(b"")
     described: list[Described] = []
     for fields in rest_codec.read_entries(header, "inputs", tail):
         datatype, count = _described(fields.name, fields.datatype, fields.shape)
@@ -60,6 +72,12 @@ def rest_request(body: Buffer, json_length: int | None) -> list[Described]:
     rest_codec.read_parameters(header, "request")
     rest_codec.read_requested_outputs(header)
     return described
+
+
+def rest_uses_numpy(body_size: int, json_length: int | None) -> bool:
+    """Whether `rest_request` uses numpy on a body of this size (to import it beforehand)."""
+    size = body_size if json_length is None else json_length
+    return size >= json_skim.SKIM_FROM or json_depth.scans_with_numpy(size)
 
 
 def grpc_request(data: Buffer) -> list[Described]:
@@ -152,6 +170,8 @@ def _json_count(data: Any, name: str) -> int:
     """Elements in JSON ``data``: a flat list's length, or a nested list's leaves. Nested
     lists must be regular; the values themselves are left to the decoder (or the upstream),
     so only the lists, not the leaves, are visited."""
+    if isinstance(data, json_skim.Skimmed):
+        return data.count
     if not isinstance(data, list):
         return 1
     rows: list[list[Any]] = [data]
