@@ -7,6 +7,7 @@ per-step metrics; a graph that cannot run is refused at start."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import urllib.error
@@ -392,7 +393,11 @@ def test_a_step_is_retried(served: Served) -> None:
 def test_a_step_slower_than_service_client_is_a_504(served: Served) -> None:
     status, _, answer = post(served.url("faults"), case("slow"))
     assert status == 504, answer
-    assert "did not answer within 1.000 s" in answer["cause"]
+    # The service client's 1 s, less what went by before the call (a millisecond, on a busy
+    # machine), is the timeout the step had.
+    match = re.search(r"did not answer within (\d\.\d+) s", answer["cause"])
+    assert match is not None, answer
+    assert 0.9 <= float(match.group(1)) <= 1.0, answer
 
 
 # Observability: one trace, Server-Timing, per-step metrics
