@@ -250,7 +250,8 @@ class ModelServer:
         self._stop = asyncio.Event()
         loop.set_exception_handler(self._exception_handler or self.default_exception_handler)
         threads = self.settings.max_asyncio_workers or min(32, (os.cpu_count() or 1) + 4)
-        self._executor = BoundedExecutor(max_workers=threads)
+        # Its threads decode and encode large bodies: the periodic trim reaches their arenas.
+        self._executor = BoundedExecutor(max_workers=threads, initializer=allocator.adopt_thread)
         loop.set_default_executor(self._executor)
         self.metrics = Metrics(self._metrics_dir)
         # Built here, in each worker process: a batch exporter's thread does not survive fork.
