@@ -17,7 +17,9 @@ from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from gateway import lazy_numpy, logs, request_context, tracing_ids
+from gateway import logs, offload, request_context, tracing_ids
+from gateway.codecs import grpc as grpc_codec
+from gateway.codecs import rest as rest_codec
 from gateway.codecs import validate
 from gateway.errors import InvalidInput, Unimplemented
 from gateway.infer_request import InferRequest
@@ -204,13 +206,19 @@ class Model(InferenceModel):
         if hop is None:
             return
         if isinstance(request, Passthrough):
+            body, length = request.body, request.json_length
             if request.protocol == "v2":
-                size = len(request.body)
-                if validate.rest_uses_numpy(size, request.json_length) and not lazy_numpy.loaded():
-                    await lazy_numpy.load()  # not on the loop: its import takes 0.15 s
-                described = validate.rest_request(request.body, request.json_length)
+                described = await offload.run(
+                    lambda: validate.rest_request(body, length),
+                    rest_codec.decode_weight(body, length),
+                    uses_numpy=validate.rest_uses_numpy(len(body), length),
+                )
             elif request.protocol == "grpc-v2":
-                described = validate.grpc_request(request.body)
+                described = await offload.run(
+                    lambda: validate.grpc_request(body),
+                    grpc_codec.decode_weight(body, grpc_codec.RAW_INPUT_FIELD),
+                    uses_numpy=False,
+                )
             else:
                 return
         elif isinstance(request, InferRequest):

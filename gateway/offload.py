@@ -37,11 +37,12 @@ def weight(text: int, bytes_data: int = 0) -> int:
     return text + _PER_BYTES_ELEMENT_BYTE * bytes_data
 
 
-async def run(work: Callable[[], T], heft: int) -> T:
+async def run(work: Callable[[], T], heft: int, uses_numpy: bool = True) -> T:
     """`work()`, on the loop when `heft` (from `weight`) is under `HEAVY`, else in the loop's
-    default executor (with the caller's context: request id, deadline, current span)."""
+    default executor (with the caller's context: request id, deadline, current span). Work
+    that `uses_numpy` never imports it on the loop."""
     if heft < HEAVY:
-        if lazy_numpy.loaded() is None:
+        if uses_numpy and lazy_numpy.loaded() is None:
             await lazy_numpy.load()
         return work()
     loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ Each refusal is an `InvalidInput` naming the tensor and what is wrong with it.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 Buffer = bytes | bytearray | memoryview
+# A BYTES element's length on the wire.
+_LENGTH = struct.Struct("<I")
 # A tensor of a request as the checks see it: name, datatype, shape.
 Described = tuple[str, str, Sequence[int]]
 
@@ -154,12 +157,12 @@ def _check_raw(name: str, datatype: str, shape: Sequence[int], count: int, raw: 
 
 def _framed_count(raw: Buffer, name: str) -> int:
     """How many length-prefixed BYTES elements `raw` holds, reading only their lengths."""
-    view = memoryview(raw).cast("B")
-    size, offset, count = len(view), 0, 0
+    size, offset, count = memoryview(raw).nbytes, 0, 0
+    unpack_from = _LENGTH.unpack_from
     while offset < size:
         if offset + 4 > size:
             raise InvalidInput(f"tensor {name!r}: BYTES element {count} is truncated in its length")
-        offset += 4 + int.from_bytes(view[offset : offset + 4], "little")
+        offset += 4 + unpack_from(raw, offset)[0]
         if offset > size:
             raise InvalidInput(f"tensor {name!r}: BYTES element {count} runs past the data")
         count += 1

@@ -33,7 +33,8 @@ ANSWER_VALUES = VALUES - 16  # FP32 values: about 7 MB of JSON each way
 def gateway() -> Iterator[ServerProcess]:
     with ExitStack() as stack:
         (predictor,) = start_servers(stack, predictor_command())
-        address = f"127.0.0.1:{predictor.grpc_port}"  # bridged: every request is decoded
+        # A gRPC predictor: REST requests are decoded and bridged; gRPC ones pass through.
+        address = f"127.0.0.1:{predictor.grpc_port}"
         flags = ("--write_timeout", "1")
         (gateway,) = start_servers(stack, gateway_command(address, "grpc-v2", *flags))
         yield gateway
@@ -166,7 +167,8 @@ async def _rest(gateway: ServerProcess, path: str, body: bytes) -> str:
 async def test_liveness_is_answered_while_a_large_request_is_decoded(
     gateway: ServerProcess, case: str
 ) -> None:
-    """Every such request is decoded, bridged to a gRPC predictor and its answer encoded."""
+    """REST requests are decoded, bridged to the gRPC predictor and their answers encoded; the
+    gRPC one passes through, checked at the door (its BYTES elements counted one by one)."""
     # Built before the probes start: this process's own loop must not hold them up.
     makers = {"v2 BYTES": _v2_bytes, "v2 numbers": _v2_numbers, "v1 keys": _v1_keys}
     if case in makers:
