@@ -35,7 +35,7 @@ from gateway import request_context, tracing, tracing_ids
 from gateway.errors import UpstreamStatusError
 from gateway.hops.base import Headers, Hop, HopWrapper, Metadata
 from gateway.hops.pool import PoolTargetError
-from gateway.hops.replicas import pool_target
+from gateway.hops.replicas import ReplicaNamed, pool_target
 from gateway.hops.settings import HopSettings
 from gateway.metrics import Metrics
 from gateway.passthrough import Passthrough, PassthroughResponse
@@ -128,17 +128,18 @@ class Traced(HopWrapper):
             # inbound context, not this attempt's.
             outbound = dict(headers)
             tracing.inject(outbound)
-            try:
-                response = await call(payload, outbound)
-            except BaseException as exc:
-                if span.is_recording():
-                    static = self._attributes(self.protocol)
-                    attributes = _attempt(static, verb, number, payload)
-                    _failed(span, attributes, exc, static.grpc)
-                raise
+            with ReplicaNamed() as replica:
+                try:
+                    response = await call(payload, outbound)
+                except BaseException as exc:
+                    if span.is_recording():
+                        static = self._attributes(self.protocol)
+                        attributes = _attempt(static, verb, number, payload, replica)
+                        _failed(span, attributes, exc, static.grpc)
+                    raise
             if span.is_recording():
                 static = self._attributes(self.protocol)
-                attributes = _attempt(static, verb, number, payload)
+                attributes = _attempt(static, verb, number, payload, replica)
                 attributes.update(static.ok)
                 size = _size(response)
                 if size is not None:
@@ -174,10 +175,12 @@ class Traced(HopWrapper):
 
 
 def _attempt(
-    static: _Attributes, verb: str, number: int, payload: Any
+    static: _Attributes, verb: str, number: int, payload: Any, replica: ReplicaNamed
 ) -> dict[str, AttributeValue]:
-    """What one attempt's span says: the upstream's, then the call's own."""
-    attributes = dict(static.common)
+    """What one attempt's span says: the replica it went to, the upstream's (an upstream
+    of one address names it as configured), then the call's own."""
+    attributes = replica.attributes()
+    attributes.update(static.common)
     attributes["gateway.hop.verb"] = verb
     attributes["gateway.hop.attempt"] = number
     if static.grpc:
