@@ -29,7 +29,6 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 from opentelemetry.util.types import AttributeValue
-from prometheus_client import Histogram
 
 from gateway import request_context, tracing, tracing_ids
 from gateway.errors import UpstreamStatusError
@@ -38,6 +37,7 @@ from gateway.hops.pool import PoolTargetError
 from gateway.hops.replicas import ReplicaNamed, pool_target
 from gateway.hops.settings import HopSettings
 from gateway.metrics import Metrics
+from gateway.metrics_tally import Tally
 from gateway.passthrough import Passthrough, PassthroughResponse
 
 __all__ = ["Traced"]
@@ -72,9 +72,9 @@ class Traced(HopWrapper):
         self.span_name = f"hop {self.name}"
         # Per protocol spoken (an "auto" hop's is learned): what every span says, computed once.
         self._by_protocol: dict[str, _Attributes] = {}
-        # (protocol, outcome) -> this hop's hop_seconds child: `labels()` locks and hashes on
-        # every call.
-        self._histograms: dict[tuple[str, str], Histogram] = {}
+        # (protocol, outcome) -> the tally of this hop's hop_seconds child: `labels()` locks
+        # and hashes on every call.
+        self._histograms: dict[tuple[str, str], Tally] = {}
 
     async def infer(self, payload: Any, headers: Headers) -> Any:
         return await self.attempt("infer", payload, headers, 1)
@@ -155,8 +155,8 @@ class Traced(HopWrapper):
             protocol = self.protocol
             histogram = self._histograms.get((protocol, outcome))
             if histogram is None:
-                histogram = self.metrics.hop_seconds.labels(
-                    self.model_name, self.name, protocol, outcome
+                histogram = self.metrics.tallies.of(
+                    self.metrics.hop_seconds.labels(self.model_name, self.name, protocol, outcome)
                 )
                 self._histograms[protocol, outcome] = histogram
             histogram.observe(seconds, None if self.tracer is None else tracing_ids.exemplar())
