@@ -173,7 +173,12 @@ def configure_tracing(
         or "in-process only",
         ", ".join(fields) or "nothing",
     )
-    return provider.get_tracer(SCOPE, __version__)
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from gateway.tracing_spans import LeanTracer
+
+    sdk = provider.get_tracer(SCOPE, __version__)
+    return LeanTracer(sdk, InstrumentationScope(SCOPE, __version__))  # type: ignore[arg-type]
 
 
 class server_span:
