@@ -152,8 +152,10 @@ class Metrics:
                 self.tallies.of(self.request_seconds.labels(model_name, context.protocol)),
             )
         children[0].inc()
-        # The current span is the request's SERVER span (the caller is inside it).
-        children[1].observe(seconds, None if context.tracer is None else tracing_ids.exemplar())
+        # The exemplar points at the request's SERVER span.
+        children[1].observe(
+            seconds, None if context.tracer is None else tracing_ids.exemplar(context.span)
+        )
         for stage, stage_seconds in context.timings:
             histogram = self._stage_child(stage, model_name)
             if histogram is not None:

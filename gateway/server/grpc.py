@@ -22,6 +22,7 @@ from urllib.parse import unquote
 
 import grpc
 from opentelemetry.trace import Status, StatusCode, Tracer
+from opentelemetry.util.types import AttributeValue
 
 from gateway import offload, tracing_ids
 from gateway._proto import SERVICE_NAME, pb
@@ -350,7 +351,7 @@ class _Call:
                 inbound.status = code.name
                 span = inbound.span
                 if span is not None:
-                    span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    inbound.span_attributes["rpc.grpc.status_code"] = code.value[0]
                     if code in _SERVER_ERRORS:
                         span.set_status(Status(StatusCode.ERROR, code.name))
                 if self.access.enabled:
@@ -375,7 +376,7 @@ def _enveloped(
 
 
 def _span_start(context: Context, headers: Headers) -> SpanStart:
-    attributes = {
+    attributes: dict[str, AttributeValue] = {
         "rpc.system": "grpc",
         "rpc.service": SERVICE.full_name,
         "rpc.method": "ModelInfer",

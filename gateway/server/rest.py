@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
 from opentelemetry.trace import Status, StatusCode, Tracer
+from opentelemetry.util.types import AttributeValue
 
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, InvalidInput, PayloadTooLarge, http_status
@@ -215,7 +216,7 @@ async def _inference(
         response = await _respond(request, functools.partial(_admitted, inbound, handler))
         inbound.status = str(response.status)
         if inbound.span is not None:
-            inbound.span.set_attribute("http.response.status_code", response.status)
+            inbound.span_attributes["http.response.status_code"] = response.status
             if response.status >= 500:  # a 4xx is the client's error, not this server's
                 inbound.span.set_status(Status(StatusCode.ERROR))
         return response
@@ -231,7 +232,7 @@ def _span_start(route: Route, request: web.Request) -> SpanStart:
     # without a version share.
     resource = request.match_info.route.resource
     template = resource.canonical if resource is not None else route.path
-    attributes = {
+    attributes: dict[str, AttributeValue] = {
         "http.request.method": request.method,
         "http.route": template,
         "url.path": request.path,
