@@ -124,8 +124,10 @@ def tracer_provider(
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
 
+    from gateway.tracing_spans import HashedResource
+
     provider = TracerProvider(
-        resource=Resource.create({SERVICE_NAME: settings.service_name}),
+        resource=HashedResource(Resource.create({SERVICE_NAME: settings.service_name})),
         # Flush batched spans when the process exits; a provider with only in-memory
         # processors has nothing to flush.
         shutdown_on_exit=settings.enabled,

@@ -24,6 +24,7 @@ from typing import Any
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import (
     Event,
     ReadableSpan,
@@ -36,7 +37,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util import types
 
-__all__ = ["LeanSpan", "LeanTracer"]
+__all__ = ["HashedResource", "LeanSpan", "LeanTracer"]
 
 logger = logging.getLogger("gateway.tracing")
 
@@ -309,3 +310,15 @@ class LeanSpan(trace_api.Span, ReadableSpan):
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(name="{self._name}", context={self._context})'
+
+
+class HashedResource(Resource):
+    """`resource`, its hash computed once: the OTLP encoder groups spans by resource, hashing
+    each span's, and a resource's hash is a JSON dump of its attributes (~10 us a span)."""
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource.attributes, resource.schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash

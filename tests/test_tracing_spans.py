@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -16,7 +17,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from gateway.tracing_spans import LeanSpan, LeanTracer
+from gateway.tracing_spans import HashedResource, LeanSpan, LeanTracer
 
 Script = Callable[[trace.Tracer], None]
 
@@ -166,3 +167,12 @@ def test_a_remote_parent_is_continued() -> None:
 
     _same(script)
     assert ends[0] == ends[1] == (parent.trace_id, parent.span_id)
+
+
+def test_a_hashed_resource_is_the_resource_it_was_made_from() -> None:
+    made = Resource.create({"service.name": "gw", "k": "v"})
+    hashed = HashedResource(made)
+    assert hashed == made
+    assert hash(hashed) == hash(made)
+    assert dict(hashed.attributes) == dict(made.attributes)
+    assert {made: 1}[hashed] == 1
