@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -138,6 +139,7 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._pending: list[str] = []
         self._pending_bytes = 0
         self._flush_loop: asyncio.AbstractEventLoop | None = None  # whose flush is scheduled
+        self._flush_thread = 0  # the thread it runs in
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -161,15 +163,23 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._pending.append(line)
         self._pending_bytes += len(line)
         if not at_once and self._pending_bytes < FLUSH_BYTES:
+            scheduled = self._flush_loop
+            # Its flush is scheduled on the loop running in this thread. (Checked without
+            # asyncio.get_running_loop(), which makes a getpid system call.)
+            if (
+                scheduled is not None
+                and self._flush_thread == threading.get_ident()
+                and scheduled.is_running()
+            ):
+                return
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:  # not on an event loop's thread: nothing would flush it
                 loop = None
-            if loop is not None and self._flush_loop is loop:
-                return  # its flush is scheduled
-            if loop is not None and self._flush_loop is None:
+            if loop is not None and scheduled is None:
                 loop.call_later(FLUSH_SECONDS, self.flush)
                 self._flush_loop = loop
+                self._flush_thread = threading.get_ident()
                 return
         # Also when the pending lines wait on another loop's flush, which may never run.
         self._write_pending()
