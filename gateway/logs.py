@@ -79,6 +79,8 @@ class Formatter(logging.Formatter):
         super().__init__(fmt, datefmt)
         self._second = -1
         self._stamp = ""
+        self._milli: float = -1
+        self._milli_stamp = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt is not None:
@@ -92,11 +94,15 @@ class Formatter(logging.Formatter):
         if second != self._second:
             self._stamp = time.strftime(self.default_time_format, self.converter(second))
             self._second = second
+            self._milli = -1
         if self.default_msec_format is None:
             return self._stamp
         if msecs is None:
             msecs = int((created - second) * 1000)  # as LogRecord computes them
-        return self.default_msec_format % (self._stamp, msecs)
+        if msecs != self._milli:  # (a request's lines often fall in one millisecond)
+            self._milli = msecs
+            self._milli_stamp = self.default_msec_format % (self._stamp, msecs)
+        return self._milli_stamp
 
 
 class JsonFormatter(Formatter):
@@ -152,11 +158,8 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit_text(self, line: str, warning: bool = False) -> None:
         """`emit` for a line already formatted (without its terminator)."""
-        self.acquire()
-        try:
+        with self.lock:  # type: ignore[union-attr]  # (made by the handler's __init__)
             self._add(line + self.terminator, warning)
-        finally:
-            self.release()
 
     def _add(self, line: str, at_once: bool) -> None:
         """Hold `line` for the scheduled write, or write it now (under the handler's lock)."""
