@@ -187,6 +187,18 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         if self._end_time is not None:
             logger.warning("Setting attribute on ended span.")
             return
+        kept = self._attributes
+        limits = self._tracer.limits
+        room = limits.max_span_attributes
+        room = len(attributes) + 1 if room is None else room - len(kept)
+        if limits.max_span_attribute_length is None and len(attributes) < room:
+            # The usual case, a few plain new values with room for them: taken as given.
+            for key, value in attributes.items():
+                if type(key) is str and key and type(value) in _PLAIN and key not in kept:
+                    kept[key] = value
+                else:
+                    self._set(key, value)
+            return
         for key, value in attributes.items():
             self._set(key, value)
 
