@@ -12,6 +12,7 @@ tracer it is a SERVER span, and its stage times go back in the ``server-timing``
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -186,6 +187,7 @@ def _guarded(
     return call
 
 
+@functools.lru_cache(maxsize=1024)  # a connection's calls share their peer
 def _peer_address(peer: str | None) -> str:
     """The address in gRPC's ``ipv4:1.2.3.4:5678`` / ``ipv6:%5B::1%5D:5678`` (its brackets
     percent-encoded) / ``unix:path``."""
