@@ -84,8 +84,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         # First: the request path's observations are tallied, and handed over before any
-        # metric is collected.
-        self.tallies = metrics_tally.tallies(registry)
+        # metric is collected (at once with workers: another worker's scrape reads them).
+        self.tallies = metrics_tally.tallies(registry, direct=multiprocess_dir is not None)
         self.stage_seconds = {
             stage: Histogram(
                 f"request_{stage}_seconds",

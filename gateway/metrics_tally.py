@@ -7,9 +7,10 @@ the buckets and a lock per value changed. A `Tally` instead adds the observation
 bucket's count under one lock; the counts go to the metric at most `FLUSH_SECONDS` after the
 first one pending (a timer on the event loop), before every collection of the registry (a
 collector registered ahead of the metrics), and at exit. So a scrape sees every observation
-made before it; with several workers, which share their values through files, another
-worker's reach the scrape at most `FLUSH_SECONDS` late. The latest exemplar of each bucket
-goes with its counts, as prometheus-client keeps it.
+made before it. The latest exemplar of each bucket goes with its counts, as prometheus-client
+keeps it. With several workers, which share their values through files that any worker's
+scrape reads, observations are handed over at once (`Tallies(direct=True)`): a worker cannot
+flush another's tallies.
 """
 
 from __future__ import annotations
@@ -101,9 +102,10 @@ class Tally:
 class Tallies:
     """The tallies of one registry, and when they are handed over."""
 
-    def __init__(self, flush_seconds: float = FLUSH_SECONDS) -> None:
+    def __init__(self, flush_seconds: float = FLUSH_SECONDS, direct: bool = False) -> None:
         self.lock = threading.Lock()
         self.flush_seconds = flush_seconds
+        self.direct = direct
         self._pending: list[Tally] = []
         self._scheduled: asyncio.AbstractEventLoop | None = None
         _ALL.add(self)
@@ -112,8 +114,9 @@ class Tallies:
         """A tally of a counter's or histogram's child (``metric.labels(...)``), for the
         caller to keep. A histogram's child not laid out as prometheus-client's are (another
         version) is observed directly."""
-        if getattr(child, "_upper_bounds", None) is not None and not (
-            hasattr(child, "_buckets") and hasattr(child, "_sum")
+        if self.direct or (
+            getattr(child, "_upper_bounds", None) is not None
+            and not (hasattr(child, "_buckets") and hasattr(child, "_sum"))
         ):
             return _Direct(self, child)
         return Tally(self, child)
@@ -184,12 +187,13 @@ _OF: weakref.WeakKeyDictionary[CollectorRegistry, Tallies] = weakref.WeakKeyDict
 _ALL: weakref.WeakSet[Tallies] = weakref.WeakSet()
 
 
-def tallies(registry: CollectorRegistry) -> Tallies:
-    """The tallies of `registry`; made with the registry's first tallied metric, whose
-    collector must come first (register nothing tallied before calling this)."""
+def tallies(registry: CollectorRegistry, direct: bool = False) -> Tallies:
+    """The tallies of `registry` (`direct`: observing at once, for a registry of shared
+    values); made with the registry's first tallied metric, whose collector must come first
+    (register nothing tallied before calling this)."""
     found = _OF.get(registry)
     if found is None:
-        found = _OF[registry] = Tallies()
+        found = _OF[registry] = Tallies(direct=direct)
         registry.register(found.collector())
     return found
 

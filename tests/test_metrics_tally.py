@@ -1,6 +1,6 @@
 """Tallied observations (gateway.metrics_tally): a scrape shows exactly what prometheus-client's
 own observe and inc would have, exemplars included; an event loop hands them over on its own
-within the flush interval (for the files other workers read)."""
+within the flush interval; with workers (direct tallies) each is handed over at once."""
 
 from __future__ import annotations
 
@@ -97,3 +97,14 @@ def test_off_a_loop_an_observation_is_handed_over_at_once() -> None:
     registry, _, counter, _ = _pair()
     metrics_tally.tallies(registry).of(counter.labels("a")).inc()
     assert counter.labels("a")._value.get() == 1
+
+
+async def test_direct_tallies_hand_each_observation_over_at_once() -> None:
+    registry = CollectorRegistry()
+    tallies = metrics_tally.tallies(registry, direct=True)
+    histogram, counter = _metrics(registry)
+    tallies.of(histogram.labels("a")).observe(0.01, {"trace_id": "t"})
+    tallies.of(counter.labels("a")).inc()
+    # On a loop, yet at once: with workers, another worker's scrape reads the values.
+    assert counter.labels("a")._value.get() == 1
+    assert histogram.labels("a")._sum.get() == 0.01
