@@ -23,6 +23,8 @@ __all__ = [
     "http_response_header",
     "usable_request_id",
     "valid_grpc_metadata",
+    "valid_http_header",
+    "valid_http_value",
 ]
 
 REQUEST_ID = "x-request-id"
@@ -102,6 +104,11 @@ def valid_http_header(key: object, value: object) -> bool:
         and _TOKEN.fullmatch(key) is not None
         and _CONTROL.search(value) is None
     )
+
+
+def valid_http_value(value: str) -> bool:
+    """Whether strict HTTP clients take `value` as a header's value."""
+    return _CONTROL.search(value) is None
 
 
 def http_response_header(key: object, value: object) -> bool:

@@ -1,10 +1,12 @@
 """Log output that costs a request little: two INFO lines per request (access and latency)
 would otherwise be two `write` system calls, two timestamp formattings and two stack walks.
 
-- `BatchedStreamHandler` joins the lines the event loop writes in one iteration into one
-  `write`; a WARNING or worse, a line from another thread, a `flush()` and logging's
-  shutdown write at once (after what is pending, so the order holds). A process killed
-  outright loses at most the lines of the loop iteration it was in.
+- `BatchedStreamHandler` joins the lines the event loop writes within `FLUSH_SECONDS` into
+  one `write` (a busy gateway writes a line or two per request, a `write` system call each:
+  batched by iteration, a partly loaded one still made one or two per request); more than
+  `FLUSH_BYTES` pending, a WARNING or worse, a line from another thread, a `flush()` and
+  logging's shutdown write at once (after what is pending, so the order holds). A process
+  killed outright loses at most the lines of its last `FLUSH_SECONDS`.
 - `Formatter` formats the date part of ``%(asctime)s`` once a second.
 - `info` logs a line without looking up its caller (for lines whose format prints none);
   when the line's only way out is a `BatchedStreamHandler` with the default plain format (as
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -40,6 +43,9 @@ __all__ = [
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 FORMATS = ("plain", "json")
+# How long an event loop's INFO lines may wait to be written together, and how much text.
+FLUSH_SECONDS = 0.05
+FLUSH_BYTES = 1 << 16
 
 
 class TracedRecord(logging.LogRecord):
@@ -73,6 +79,8 @@ class Formatter(logging.Formatter):
         super().__init__(fmt, datefmt)
         self._second = -1
         self._stamp = ""
+        self._milli: float = -1
+        self._milli_stamp = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt is not None:
@@ -86,11 +94,15 @@ class Formatter(logging.Formatter):
         if second != self._second:
             self._stamp = time.strftime(self.default_time_format, self.converter(second))
             self._second = second
+            self._milli = -1
         if self.default_msec_format is None:
             return self._stamp
         if msecs is None:
             msecs = int((created - second) * 1000)  # as LogRecord computes them
-        return self.default_msec_format % (self._stamp, msecs)
+        if msecs != self._milli:  # (a request's lines often fall in one millisecond)
+            self._milli = msecs
+            self._milli_stamp = self.default_msec_format % (self._stamp, msecs)
+        return self._milli_stamp
 
 
 class JsonFormatter(Formatter):
@@ -126,12 +138,14 @@ class JsonFormatter(Formatter):
 
 
 class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stream handler that writes the event loop's lines once per loop iteration."""
+    """A stream handler that writes the event loop's lines at most every `FLUSH_SECONDS`."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream)
         self._pending: list[str] = []
+        self._pending_bytes = 0
         self._flush_loop: asyncio.AbstractEventLoop | None = None  # whose flush is scheduled
+        self._flush_thread = 0  # the thread it runs in
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -140,40 +154,38 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
             return
         # Called under the handler's lock.
+        self._add(line, record.levelno >= logging.WARNING)
+
+    def emit_text(self, line: str, warning: bool = False) -> None:
+        """`emit` for a line already formatted (without its terminator)."""
+        with self.lock:  # type: ignore[union-attr]  # (made by the handler's __init__)
+            self._add(line + self.terminator, warning)
+
+    def _add(self, line: str, at_once: bool) -> None:
+        """Hold `line` for the scheduled write, or write it now (under the handler's lock)."""
         self._pending.append(line)
-        if record.levelno < logging.WARNING:
+        self._pending_bytes += len(line)
+        if not at_once and self._pending_bytes < FLUSH_BYTES:
+            scheduled = self._flush_loop
+            # Its flush is scheduled on the loop running in this thread. (Checked without
+            # asyncio.get_running_loop(), which makes a getpid system call.)
+            if (
+                scheduled is not None
+                and self._flush_thread == threading.get_ident()
+                and scheduled.is_running()
+            ):
+                return
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:  # not on an event loop's thread: nothing would flush it
                 loop = None
-            if loop is not None and self._flush_loop is loop:
-                return  # its flush is scheduled
-            if loop is not None and self._flush_loop is None:
-                loop.call_soon(self.flush)
+            if loop is not None and scheduled is None:
+                loop.call_later(FLUSH_SECONDS, self.flush)
                 self._flush_loop = loop
+                self._flush_thread = threading.get_ident()
                 return
         # Also when the pending lines wait on another loop's flush, which may never run.
         self._write_pending()
-
-    def emit_text(self, line: str, warning: bool = False) -> None:
-        """`emit` for a line already formatted (without its terminator)."""
-        self.acquire()
-        try:
-            self._pending.append(line + self.terminator)
-            if not warning:
-                try:
-                    loop = asyncio.get_running_loop()
-                except RuntimeError:
-                    loop = None
-                if loop is not None and self._flush_loop is loop:
-                    return
-                if loop is not None and self._flush_loop is None:
-                    loop.call_soon(self.flush)
-                    self._flush_loop = loop
-                    return
-            self._write_pending()
-        finally:
-            self.release()
 
     def flush(self) -> None:
         self.acquire()
@@ -188,6 +200,7 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         text = "".join(self._pending)
         self._pending.clear()
+        self._pending_bytes = 0
         try:
             self.stream.write(text)
             self.stream.flush()

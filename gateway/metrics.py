@@ -21,8 +21,9 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 from prometheus_client.exposition import choose_encoder
 
-from gateway import tracing_ids
+from gateway import metrics_tally, tracing_ids
 from gateway.metrics_exemplars import SharedExemplars
+from gateway.metrics_tally import Tally
 from gateway.request_context import RequestContext
 
 STAGES = ("preprocess", "predict", "explain", "postprocess")
@@ -82,6 +83,9 @@ class Metrics:
             values.ValueClass = self.exemplars.value_class()
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
+        # First: the request path's observations are tallied, and handed over before any
+        # metric is collected (at once with workers: another worker's scrape reads them).
+        self.tallies = metrics_tally.tallies(registry, direct=multiprocess_dir is not None)
         self.stage_seconds = {
             stage: Histogram(
                 f"request_{stage}_seconds",
@@ -128,8 +132,8 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._stage_children: dict[tuple[str, str], Any] = {}
+        self._children: dict[tuple[str, str, str], tuple[Tally, Tally]] = {}
+        self._stage_children: dict[tuple[str, str], Tally | None] = {}
         self.in_flight = Gauge(
             "gateway_requests_in_flight",
             "Requests being served",
@@ -144,32 +148,35 @@ class Metrics:
         if children is None:
             # labels() costs a lock and a dict build per call: look each series up once.
             children = self._children[key] = (
-                self.requests.labels(*key, *self._worker),
-                self.request_seconds.labels(model_name, context.protocol),
+                self.tallies.of(self.requests.labels(*key, *self._worker)),
+                self.tallies.of(self.request_seconds.labels(model_name, context.protocol)),
             )
         children[0].inc()
-        # The current span is the request's SERVER span (the caller is inside it).
-        children[1].observe(seconds, None if context.tracer is None else tracing_ids.exemplar())
+        # The exemplar points at the request's SERVER span.
+        children[1].observe(
+            seconds, None if context.tracer is None else tracing_ids.exemplar(context.span)
+        )
         for stage, stage_seconds in context.timings:
             histogram = self._stage_child(stage, model_name)
             if histogram is not None:
                 histogram.observe(stage_seconds)
 
-    def _stage_child(self, stage: str, model_name: str) -> Any:
+    def _stage_child(self, stage: str, model_name: str) -> Tally | None:
         key = (stage, model_name)
-        child = self._stage_children.get(key)
-        if child is None:
-            histogram = self.stage_seconds.get(stage)
-            if histogram is None:
-                return None
-            child = self._stage_children[key] = histogram.labels(model_name)
-        return child
+        try:
+            return self._stage_children[key]
+        except KeyError:
+            histogram = self.stage_seconds.get(stage)  # none for a hop's timing
+            child = None if histogram is None else self.tallies.of(histogram.labels(model_name))
+            self._stage_children[key] = child
+            return child
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """The metrics text and its content type, summed over workers when there are several:
         OpenMetrics (with exemplars) when `accept` (the scraper's Accept header) asks for it,
         Prometheus' text format otherwise."""
         encode, content_type = choose_encoder(accept)
+        self.tallies.flush()  # the merged registry below does not flush this worker's
         if self.exemplars is None:
             return encode(self.registry), content_type
         files = multiprocess.MultiProcessCollector(None, path=self.exemplars.directory)  # type: ignore[no-untyped-call]

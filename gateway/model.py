@@ -302,7 +302,7 @@ class Model(InferenceModel):
 
 async def _call(handler: Callable[..., Any], *args: Any) -> Any:
     """Await an async handler; run a sync one in the loop's executor (with our context)."""
-    if inspect.iscoroutinefunction(handler):
+    if _is_async(handler):
         return await handler(*args)
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()
@@ -310,3 +310,21 @@ async def _call(handler: Callable[..., Any], *args: Any) -> Any:
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+# Whether a stage's function is async, by function: inspect's answer costs a dozen calls, and a
+# request asks it for every stage.
+_ASYNC: dict[Any, bool] = {}
+
+
+def _is_async(handler: Callable[..., Any]) -> bool:
+    function = getattr(handler, "__func__", handler)  # a bound method's function
+    try:
+        known = _ASYNC.get(function)
+    except TypeError:  # an unhashable callable object
+        return inspect.iscoroutinefunction(handler)
+    if known is None:
+        if len(_ASYNC) >= 1024:  # handlers made anew (not methods): asked again
+            _ASYNC.clear()
+        known = _ASYNC[function] = inspect.iscoroutinefunction(handler)
+    return known

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, SpanKind, Tracer, set_span_in_context
-from opentelemetry.util.types import Attributes
+from opentelemetry.util.types import AttributeValue
 
 from gateway.tracing_propagation import extract, inject, propagator
 from gateway.version import __version__
@@ -124,8 +124,10 @@ def tracer_provider(
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
 
+    from gateway.tracing_spans import HashedResource
+
     provider = TracerProvider(
-        resource=Resource.create({SERVICE_NAME: settings.service_name}),
+        resource=HashedResource(Resource.create({SERVICE_NAME: settings.service_name})),
         # Flush batched spans when the process exits; a provider with only in-memory
         # processors has nothing to flush.
         shutdown_on_exit=settings.enabled,
@@ -173,32 +175,39 @@ def configure_tracing(
         or "in-process only",
         ", ".join(fields) or "nothing",
     )
-    return provider.get_tracer(SCOPE, __version__)
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from gateway.tracing_spans import LeanTracer
+
+    sdk = provider.get_tracer(SCOPE, __version__)
+    return LeanTracer(sdk, InstrumentationScope(SCOPE, __version__))  # type: ignore[arg-type]
 
 
 class server_span:
     """A SERVER span, current inside the block, continuing the trace `headers` carry; it is
     also `context`'s span (for the access line, written after the block).
 
-    The caller sets the status and records what failed: a REST handler's errors become
-    responses, and gRPC's abort raises an exception that is no error of its own. A class, not
-    the SDK's generator-based ``start_as_current_span``: it runs on every traced request.
+    `attributes` are set when the block ends, all at once: the caller may add to them until
+    then (the outcome). The caller sets the status and records what failed: a REST handler's
+    errors become responses, and gRPC's abort raises an exception that is no error of its own.
+    A class, not the SDK's generator-based ``start_as_current_span``: it runs on every traced
+    request.
     """
 
-    __slots__ = ("_attributes", "_context", "_headers", "_name", "_span", "_token", "_tracer")
+    __slots__ = ("_context", "_headers", "_name", "_span", "_token", "_tracer", "attributes")
 
     def __init__(
         self,
         tracer: Tracer,
         name: str,
         headers: Mapping[str, str],
-        attributes: Attributes = None,
+        attributes: dict[str, AttributeValue] | None = None,
         context: RequestContext | None = None,
     ) -> None:
         self._tracer = tracer
         self._name = name
         self._headers = headers
-        self._attributes = attributes
+        self.attributes = {} if attributes is None else attributes
         self._context = context
 
     def __enter__(self) -> Span:
@@ -206,9 +215,6 @@ class server_span:
         # travels on from every hop, in the formats configured.
         inbound = extract(self._headers)
         span = self._tracer.start_span(self._name, inbound, kind=SpanKind.SERVER)
-        # The sampler has decided: a span it dropped takes no attributes.
-        if self._attributes and span.is_recording():
-            span.set_attributes(self._attributes)
         self._span = span
         self._token = otel_context.attach(set_span_in_context(span, inbound))
         if self._context is not None:
@@ -216,10 +222,14 @@ class server_span:
         return span
 
     def __exit__(self, *exc: object) -> None:
+        span = self._span
         try:
             otel_context.detach(self._token)
+            # The sampler has decided: a span it dropped takes no attributes.
+            if self.attributes and span.is_recording():
+                span.set_attributes(self.attributes)
         finally:
-            self._span.end()
+            span.end()
 
 
 def recent_spans(traces: int) -> RecentSpans | None:

@@ -27,21 +27,44 @@ def sampled(span: Span | None = None) -> SpanContext | None:
 
 def traceresponse(span: Span | None = None) -> str | None:
     """``00-<trace id>-<span id>-<flags>`` of `span` (default: the current one) if sampled."""
-    context = sampled(span)
-    if context is None:
-        return None
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+    ids = _ids(span)
+    return None if ids is None else ids[2]
 
 
 def log_ids(span: Span | None = None) -> tuple[str, str] | None:
     """(trace_id, span_id) in hex, as OpenTelemetry's logging instrumentation writes them."""
-    context = sampled(span)
-    if context is None:
-        return None
-    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+    ids = _ids(span)
+    return None if ids is None else ids[0]
 
 
 def exemplar(span: Span | None = None) -> dict[str, str] | None:
-    """The labels of an OpenMetrics exemplar pointing at `span` (default: the current one)."""
-    ids = log_ids(span)
-    return None if ids is None else {"trace_id": ids[0], "span_id": ids[1]}
+    """The labels of an OpenMetrics exemplar pointing at `span` (default: the current one).
+    The same dict for every call on a span: not to be changed."""
+    ids = _ids(span)
+    return None if ids is None else ids[1]
+
+
+_Ids = tuple[tuple[str, str], dict[str, str], str]
+# The last span asked about, and its ids: a request asks up to five times (its answer, its two
+# log lines, its two exemplars) about its SERVER span.
+_last: tuple[object, _Ids | None] = (None, None)
+
+
+def _ids(span: Span | None) -> _Ids | None:
+    global _last
+    if span is None:
+        span = trace.get_current_span()
+    last = _last
+    if last[0] is span:
+        return last[1]
+    context = span.get_span_context()
+    ids: _Ids | None = None
+    if context.trace_flags.sampled:
+        trace_id, span_id = f"{context.trace_id:032x}", f"{context.span_id:016x}"
+        ids = (
+            (trace_id, span_id),
+            {"trace_id": trace_id, "span_id": span_id},
+            f"00-{trace_id}-{span_id}-{context.trace_flags:02x}",
+        )
+    _last = (span, ids)
+    return ids

@@ -16,7 +16,7 @@ gRPC metadata requires.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, Setter, TextMapPropagator
@@ -51,9 +51,16 @@ _SETTER = _Setter()
 def propagator() -> TextMapPropagator:
     """The propagators ``OTEL_PROPAGATORS`` names. The first call reads the variable and loads
     them: it raises ValueError naming one that is not installed."""
-    from opentelemetry import propagate
+    # `from ... import` of a loaded module still runs importlib's Python code: done once.
+    global _get_textmap
+    if _get_textmap is None:
+        from opentelemetry import propagate
 
-    return propagate.get_global_textmap()
+        _get_textmap = propagate.get_global_textmap
+    return _get_textmap()
+
+
+_get_textmap: Callable[[], TextMapPropagator] | None = None
 
 
 def extract(headers: Mapping[str, str]) -> Context:
@@ -64,6 +71,7 @@ def extract(headers: Mapping[str, str]) -> Context:
 def inject(headers: MutableMapping[str, str], context: Context | None = None) -> None:
     """Replace the trace headers in `headers` by the current (or `context`'s) trace context
     (and baggage), in every configured format."""
-    for key in [key for key in headers if key.lower() in TRACE_HEADERS]:
+    stale = [key for key in headers if key.lower() in TRACE_HEADERS]
+    for key in stale:
         del headers[key]
     propagator().inject(headers, context, setter=_SETTER)

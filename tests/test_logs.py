@@ -1,4 +1,4 @@
-"""Log output: lines written in batches per loop iteration, in order, none stranded; a sampled
+"""Log output: lines written in batches, in order, none stranded; a sampled
 request's lines name its trace, in the plain and the JSON format."""
 
 from __future__ import annotations
@@ -50,14 +50,24 @@ def _lines(stream: io.StringIO) -> list[str]:
     return stream.getvalue().splitlines()
 
 
-async def test_lines_of_one_loop_iteration_are_one_write(stream: CountingStream) -> None:
+async def test_lines_of_several_loop_iterations_are_one_write(stream: CountingStream) -> None:
     logger = logging.getLogger("tests.logs")
     for i in range(5):
         logs.info(logger, "line %d", i)
-    assert stream.writes == 0  # held until the loop comes round
-    await asyncio.sleep(0)
+        await asyncio.sleep(0)  # requests served apart still share a write
+    assert stream.writes == 0  # held until the flush comes round
+    await asyncio.sleep(logs.FLUSH_SECONDS * 2)
     assert stream.writes == 1
     assert _lines(stream) == [f"INFO line {i}" for i in range(5)]
+
+
+async def test_lines_past_the_size_bound_are_written_at_once(stream: CountingStream) -> None:
+    logger = logging.getLogger("tests.logs")
+    line = "x" * 1000
+    for _ in range(logs.FLUSH_BYTES // 1000 + 1):
+        logs.info(logger, line)
+    assert stream.writes == 1
+    assert _lines(stream) == [f"INFO {line}"] * (logs.FLUSH_BYTES // 1000 + 1)
 
 
 async def test_a_warning_is_written_at_once_after_what_is_pending(

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -170,6 +171,17 @@ async def traced_gateway(
             yield server, collector
 
 
+async def logged(
+    server: ServerProcess, done: Callable[[list[str]], bool], timeout: float = 10.0
+) -> list[str]:
+    """The server's output lines, once `done` says they are all there (within `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while not done(lines := server.output().splitlines()):
+        assert time.monotonic() < deadline, "\n".join(lines[-20:])
+        await asyncio.sleep(0.02)
+    return lines
+
+
 async def post(server: ServerProcess, headers: dict[str, str]) -> str | None:
     """A fresh connection per request (with workers, each may land on another); the answer's
     traceresponse."""
@@ -212,6 +224,8 @@ async def test_one_process_names_the_exported_trace_in_answer_logs_and_exemplars
         _, grpc_trace, grpc_span, _ = grpc_trailer.split("-")
         wanted = {b3.split("-")[2], fresh.split("-")[2], grpc_span}
         spans = await collector.wait_for(lambda spans: wanted <= {s.span_id for s in spans})
+        # Log lines are written in batches, in order: wait for the last request's access line.
+        lines = await logged(server, lambda lines: any("GET /metrics" in x for x in lines))
 
     entered = server_span(spans, b3)
     assert (entered.trace_id, entered.parent_id) == (TRACE, PARENT), "the B3 trace went on"
@@ -219,7 +233,6 @@ async def test_one_process_names_the_exported_trace_in_answer_logs_and_exemplars
     (grpc_server,) = [s for s in spans if s.span_id == grpc_span]
     assert (grpc_server.name, grpc_server.trace_id) == (GRPC_INFER, grpc_trace)
 
-    lines = server.output().splitlines()
     for traceresponse, request_id in ((b3, "b3-in"), (fresh, "fresh")):
         _, trace_id, span_id, _ = traceresponse.split("-")
         named = [line for line in lines if line.endswith(f"trace_id={trace_id} span_id={span_id}")]

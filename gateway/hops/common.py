@@ -20,7 +20,7 @@ from gateway.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from gateway.header_rules import valid_http_header
+from gateway.header_rules import valid_http_value
 from gateway.hops.settings import HopSettings
 from gateway.sanitize import upstream_text
 
@@ -73,14 +73,17 @@ def merge_server_timing(values: Iterable[str], role: str) -> None:
     context = request_context.current()
     if context is None:
         return
+    entries = timing_entries.split(values)
+    if not entries:
+        return
     timings = context.upstream_timings
-    used = sum(len(entry) + 2 for entry in timings)
-    for named in timing_entries.prefixed(timing_entries.split(values), role):
+    used = sum(len(entry) + 2 for entry in timings) if timings else 0
+    for named in timing_entries.prefixed(entries, role):
         if len(timings) >= MAX_UPSTREAM_TIMINGS:
             return
         if len(named) > _MAX_ENTRY or used + len(named) + 2 > MAX_UPSTREAM_TIMING_BYTES:
             continue
-        if named.isascii() and valid_http_header("server-timing", named):
+        if named.isascii() and valid_http_value(named):
             timings.append(named)
             used += len(named) + 2
 

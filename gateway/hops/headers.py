@@ -31,7 +31,10 @@ def forwarded(settings: HopSettings) -> frozenset[str]:
 
 def outbound(headers: Headers, settings: HopSettings) -> Headers:
     """The headers to send upstream for a request that arrived with `headers`."""
-    allowed = forwarded(settings)
+    return _outbound(headers, forwarded(settings))
+
+
+def _outbound(headers: Headers, allowed: frozenset[str]) -> Headers:
     out: Headers = {}
     connection: list[str] = []  # every spelling of the name: a dict may hold several
     broken: list[str] = []
@@ -80,16 +83,18 @@ class Forwarding(HopWrapper):
     def __init__(self, inner: Hop, settings: HopSettings) -> None:
         super().__init__(inner)
         self.settings = settings
+        # Looked up once: the settings' hash (every field of them) costs more than the rest.
+        self._allowed = forwarded(settings)
 
     async def infer(self, payload: Any, headers: Headers) -> Any:
-        return await self.inner.infer(payload, outbound(headers, self.settings))
+        return await self.inner.infer(payload, _outbound(headers, self._allowed))
 
     async def explain(self, payload: Any, headers: Headers) -> Any:
-        return await self.inner.explain(payload, outbound(headers, self.settings))
+        return await self.inner.explain(payload, _outbound(headers, self._allowed))
 
     async def model_metadata(
         self, model_name: str, headers: Headers, version: str | None = None
     ) -> Metadata | None:
         return await self.inner.model_metadata(
-            model_name, outbound(headers, self.settings), version
+            model_name, _outbound(headers, self._allowed), version
         )

@@ -13,12 +13,13 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
 
 from gateway.hops.facts import Learner, Probe
 from gateway.hops.pool import (
@@ -37,6 +38,7 @@ from gateway.hops.settings import HopSettings
 __all__ = [
     "Pooling",
     "ReplicaClient",
+    "ReplicaNamed",
     "SpanEvents",
     "name_replica",
     "open_pool",
@@ -156,20 +158,44 @@ async def pool_ready(
     return await pool.ready(lambda replica: probe(replica, model_name))
 
 
+# Where the attempt being traced (`gateway.hops.trace`) learns the replica it went to: its
+# span takes all its attributes at once, when the attempt ends.
+_attempt: ContextVar[ReplicaNamed | None] = ContextVar("gateway_attempt_replica", default=None)
+
+
 def name_replica(endpoint: Endpoint) -> None:
-    """Name the replica an attempt went to on the attempt's CLIENT span (a span of another
-    kind, the server's, is not the attempt's: left alone)."""
-    span = trace.get_current_span()
-    if getattr(span, "kind", None) is not SpanKind.CLIENT or not span.is_recording():
-        return
-    span.set_attributes(
-        {
+    """Name the replica an attempt went to, for the attempt's CLIENT span (none: untraced)."""
+    named = _attempt.get()
+    if named is not None:
+        named.endpoint = endpoint
+
+
+class ReplicaNamed:
+    """The replica the attempt inside the block went to (`name_replica`), if any."""
+
+    __slots__ = ("_token", "endpoint")
+
+    def __init__(self) -> None:
+        self.endpoint: Endpoint | None = None
+
+    def __enter__(self) -> ReplicaNamed:
+        self._token = _attempt.set(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _attempt.reset(self._token)
+
+    def attributes(self) -> dict[str, AttributeValue]:
+        """The replica as span attributes (none when no replica was named)."""
+        endpoint = self.endpoint
+        if endpoint is None:
+            return {}
+        return {
             "server.address": endpoint.host,
             "server.port": endpoint.port,
             "network.peer.address": endpoint.address,
             "network.peer.port": endpoint.port,
         }
-    )
 
 
 class SpanEvents(PoolObserver):

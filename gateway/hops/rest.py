@@ -81,6 +81,7 @@ logger = logging.getLogger("gateway.hops")
 #: Seconds the upstream has left to answer, so a chain of gateways shrinks its deadline.
 TIMEOUT_HEADER = "x-request-timeout"
 JSON = "application/json"
+_MAX_URLS = 256
 
 T = TypeVar("T")
 
@@ -119,6 +120,13 @@ class RestHop(Hop):
         self._model = segment(settings.model_name)
         self._negotiates = settings.rest_format == "auto" and settings.protocol == "v2"
         self._owns_pool = pool is None
+        # The last call's timeout, as its header and aiohttp's, and the URLs called.
+        self._timeout: tuple[float, str, aiohttp.ClientTimeout] = (
+            -1.0,
+            "",
+            aiohttp.ClientTimeout(),
+        )
+        self._urls: dict[tuple[str, str], URL] = {}
         self.pool, self.learner = upstream_of(
             settings, pool, pooling, learner, self.probe, self.discover
         )
@@ -355,15 +363,22 @@ class RestHop(Hop):
 
         `headers` is a dict this call owns: the timeout header and ``Host`` are added."""
         timeout = call_timeout(self.settings, cap)
-        headers[TIMEOUT_HEADER] = f"{timeout:.3f}"
+        limit = self._timeout
+        if limit[0] != timeout:  # the same every call without an inbound deadline
+            limit = self._timeout = (
+                timeout,
+                f"{timeout:.3f}",
+                aiohttp.ClientTimeout(total=timeout),
+            )
+        headers[TIMEOUT_HEADER] = limit[1]
         headers["Host"] = replica.host_header
         try:
             async with self._client().request(
                 method,
-                URL(replica.base_url + path, encoded=True),
+                self._url(replica.base_url, path),
                 data=None if body is None else body_payload(body),
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=limit[2],
                 # A redirected POST would turn into a GET; an inference call is not redirected.
                 allow_redirects=False,
                 server_hostname=replica.server_hostname,
@@ -380,6 +395,16 @@ class RestHop(Hop):
             raise error from exc
         merge_server_timing(answer.headers.getall("Server-Timing", ()), self.name)
         return successful(answer, self.name, path)
+
+    def _url(self, base_url: str, path: str) -> URL:
+        """The URL of `path` on a replica, parsed once (a hop calls few)."""
+        key = (base_url, path)
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= _MAX_URLS:  # versions or replicas that come and go
+                self._urls.clear()
+            url = self._urls[key] = URL(base_url + path, encoded=True)
+        return url
 
     def session(self) -> aiohttp.ClientSession:
         """The hop's connection pool (made now if need be), for another hop to the same

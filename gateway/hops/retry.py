@@ -197,6 +197,8 @@ class Retrying(HopWrapper):
         if self._pool is None:
             return await self._attempts(verb, payload, headers, None)
         with self._pool.call() as call, calling(call):
+            if self._retrying is None:  # the default: one attempt (a coroutine fewer)
+                return await self.inner.attempt(verb, payload, headers, 1)
             return await self._attempts(verb, payload, headers, call)
 
     async def _attempts(

@@ -29,15 +29,15 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 from opentelemetry.util.types import AttributeValue
-from prometheus_client import Histogram
 
 from gateway import request_context, tracing, tracing_ids
 from gateway.errors import UpstreamStatusError
 from gateway.hops.base import Headers, Hop, HopWrapper, Metadata
 from gateway.hops.pool import PoolTargetError
-from gateway.hops.replicas import pool_target
+from gateway.hops.replicas import ReplicaNamed, pool_target
 from gateway.hops.settings import HopSettings
 from gateway.metrics import Metrics
+from gateway.metrics_tally import Tally
 from gateway.passthrough import Passthrough, PassthroughResponse
 
 __all__ = ["Traced"]
@@ -72,9 +72,9 @@ class Traced(HopWrapper):
         self.span_name = f"hop {self.name}"
         # Per protocol spoken (an "auto" hop's is learned): what every span says, computed once.
         self._by_protocol: dict[str, _Attributes] = {}
-        # (protocol, outcome) -> this hop's hop_seconds child: `labels()` locks and hashes on
-        # every call.
-        self._histograms: dict[tuple[str, str], Histogram] = {}
+        # (protocol, outcome) -> the tally of this hop's hop_seconds child: `labels()` locks
+        # and hashes on every call.
+        self._histograms: dict[tuple[str, str], Tally] = {}
 
     async def infer(self, payload: Any, headers: Headers) -> Any:
         return await self.attempt("infer", payload, headers, 1)
@@ -128,17 +128,18 @@ class Traced(HopWrapper):
             # inbound context, not this attempt's.
             outbound = dict(headers)
             tracing.inject(outbound)
-            try:
-                response = await call(payload, outbound)
-            except BaseException as exc:
-                if span.is_recording():
-                    static = self._attributes(self.protocol)
-                    attributes = _attempt(static, verb, number, payload)
-                    _failed(span, attributes, exc, static.grpc)
-                raise
+            with ReplicaNamed() as replica:
+                try:
+                    response = await call(payload, outbound)
+                except BaseException as exc:
+                    if span.is_recording():
+                        static = self._attributes(self.protocol)
+                        attributes = _attempt(static, verb, number, payload, replica)
+                        _failed(span, attributes, exc, static.grpc)
+                    raise
             if span.is_recording():
                 static = self._attributes(self.protocol)
-                attributes = _attempt(static, verb, number, payload)
+                attributes = _attempt(static, verb, number, payload, replica)
                 attributes.update(static.ok)
                 size = _size(response)
                 if size is not None:
@@ -154,8 +155,8 @@ class Traced(HopWrapper):
             protocol = self.protocol
             histogram = self._histograms.get((protocol, outcome))
             if histogram is None:
-                histogram = self.metrics.hop_seconds.labels(
-                    self.model_name, self.name, protocol, outcome
+                histogram = self.metrics.tallies.of(
+                    self.metrics.hop_seconds.labels(self.model_name, self.name, protocol, outcome)
                 )
                 self._histograms[protocol, outcome] = histogram
             histogram.observe(seconds, None if self.tracer is None else tracing_ids.exemplar())
@@ -174,10 +175,12 @@ class Traced(HopWrapper):
 
 
 def _attempt(
-    static: _Attributes, verb: str, number: int, payload: Any
+    static: _Attributes, verb: str, number: int, payload: Any, replica: ReplicaNamed
 ) -> dict[str, AttributeValue]:
-    """What one attempt's span says: the upstream's, then the call's own."""
-    attributes = dict(static.common)
+    """What one attempt's span says: the replica it went to, the upstream's (an upstream
+    of one address names it as configured), then the call's own."""
+    attributes = replica.attributes()
+    attributes.update(static.common)
     attributes["gateway.hop.verb"] = verb
     attributes["gateway.hop.attempt"] = number
     if static.grpc:

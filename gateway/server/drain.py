@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import threading
 import time
 from typing import Any
 
@@ -37,10 +38,12 @@ def expired_message(grace: float) -> str:
 class Drain:
     """The requests in flight in one server process, and their end at a stop."""
 
-    __slots__ = ("_cut", "_idle", "expired", "grace", "stopping", "tasks")
+    __slots__ = ("_cut", "_idle", "_loop", "_thread", "expired", "grace", "stopping", "tasks")
 
     def __init__(self, grace: float) -> None:
         self.grace = grace
+        self._loop: asyncio.AbstractEventLoop | None = None  # where the requests run
+        self._thread = 0
         self.tasks: set[asyncio.Task[Any]] = set()
         # True once the grace period has run out: a cancelled request answers, not vanishes.
         self.expired = False
@@ -52,6 +55,15 @@ class Drain:
     def tracked(self) -> _Tracked:
         """Count the current task (one request) as in flight for the block."""
         return _Tracked(self)
+
+    def current_task(self) -> asyncio.Task[Any] | None:
+        """`asyncio.current_task()`, without its getpid system call once the loop is known
+        (it looks the running loop up with one)."""
+        loop = self._loop
+        if loop is None or self._thread != threading.get_ident() or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
+            self._thread = threading.get_ident()
+        return asyncio.current_task(loop)
 
     def cut_off(self) -> bool:
         """Whether the current task (a request) was cancelled by the end of the grace period,
@@ -113,7 +125,7 @@ class _Tracked:
         self._task: asyncio.Task[Any] | None = None
 
     def __enter__(self) -> asyncio.Task[Any] | None:
-        self._task = task = asyncio.current_task()
+        self._task = task = self._drain.current_task()
         if task is not None:
             self._drain.tasks.add(task)
         return task

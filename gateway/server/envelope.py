@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.trace import Span, Tracer
-from opentelemetry.util.types import Attributes
+from opentelemetry.util.types import AttributeValue
 
 from gateway import request_context, tracing, tracing_ids
 from gateway.dataplane import DataPlane
@@ -56,7 +56,7 @@ class SpanStart:
 
     name: str
     carrier: Mapping[str, str]
-    attributes: Attributes = None
+    attributes: dict[str, AttributeValue] | None = None
 
 
 class Envelope:
@@ -107,11 +107,12 @@ class Inbound:
     """One inference request from arrival to answer: counted in flight, measured, traced.
 
     The door sets `model` (the name asked for: a metrics label once known to be registered)
-    and `status` (its word for the outcome), and may annotate `span` (None without tracing).
+    and `status` (its word for the outcome), and may add to `span_attributes` (set on the
+    SERVER span when it ends) and set the status of `span` (None without tracing).
     """
 
     __slots__ = ("_envelope", "_span_cm", "_span_start", "_started", "context", "model", "span",
-                 "status")  # fmt: skip
+                 "span_attributes", "status")  # fmt: skip
 
     def __init__(
         self, envelope: Envelope, context: RequestContext, span: SpanStart | None, status: str
@@ -124,15 +125,18 @@ class Inbound:
         self.model = ""
         self.status = status
         self.span: Span | None = None
+        self.span_attributes: dict[str, AttributeValue] = {}
 
     def __enter__(self) -> Inbound:
         envelope = self._envelope
         start = self._span_start
         if envelope.tracer is not None and start is not None:
-            self._span_cm = tracing.server_span(
+            span_cm = tracing.server_span(
                 envelope.tracer, start.name, start.carrier, start.attributes, self.context
             )
-            self.span = self._span_cm.__enter__()
+            self.span_attributes = span_cm.attributes
+            self.span = span_cm.__enter__()
+            self._span_cm = span_cm
         envelope.metrics.in_flight.inc()
         self._started = time.perf_counter()
         return self

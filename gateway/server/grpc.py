@@ -12,6 +12,7 @@ tracer it is a SERVER span, and its stage times go back in the ``server-timing``
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -22,6 +23,7 @@ from urllib.parse import unquote
 
 import grpc
 from opentelemetry.trace import Status, StatusCode, Tracer
+from opentelemetry.util.types import AttributeValue
 
 from gateway import offload, tracing_ids
 from gateway._proto import SERVICE_NAME, pb
@@ -185,6 +187,7 @@ def _guarded(
     return call
 
 
+@functools.lru_cache(maxsize=1024)  # a connection's calls share their peer
 def _peer_address(peer: str | None) -> str:
     """The address in gRPC's ``ipv4:1.2.3.4:5678`` / ``ipv6:%5B::1%5D:5678`` (its brackets
     percent-encoded) / ``unix:path``."""
@@ -350,7 +353,7 @@ class _Call:
                 inbound.status = code.name
                 span = inbound.span
                 if span is not None:
-                    span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    inbound.span_attributes["rpc.grpc.status_code"] = code.value[0]
                     if code in _SERVER_ERRORS:
                         span.set_status(Status(StatusCode.ERROR, code.name))
                 if self.access.enabled:
@@ -375,7 +378,7 @@ def _enveloped(
 
 
 def _span_start(context: Context, headers: Headers) -> SpanStart:
-    attributes = {
+    attributes: dict[str, AttributeValue] = {
         "rpc.system": "grpc",
         "rpc.service": SERVICE.full_name,
         "rpc.method": "ModelInfer",

@@ -10,7 +10,6 @@ errors to ``{"error": ...}`` responses, ``x-request-id`` and ``Server-Timing`` h
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 import os
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
 from opentelemetry.trace import Status, StatusCode, Tracer
+from opentelemetry.util.types import AttributeValue
 
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, InvalidInput, PayloadTooLarge, http_status
@@ -51,6 +51,7 @@ logger = logging.getLogger("gateway.server.rest")
 
 # nginx's status for a request whose client left before the answer (metrics count it so).
 CLIENT_CLOSED = 499
+_CLIENT_CLOSED = str(CLIENT_CLOSED)
 SETTINGS = web.AppKey("settings", ServerSettings)
 METRICS = web.AppKey("metrics", Metrics)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
@@ -58,6 +59,24 @@ OPENAPI = web.AppKey("openapi", dict[str, Any])
 ROUTES = web.AppKey("routes", dict[Handler, Route])
 ENVELOPE = web.AppKey("envelope", Envelope)
 DRAIN = web.AppKey("drain", Drain)
+
+
+class _Door:
+    """What the middleware reads on every request, in one place (one app lookup, not six)."""
+
+    __slots__ = ("drain", "envelope", "max_request_bytes", "max_write_buffer", "root_model",
+                 "routes")  # fmt: skip
+
+    def __init__(self, app: web.Application, settings: ServerSettings) -> None:
+        self.envelope = app[ENVELOPE]
+        self.drain = app[DRAIN]
+        self.routes = app[ROUTES]
+        self.max_request_bytes = settings.max_request_bytes
+        self.max_write_buffer = settings.max_write_buffer
+        self.root_model = settings.root_model or ""
+
+
+DOOR = web.AppKey("door", _Door)
 
 
 def create_app(
@@ -95,6 +114,7 @@ def create_app(
         app[traces_view.RECENT_SPANS] = recent_spans
     if settings.root_model is not None:
         app[rest_graph.ROOT_MODEL] = settings.root_model
+    app[DOOR] = _Door(app, settings)
     for route in table:
         app.router.add_route(route.method, route.path, route.handler, expect_handler=_expect)
     return app
@@ -152,40 +172,43 @@ async def _expect(request: web.Request) -> None:
 
 @web.middleware
 async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
-    envelope = request.app[ENVELOPE]
-    route = request.app[ROUTES].get(request.match_info.handler)
-    client_id = request_id(request.headers)
+    door = request.app[DOOR]
+    route = door.routes.get(request.match_info.handler)
+    headers = request.headers
+    client_id = request_id(headers)
     try:
-        deadline = inbound_deadline(request.headers)
+        deadline = inbound_deadline(headers)
     except InvalidInput as exc:
         refusal = _gateway_error(request, exc)
         refusal.headers[REQUEST_ID] = client_id
         return refusal
+    envelope = door.envelope
     context = envelope.context(route.protocol if route is not None else "", client_id, deadline)
     request[CONTEXT] = context
-    request[RESPONSE_HEADERS] = {}
-    drain = request.app[DRAIN]
+    model_headers: dict[str, str] = {}
+    request[RESPONSE_HEADERS] = model_headers
+    drain = door.drain
     with drain.tracked():
         if route is not None and route.inference:
-            response = await _inference(envelope, route, request, handler)
+            response = await _inference(door, route, request, handler)
         else:  # health probes, metadata and /metrics are not traced: probes would flood traces
-            response = await _respond(request, handler)
+            response = await _respond(request, handler, door.max_request_bytes)
     if drain.stopping:
         response.force_close()  # no further request on it: the server is stopping
-    _add_headers(response, request[RESPONSE_HEADERS], context)
-    connections.paced(response, request.app[SETTINGS].max_write_buffer)
-    if _body_abandoned(request, response):
+    _add_headers(response, model_headers, context)
+    connections.paced(response, door.max_write_buffer)
+    if _body_abandoned(request, response, drain):
         await _send_and_close(request, response)
     return response
 
 
-def _body_abandoned(request: web.Request, response: web.StreamResponse) -> bool:
+def _body_abandoned(request: web.Request, response: web.StreamResponse, drain: Drain) -> bool:
     """Whether the answer gives up on a body still arriving: too slow, or undecodable."""
     body = request.content
     return (
         request.transport is not None  # else the client is gone: nothing to send or close
         and not body.is_eof()
-        and (response.status == 408 or body.exception() is not None or request.app[DRAIN].expired)
+        and (response.status == 408 or body.exception() is not None or drain.expired)
     )
 
 
@@ -204,39 +227,36 @@ async def _send_and_close(request: web.Request, response: web.StreamResponse) ->
 
 
 async def _inference(
-    envelope: Envelope, route: Route, request: web.Request, handler: Handler
+    door: _Door, route: Route, request: web.Request, handler: Handler
 ) -> web.StreamResponse:
     """`_respond` inside the request's envelope: counted, measured, admitted and (given a
     tracer) in a SERVER span that continues the trace the client sent."""
-    span = _span_start(route, request) if envelope.tracer is not None else None
+    envelope = door.envelope
+    model = request.match_info.get("name") or door.root_model
+    span = _span_start(route, request, model) if envelope.tracer is not None else None
     # CLIENT_CLOSED is kept if the client goes away before the answer is ready.
-    with envelope.inbound(request[CONTEXT], span, str(CLIENT_CLOSED)) as inbound:
-        inbound.model = _model_name(request)
-        response = await _respond(request, functools.partial(_admitted, inbound, handler))
+    with envelope.inbound(request[CONTEXT], span, _CLIENT_CLOSED) as inbound:
+        inbound.model = model
+        response = await _respond(request, handler, door.max_request_bytes, inbound)
         inbound.status = str(response.status)
         if inbound.span is not None:
-            inbound.span.set_attribute("http.response.status_code", response.status)
+            inbound.span_attributes["http.response.status_code"] = response.status
             if response.status >= 500:  # a 4xx is the client's error, not this server's
                 inbound.span.set_status(Status(StatusCode.ERROR))
         return response
 
 
-async def _admitted(inbound: Inbound, handler: Handler, request: web.Request) -> web.StreamResponse:
-    with inbound.admitted():
-        return await handler(request)
-
-
-def _span_start(route: Route, request: web.Request) -> SpanStart:
+def _span_start(route: Route, request: web.Request, model: str) -> SpanStart:
     # The matched route's template: `route` is found by handler, which routes with and
     # without a version share.
     resource = request.match_info.route.resource
     template = resource.canonical if resource is not None else route.path
-    attributes = {
+    attributes: dict[str, AttributeValue] = {
         "http.request.method": request.method,
         "http.route": template,
         "url.path": request.path,
         "url.scheme": request.scheme,
-        "gateway.model_name": _model_name(request),
+        "gateway.model_name": model,
         "gateway.request_id": request[CONTEXT].request_id,
     }
     if request.remote:
@@ -244,17 +264,17 @@ def _span_start(route: Route, request: web.Request) -> SpanStart:
     return SpanStart(f"{request.method} {template}", request.headers, attributes)
 
 
-def _model_name(request: web.Request) -> str:
-    """The model a request is for: the one its path names, else the one that answers
-    ``POST /`` (the graph's)."""
-    return request.match_info.get("name") or request.app.get(rest_graph.ROOT_MODEL, "")
-
-
-async def _respond(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The handler's response, or the error response for what it raised."""
+async def _respond(
+    request: web.Request, handler: Handler, limit: int, inbound: Inbound | None = None
+) -> web.StreamResponse:
+    """The handler's response, or the error response for what it raised; with `inbound`,
+    the handler runs admitted (`Inbound.admitted`). `limit`: the largest body taken."""
     try:
-        _check_length(request)
-        return await handler(request)
+        _check_length(request, limit)
+        if inbound is None:
+            return await handler(request)
+        with inbound.admitted():
+            return await handler(request)
     except web.HTTPException as exc:  # routing, or aiohttp's own body size limit
         return _http_error(request, exc)
     except GatewayError as exc:
@@ -282,8 +302,7 @@ def _unexpected(request: web.Request, exc: Exception) -> web.Response:
     return _error(500, f"internal error: {type(exc).__name__}")
 
 
-def _check_length(request: web.Request) -> None:
-    limit = request.app[SETTINGS].max_request_bytes
+def _check_length(request: web.Request, limit: int) -> None:
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"the request body has {length} bytes; the limit is {limit}")

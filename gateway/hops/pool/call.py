@@ -15,9 +15,8 @@ do not ask: a refused retry then re-raises the previous attempt's error.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
@@ -204,24 +203,54 @@ class stop_when_retry_refused(stop_base):
 _current: ContextVar[PoolCall[Any] | None] = ContextVar("gateway_pool_call", default=None)
 
 
-@contextlib.contextmanager
-def calling(call: PoolCall[Any]) -> Iterator[PoolCall[Any]]:
-    """Make `call` the one `leased` takes attempts from, inside the block."""
-    token = _current.set(call)
-    try:
-        yield call
-    finally:
-        _current.reset(token)
+class calling:
+    """Make `call` the one `leased` takes attempts from, inside the block. (Classes, not
+    generators, here and below: they run on every request.)"""
+
+    __slots__ = ("_call", "_token")
+
+    def __init__(self, call: PoolCall[Any]) -> None:
+        self._call = call
+
+    def __enter__(self) -> PoolCall[Any]:
+        self._token = _current.set(self._call)
+        return self._call
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._token)
 
 
-@contextlib.contextmanager
-def leased(pool: Picker[C]) -> Iterator[Lease[C]]:
+class leased(Generic[C]):
     """The lease of one attempt on `pool`: from the call `calling` made current when it is
     this pool's, else from a call of its own (a probe, a lookup of what the upstream is)."""
-    call = _current.get()
-    if call is not None and call.pool is pool:
-        with call.attempt() as lease:
-            yield lease
-        return
-    with PoolCall(pool) as own, own.attempt() as lease:
-        yield lease
+
+    __slots__ = ("_lease", "_own", "_pool")
+
+    def __init__(self, pool: Picker[C]) -> None:
+        self._pool = pool
+
+    def __enter__(self) -> Lease[C]:
+        call = _current.get()
+        own = None
+        if call is None or call.pool is not self._pool:
+            call = own = PoolCall(self._pool)
+        self._own = own
+        try:
+            self._lease: Lease[C] = call.attempt()
+        except BaseException:
+            if own is not None:
+                own.close()
+            raise
+        return self._lease
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self._lease.__exit__(exc_type, exc, tb)
+        finally:
+            if self._own is not None:
+                self._own.close()

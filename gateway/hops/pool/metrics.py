@@ -18,6 +18,7 @@ from gateway.hops.pool.outcome import Outcome
 from gateway.hops.pool.replica import Replica
 from gateway.metrics import LATENCY_BUCKETS as BUCKETS
 from gateway.metrics import registered_once
+from gateway.metrics_tally import Tally, tallies
 
 __all__ = ["PoolMetrics", "pool_metrics"]
 
@@ -31,6 +32,8 @@ class PoolMetrics:
     """The pool metrics of one registry; `observer` gives each pool its own view."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        # Attempts are tallied (see gateway.metrics_tally): its collector comes first.
+        self.tallies = tallies(registry)
         self.attempts = Counter(
             "gateway_replica_attempts",
             "Attempts sent to each replica of a pool, by outcome",
@@ -67,21 +70,24 @@ class _Observer(PoolObserver):
         self.metrics = metrics
         self.labels = (model_name, hop)
         # labels() locks and hashes on each call: each series is looked up once.
-        self._attempts: dict[tuple[str, Outcome], Any] = {}
-        self._seconds: dict[str, Any] = {}
+        self._attempts: dict[tuple[str, Outcome], Tally] = {}
+        self._seconds: dict[str, Tally] = {}
 
     def attempt_finished(self, replica: Replica[Any], outcome: Outcome, seconds: float) -> None:
         name = replica.endpoint.hostport
         key = (name, outcome)
         counter = self._attempts.get(key)
+        metrics = self.metrics
         if counter is None:
-            counter = self._attempts[key] = self.metrics.attempts.labels(
-                *self.labels, name, outcome.value
+            counter = self._attempts[key] = metrics.tallies.of(
+                metrics.attempts.labels(*self.labels, name, outcome.value)
             )
         counter.inc()
         histogram = self._seconds.get(name)
         if histogram is None:
-            histogram = self._seconds[name] = self.metrics.seconds.labels(*self.labels, name)
+            histogram = self._seconds[name] = metrics.tallies.of(
+                metrics.seconds.labels(*self.labels, name)
+            )
         histogram.observe(seconds)
 
     def ejected(self, replica: Replica[Any], seconds: float) -> None:
@@ -100,6 +106,7 @@ class _Observer(PoolObserver):
             (self.metrics.ejections, ()),
             *((self.metrics.attempts, (outcome.value,)) for outcome in Outcome),
         ]
+        self.metrics.tallies.flush()  # what is pending for the series, before they go
         for metric, extra in series:
             # remove() raises KeyError for a series that never had a value.
             with contextlib.suppress(KeyError):
