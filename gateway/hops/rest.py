@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 
 import aiohttp
 import orjson
-from yarl import URL
 
 from gateway import offload
 from gateway.codecs import rest as rest_codec
@@ -56,6 +55,8 @@ from gateway.hops.pool import Pool, Replica, leased
 from gateway.hops.replicas import Pooling, ReplicaClient, name_replica, pool_ready, upstream_of
 from gateway.hops.rest_wire import (
     Answer,
+    CallTimeouts,
+    Urls,
     body_payload,
     content_type,
     json_length,
@@ -81,7 +82,6 @@ logger = logging.getLogger("gateway.hops")
 #: Seconds the upstream has left to answer, so a chain of gateways shrinks its deadline.
 TIMEOUT_HEADER = "x-request-timeout"
 JSON = "application/json"
-_MAX_URLS = 256
 
 T = TypeVar("T")
 
@@ -120,13 +120,7 @@ class RestHop(Hop):
         self._model = segment(settings.model_name)
         self._negotiates = settings.rest_format == "auto" and settings.protocol == "v2"
         self._owns_pool = pool is None
-        # The last call's timeout, as its header and aiohttp's, and the URLs called.
-        self._timeout: tuple[float, str, aiohttp.ClientTimeout] = (
-            -1.0,
-            "",
-            aiohttp.ClientTimeout(),
-        )
-        self._urls: dict[tuple[str, str], URL] = {}
+        self._timeouts, self._url = CallTimeouts(), Urls()
         self.pool, self.learner = upstream_of(
             settings, pool, pooling, learner, self.probe, self.discover
         )
@@ -363,14 +357,7 @@ class RestHop(Hop):
 
         `headers` is a dict this call owns: the timeout header and ``Host`` are added."""
         timeout = call_timeout(self.settings, cap)
-        limit = self._timeout
-        if limit[0] != timeout:  # the same every call without an inbound deadline
-            limit = self._timeout = (
-                timeout,
-                f"{timeout:.3f}",
-                aiohttp.ClientTimeout(total=timeout),
-            )
-        headers[TIMEOUT_HEADER] = limit[1]
+        headers[TIMEOUT_HEADER], limit = self._timeouts(timeout)
         headers["Host"] = replica.host_header
         try:
             async with self._client().request(
@@ -378,7 +365,7 @@ class RestHop(Hop):
                 self._url(replica.base_url, path),
                 data=None if body is None else body_payload(body),
                 headers=headers,
-                timeout=limit[2],
+                timeout=limit,
                 # A redirected POST would turn into a GET; an inference call is not redirected.
                 allow_redirects=False,
                 server_hostname=replica.server_hostname,
@@ -395,16 +382,6 @@ class RestHop(Hop):
             raise error from exc
         merge_server_timing(answer.headers.getall("Server-Timing", ()), self.name)
         return successful(answer, self.name, path)
-
-    def _url(self, base_url: str, path: str) -> URL:
-        """The URL of `path` on a replica, parsed once (a hop calls few)."""
-        key = (base_url, path)
-        url = self._urls.get(key)
-        if url is None:
-            if len(self._urls) >= _MAX_URLS:  # versions or replicas that come and go
-                self._urls.clear()
-            url = self._urls[key] = URL(base_url + path, encoded=True)
-        return url
 
     def session(self) -> aiohttp.ClientSession:
         """The hop's connection pool (made now if need be), for another hop to the same

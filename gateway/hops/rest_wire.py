@@ -28,6 +28,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 from gateway.codecs import rest as rest_codec
 from gateway.errors import (
@@ -51,6 +52,8 @@ from gateway.tensor import InferOutput
 
 __all__ = [
     "Answer",
+    "CallTimeouts",
+    "Urls",
     "body_payload",
     "content_type",
     "error_text",
@@ -281,3 +284,35 @@ def error_text(body: bytes) -> str:
     if isinstance(error, str):
         return upstream_text(error)
     return upstream_text(body, ERROR_TEXT_LIMIT)
+
+
+class Urls:
+    """URLs of paths on replicas, each parsed once (a hop calls few)."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self._parsed: dict[tuple[str, str], URL] = {}
+        self._limit = limit
+
+    def __call__(self, base_url: str, path: str) -> URL:
+        key = (base_url, path)
+        url = self._parsed.get(key)
+        if url is None:
+            if len(self._parsed) >= self._limit:  # versions or replicas that come and go
+                self._parsed.clear()
+            url = self._parsed[key] = URL(base_url + path, encoded=True)
+        return url
+
+
+class CallTimeouts:
+    """A call's timeout as its header value and as aiohttp's, made again only when it
+    changes (it is the same every call without an inbound deadline)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, str, aiohttp.ClientTimeout] = (-1.0, "", aiohttp.ClientTimeout())
+
+    def __call__(self, seconds: float) -> tuple[str, aiohttp.ClientTimeout]:
+        last = self._last
+        if last[0] != seconds:
+            timeout = aiohttp.ClientTimeout(total=seconds)
+            last = self._last = (seconds, f"{seconds:.3f}", timeout)
+        return last[1], last[2]

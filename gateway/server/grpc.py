@@ -12,14 +12,12 @@ tracer it is a SERVER span, and its stage times go back in the ``server-timing``
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
-from urllib.parse import unquote
 
 import grpc
 from opentelemetry.trace import Status, StatusCode, Tracer
@@ -181,18 +179,10 @@ def _guarded(
             if access is not None and access.enabled:
                 model = getattr(request, "name", "") or getattr(request, "model_name", "")
                 headers = grpc_metadata.headers(context)
-                access.log(_peer_address(context.peer()), name, model, code.name, size,
+                access.log(grpc_metadata.peer_address(context.peer()), name, model, code.name, size,
                            time.perf_counter() - started, headers.get(REQUEST_ID, ""))  # fmt: skip
 
     return call
-
-
-@functools.lru_cache(maxsize=1024)  # a connection's calls share their peer
-def _peer_address(peer: str | None) -> str:
-    """The address in gRPC's ``ipv4:1.2.3.4:5678`` / ``ipv6:%5B::1%5D:5678`` (its brackets
-    percent-encoded) / ``unix:path``."""
-    kind, _, rest = unquote(peer or "").partition(":")
-    return rest.rpartition(":")[0].strip("[]") if kind in ("ipv4", "ipv6") else rest
 
 
 def _parse(message: Any, data: bytes) -> Any:
@@ -358,9 +348,10 @@ class _Call:
                         span.set_status(Status(StatusCode.ERROR, code.name))
                 if self.access.enabled:
                     trace = None if span is None else tracing_ids.log_ids(span)
-                    self.access.log(_peer_address(context.peer()), "ModelInfer", inbound.model,
-                                    code.name, size, time.perf_counter() - started,
-                                    inbound.context.request_id, trace)  # fmt: skip
+                    peer = grpc_metadata.peer_address(context.peer())
+                    self.access.log(peer, "ModelInfer", inbound.model, code.name, size,
+                                    time.perf_counter() - started, inbound.context.request_id,
+                                    trace)  # fmt: skip
 
 
 def _enveloped(
@@ -382,7 +373,7 @@ def _span_start(context: Context, headers: Headers) -> SpanStart:
         "rpc.system": "grpc",
         "rpc.service": SERVICE.full_name,
         "rpc.method": "ModelInfer",
-        "client.address": _peer_address(context.peer()),
+        "client.address": grpc_metadata.peer_address(context.peer()),
     }
     return SpanStart(f"{SERVICE.full_name}/ModelInfer", headers, attributes)
 

@@ -4,10 +4,12 @@ of `gateway.header_rules`."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from typing import TypeAlias
+from urllib.parse import unquote
 
 import grpc
 
@@ -15,7 +17,7 @@ from gateway.header_rules import grpc_response_metadata, valid_grpc_metadata
 from gateway.request_context import RequestContext
 from gateway.server.envelope import answer_headers
 
-__all__ = ["deadline", "headers", "response_metadata", "trailers"]
+__all__ = ["deadline", "headers", "peer_address", "response_metadata", "trailers"]
 
 logger = logging.getLogger("gateway.server.grpc")
 
@@ -63,3 +65,11 @@ def response_metadata(response_headers: Headers) -> tuple[tuple[str, str], ...]:
         else:
             logger.debug("response header %r is not valid gRPC metadata; dropped", key)
     return tuple(metadata)
+
+
+@functools.lru_cache(maxsize=1024)  # a connection's calls share their peer
+def peer_address(peer: str | None) -> str:
+    """The address in gRPC's ``ipv4:1.2.3.4:5678`` / ``ipv6:%5B::1%5D:5678`` (its brackets
+    percent-encoded) / ``unix:path``."""
+    kind, _, rest = unquote(peer or "").partition(":")
+    return rest.rpartition(":")[0].strip("[]") if kind in ("ipv4", "ipv6") else rest

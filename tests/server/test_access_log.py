@@ -19,8 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from gateway import InferInput, InferRequest
 from gateway._proto import SERVICE_NAME, pb
 from gateway.metrics import Metrics
-from gateway.server import access_log
-from gateway.server import grpc as grpc_server
+from gateway.server import access_log, grpc_metadata
 from gateway.server.grpc import start_grpc_server
 from tests.hops.upstreams import SETTINGS, dataplane
 from tests.models import EchoModel
@@ -113,9 +112,9 @@ async def test_one_grpc_access_line_per_call(caplog: pytest.LogCaptureFixture) -
 
 
 def test_grpc_peers_are_read_as_addresses() -> None:
-    assert grpc_server._peer_address("ipv4:127.0.0.1:5050") == "127.0.0.1"
-    assert grpc_server._peer_address("ipv6:%5B::1%5D:5050") == "::1"
-    assert grpc_server._peer_address("unix:/tmp/s") == "/tmp/s"
+    assert grpc_metadata.peer_address("ipv4:127.0.0.1:5050") == "127.0.0.1"
+    assert grpc_metadata.peer_address("ipv6:%5B::1%5D:5050") == "::1"
+    assert grpc_metadata.peer_address("unix:/tmp/s") == "/tmp/s"
 
 
 def _tensor() -> InferInput:
