@@ -158,6 +158,8 @@ def split_raw(data: Buffer, field: int) -> tuple[bytes, list[memoryview]]:
 def decode_weight(data: Buffer, field: int) -> int:
     """How much work decoding a message is (`gateway.offload.weight`): what protobuf parses,
     and its raw contents (`field`) when a BYTES tensor may be among them."""
+    if offload.weight(0, len(data)) < offload.HEAVY:
+        return offload.weight(len(data))  # light whatever it holds: no walk of its fields
     head = raw = 0
     mentions_bytes = False
     for number, start, end, value in _top_level_fields(memoryview(data).cast("B")):
