@@ -40,9 +40,33 @@ class ServerProcess:
         return "".join(self.lines)
 
 
+# A port asked for by number may be held for a moment by any client on the machine (handed it
+# as an ephemeral port) while no server listens there: tests restart servers on their ports.
+PORT_TAKEN = "is already in use"
+STARTS = 10
+
+
 @contextmanager
 def run_server(*args: str, startup_timeout: float = 30.0) -> Iterator[ServerProcess]:
-    """Start `python -m <args>` on ports 0 of 127.0.0.1; yield once the ports are known."""
+    """Start `python -m <args>` on 127.0.0.1; yield once the ports it bound are known."""
+    for _ in range(STARTS - 1):
+        server, reader = _spawn(args, startup_timeout)
+        if server.http_port or PORT_TAKEN not in server.output():
+            break
+        _stop(server, reader)
+        time.sleep(0.2)
+    else:
+        server, reader = _spawn(args, startup_timeout)
+    try:
+        if not server.http_port:
+            raise RuntimeError(f"server did not start:\n{server.output()}")
+        yield server
+    finally:
+        _stop(server, reader)
+
+
+def _spawn(args: tuple[str, ...], startup_timeout: float) -> tuple[ServerProcess, threading.Thread]:
+    """Start the process; return once it said its ports, ended, or `startup_timeout` passed."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
         [sys.executable, "-m", *args, "--listen_address", "127.0.0.1"],
@@ -54,7 +78,7 @@ def run_server(*args: str, startup_timeout: float = 30.0) -> Iterator[ServerProc
         start_new_session=True,
     )
     server = ServerProcess(process)
-    found = threading.Event()
+    settled = threading.Event()
 
     def pump() -> None:
         assert process.stdout is not None
@@ -63,25 +87,27 @@ def run_server(*args: str, startup_timeout: float = 30.0) -> Iterator[ServerProc
             single, many = _LISTENING.search(line), _WORKERS.search(line)
             if many:
                 server.http_port, server.grpc_port = int(many.group(2)), int(many.group(3))
-                found.set()
-            elif single and not found.is_set():
-                server.http_port = int(single.group(1))
+                settled.set()
+            elif single and not settled.is_set():
                 server.grpc_port = int(single.group(2)) if single.group(2).isdigit() else None
-                found.set()
+                server.http_port = int(single.group(1))
+                settled.set()
+        settled.set()
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    try:
-        if not found.wait(startup_timeout):
-            raise RuntimeError(f"server did not start:\n{server.output()}")
-        yield server
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-        reader.join(timeout=5)
-        if process.stdout is not None:
-            process.stdout.close()
+    settled.wait(startup_timeout)
+    return server, reader
+
+
+def _stop(server: ServerProcess, reader: threading.Thread) -> None:
+    process = server.process
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    reader.join(timeout=5)
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.05) -> None:
