@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -204,16 +205,18 @@ class Topology:
             *service.flags,
         ]
         log_path = self.log_dir / f"{service.service_name}.log"
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        child = Child(service, process, log_path)
-        self.children[service.label] = child
+        # A Ctrl-C between the fork and the line below would leave a child no one stops.
+        with stop_signals_deferred():
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+            child = Child(service, process, log_path)
+            self.children[service.label] = child
         threading.Thread(target=_pump, args=(child,), daemon=True).start()
         return child
 
@@ -229,6 +232,31 @@ class Topology:
             if child.process.poll() is not None or time.monotonic() > deadline:
                 raise DemoError(_failure(child, "did not become ready"))
             time.sleep(0.05)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def stop_signals_deferred() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP back from Python's handlers until the block ends, then
+    deliver the first that came to the handler in place. Blocking them in the kernel instead
+    would hand the block to the children, which keep the mask through exec and would not stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers run in the main thread only: nothing to hold back here
+        return
+    caught: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
+    held = [sig for sig, handler in previous.items() if handler is not None]
+    for sig in held:
+        signal.signal(sig, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for sig in held:
+            signal.signal(sig, previous[sig])
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def _pump(child: Child) -> None:

@@ -22,6 +22,7 @@ import pytest
 from gateway.demo.cli import new_log_dir
 
 ROOT = Path(__file__).resolve().parents[2]
+_LOG_DIR = re.compile(r"\(logs in (\S+)\)")
 _STARTED = re.compile(r"started (\S+) .*: pid (\d+), REST 127\.0\.0\.1:(\d+)")
 # Every row the prediction and explanation tables must have.
 HOP_ROWS = [
@@ -91,6 +92,13 @@ class Demo:
     def output(self) -> str:
         return f"stdout:\n{self.stdout}\nstderr:\n{''.join(self.stderr)}"
 
+    def strays(self) -> set[int]:
+        """Processes whose command line names this run's log folder (the graph's gateway
+        reads its graph from there), whoever their parent is now."""
+        found = (_LOG_DIR.search(line) for line in list(self.stderr))
+        folder = next((m.group(1) for m in found if m), None)
+        return _running_with(folder) if folder else set()
+
 
 @contextmanager
 def demo(*args: str) -> Iterator[Demo]:
@@ -121,7 +129,8 @@ def demo(*args: str) -> Iterator[Demo]:
     finally:
         if process.poll() is None:
             process.kill()
-        for pid in running.children().values():  # never leave a child behind a failed test
+        # Never leave a child behind a failed test.
+        for pid in {*running.children().values(), *running.strays()}:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         running.finish(10)
@@ -134,6 +143,20 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
+
+
+def _running_with(text: str) -> set[int]:
+    """The pids of live processes whose command line holds `text`, from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(os.getpid()):
+            try:
+                command = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if text in command and _alive(int(entry.name)):
+                found.add(int(entry.name))
+    return found
 
 
 def _children_of(pid: int) -> set[int]:
@@ -201,6 +224,7 @@ def test_ctrl_c_stops_every_child_and_exits_130(moment: str) -> None:
         spawned |= set(running.children().values())  # and any started as the signal came
         assert spawned
         assert not [pid for pid in spawned if _alive(pid)], running.output()
+        assert not running.strays(), running.output()  # one started as the signal came
         assert "interrupted" in "".join(running.stderr)
 
 
