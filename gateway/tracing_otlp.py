@@ -30,6 +30,8 @@ _INT64 = range(-(2**63), 2**63)
 # Attributes remembered as bytes; past this many the memory starts again (request ids and
 # URLs differ per request: only the repeated ones are worth keeping).
 _MEMO_SIZE = 4096
+_MEMO_CHARS = 128
+_NUMBERS = frozenset({bool, int, float})
 _memo: dict[tuple[int, str, type, Any], bytes] = {}
 _statuses: dict[tuple[StatusCode, str | None], bytes] = {}
 _fixed64 = struct.Struct("<Q").pack
@@ -146,7 +148,7 @@ def _status(status: Status) -> bytes:
         if status.status_code.value:
             parts += (b"\x18", _varint(status.status_code.value))
         encoded = _field(15, b"".join(parts))
-        if len(_statuses) < _MEMO_SIZE:
+        if len(_statuses) < _MEMO_SIZE and _short(status.description):
             _statuses[key] = encoded
     return encoded
 
@@ -184,11 +186,15 @@ def _attributes(attributes: Mapping[str, Any], number: int) -> bytes:
     """Each attribute as a KeyValue in field `number` of the message holding them."""
     parts = []
     for key, value in attributes.items():
-        try:
-            memo_key = (number, key, value.__class__, value)
-            framed = _memo.get(memo_key)
-        except TypeError:  # an unhashable value (a list)
-            memo_key, framed = None, None
+        kind = value.__class__
+        # Only short plain values are remembered: an exception's message or stack trace
+        # seldom repeats, and would make the memory large.
+        if (kind is str and len(value) <= _MEMO_CHARS) or kind in _NUMBERS:
+            remembered = (number, key, kind, value)
+            memo_key: tuple[int, str, type, Any] | None = remembered
+            framed = _memo.get(remembered)
+        else:
+            memo_key = framed = None
         if framed is None:
             framed = _field(number, _key_value(key, value))
             if memo_key is not None:
@@ -197,6 +203,10 @@ def _attributes(attributes: Mapping[str, Any], number: int) -> bytes:
                 _memo[memo_key] = framed
         parts.append(framed)
     return b"".join(parts)
+
+
+def _short(value: Any) -> bool:
+    return not isinstance(value, str) or len(value) <= _MEMO_CHARS
 
 
 def _key_value(key: str, value: Any) -> bytes:

@@ -147,3 +147,21 @@ def test_both_otlp_exporters_encode_with_ours() -> None:
     finally:
         grpc_processor.shutdown()
         http_processor.shutdown()
+
+
+def test_long_values_are_not_remembered() -> None:
+    """Error messages and stack traces seldom repeat: keeping their bytes would only grow."""
+    context = SpanContext(1, 2, is_remote=False)
+    long = "x" * 1000
+    span = ReadableSpan(
+        "s",
+        context,
+        attributes={"exception.message": long, "short": "y"},
+        status=Status(StatusCode.ERROR, long),
+        start_time=1,
+        end_time=2,
+    )
+    assert tracing_otlp.encode([span]) == encode_spans([span]).SerializePartialToString()
+    remembered = [*tracing_otlp._memo, *tracing_otlp._statuses]
+    assert not [key for key in remembered if long in key]
+    assert (9, "short", str, "y") in tracing_otlp._memo
