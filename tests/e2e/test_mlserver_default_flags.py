@@ -25,7 +25,7 @@ from tritonclient.grpc import service_pb2
 from gateway._proto import SERVICE_NAME, pb
 from tests.e2e.support import start_servers
 from tests.hops.test_hop_mlserver import FEATURES, MODEL, MLServer, mlserver
-from tests.server.procs import ServerProcess
+from tests.server.procs import ServerProcess, wait_until
 
 __all__ = ["mlserver"]  # the fixture, shared with the hop tests
 
@@ -47,7 +47,21 @@ def front(mlserver: MLServer) -> Iterator[Front]:
     with ExitStack() as stack:
         rest, grpc_gateway = start_servers(stack, serve(mlserver.http), serve(mlserver.grpc))
         (chain,) = start_servers(stack, serve(f"127.0.0.1:{rest.http_port}"))
-        yield Front(mlserver, {"rest": rest, "grpc": grpc_gateway, "chain": chain})
+        gateways = {"rest": rest, "grpc": grpc_gateway, "chain": chain}
+        for gateway in gateways.values():
+            # Each gateway asks MLServer what it speaks as it starts; on a loaded machine
+            # MLServer may take longer than the gateway waits (the request is then answered
+            # 503, retryable): the tests start once every gateway has its answer.
+            wait_until(lambda gateway=gateway: _metadata_answers(gateway), timeout=60)
+        yield Front(mlserver, gateways)
+
+
+def _metadata_answers(gateway: ServerProcess) -> bool:
+    try:
+        with urllib.request.urlopen(f"{gateway.base_url}/v2/models/{MODEL}", timeout=10):
+            return True
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def expected(front: Front) -> list[int]:
