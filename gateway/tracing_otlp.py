@@ -1,10 +1,10 @@
 """Finished spans to OTLP protobuf bytes (an ``ExportTraceServiceRequest``), written directly.
 
 The SDK's OTLP encoder builds a protobuf object for every span, attribute and value before
-serializing: 70-100 us a span on this machine, in the exporter's thread but holding the GIL the
-event loop needs, more than a small request's own work. This one writes the wire format from
-the span's fields (the same message: a test parses both and compares), keeps each attribute's
-bytes for the next span that carries the same one, and hands any batch it does not expect
+serializing: 50-100 us a span on this machine, in the exporter's thread but holding the GIL the
+event loop needs. This one writes the wire format from the span's fields (the SDK's bytes, byte
+for byte: a test compares them), keeps the bytes of short attributes for the next span that
+carries the same one, and hands any batch it does not expect
 (a value of a kind OpenTelemetry does not allow, an integer beyond 64 bits) to the SDK's.
 """
 
@@ -189,12 +189,9 @@ def _attributes(attributes: Mapping[str, Any], number: int) -> bytes:
         kind = value.__class__
         # Only short plain values are remembered: an exception's message or stack trace
         # seldom repeats, and would make the memory large.
-        if (kind is str and len(value) <= _MEMO_CHARS) or kind in _NUMBERS:
-            remembered = (number, key, kind, value)
-            memo_key: tuple[int, str, type, Any] | None = remembered
-            framed = _memo.get(remembered)
-        else:
-            memo_key = framed = None
+        short = (kind is str and len(value) <= _MEMO_CHARS) or kind in _NUMBERS
+        memo_key = (number, key, kind, value) if short else None
+        framed = None if memo_key is None else _memo.get(memo_key)
         if framed is None:
             framed = _field(number, _key_value(key, value))
             if memo_key is not None:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,29 +147,34 @@ def _alive(pid: int) -> bool:
 
 def _running_with(text: str) -> set[int]:
     """The pids of live processes whose command line holds `text`, from /proc."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and entry.name != str(os.getpid()):
-            try:
-                command = (entry / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if text in command and _alive(int(entry.name)):
-                found.add(int(entry.name))
-    return found
+    own = str(os.getpid())
+
+    def names(entry: Path) -> bool:
+        command = (entry / "cmdline").read_bytes().decode(errors="replace")
+        return entry.name != own and text in command and _alive(int(entry.name))
+
+    return _pids_where(names)
 
 
 def _children_of(pid: int) -> set[int]:
     """The pids whose parent is `pid`, from /proc."""
+
+    def child(entry: Path) -> bool:
+        return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid
+
+    return _pids_where(child)
+
+
+def _pids_where(test: Callable[[Path], bool]) -> set[int]:
+    """The pids whose /proc entry passes `test` (one that ends meanwhile does not)."""
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if test(entry):
+                    found.add(int(entry.name))
             except OSError:
                 continue
-            if int(fields[1]) == pid:
-                found.add(int(entry.name))
     return found
 
 

@@ -76,16 +76,19 @@ def start_servers(
     return servers
 
 
-def wait_ready(server: ServerProcess, timeout: float = 30.0) -> None:
-    """Wait until `server` answers ready (it listens before its models have loaded)."""
-    url = f"{server.base_url}/v2/health/ready"
+def wait_ready(
+    server: ServerProcess, timeout: float = 30.0, path: str = "/v2/health/ready"
+) -> None:
+    """Wait until `server` answers 200 at `path`: ready, by default (it listens before its
+    models have loaded)."""
+    url = f"{server.base_url}{path}"
     deadline = time.monotonic() + timeout
     while True:
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         if time.monotonic() > deadline or server.process.poll() is not None:
             raise AssertionError(f"{url} not ready:\n{server.output()}")

@@ -23,9 +23,9 @@ from google.protobuf import json_format
 from tritonclient.grpc import service_pb2
 
 from gateway._proto import SERVICE_NAME, pb
-from tests.e2e.support import start_servers
+from tests.e2e.support import start_servers, wait_ready
 from tests.hops.test_hop_mlserver import FEATURES, MODEL, MLServer, mlserver
-from tests.server.procs import ServerProcess, wait_until
+from tests.server.procs import ServerProcess
 
 __all__ = ["mlserver"]  # the fixture, shared with the hop tests
 
@@ -52,16 +52,8 @@ def front(mlserver: MLServer) -> Iterator[Front]:
             # Each gateway asks MLServer what it speaks as it starts; on a loaded machine
             # MLServer may take longer than the gateway waits (the request is then answered
             # 503, retryable): the tests start once every gateway has its answer.
-            wait_until(lambda gateway=gateway: _metadata_answers(gateway), timeout=60)
+            wait_ready(gateway, 60, path=f"/v2/models/{MODEL}")
         yield Front(mlserver, gateways)
-
-
-def _metadata_answers(gateway: ServerProcess) -> bool:
-    try:
-        with urllib.request.urlopen(f"{gateway.base_url}/v2/models/{MODEL}", timeout=10):
-            return True
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def expected(front: Front) -> list[int]:

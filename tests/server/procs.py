@@ -49,14 +49,12 @@ STARTS = 10
 @contextmanager
 def run_server(*args: str, startup_timeout: float = 30.0) -> Iterator[ServerProcess]:
     """Start `python -m <args>` on 127.0.0.1; yield once the ports it bound are known."""
-    for _ in range(STARTS - 1):
+    for start in range(1, STARTS + 1):
         server, reader = _spawn(args, startup_timeout)
-        if server.http_port or PORT_TAKEN not in server.output():
+        if server.http_port or PORT_TAKEN not in server.output() or start == STARTS:
             break
         _stop(server, reader)
         time.sleep(0.2)
-    else:
-        server, reader = _spawn(args, startup_timeout)
     try:
         if not server.http_port:
             raise RuntimeError(f"server did not start:\n{server.output()}")
