@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
+from aiohttp.connector import Connection
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -149,6 +150,7 @@ def new_session(max_connections: int, ssl_context: ssl.SSLContext | bool) -> aio
         # An answer compressed anyway is decoded within the size limit, not by aiohttp
         # (which would inflate it whole: a small body can expand to gigabytes).
         auto_decompress=False,
+        response_class=_Response,
     )
 
 
@@ -235,6 +237,24 @@ def _out_of_descriptors(exc: BaseException | None) -> bool:
 # cheapest way to send them (the transport buffers what the socket cannot take yet); under
 # ``-W error`` the warning would fail every such request.
 _LARGE_BODY = 1 << 20
+
+
+class _Response(aiohttp.ClientResponse):
+    """An upstream's answer whose connection is not pooled again after a server error.
+
+    A server may close the connection a moment after such an answer although the answer said
+    nothing of it (uvicorn does, after an exception in the app that starlette answered with
+    a 500): a request sent on it meanwhile would be reset."""
+
+    async def start(self, connection: Connection) -> aiohttp.ClientResponse:
+        protocol = connection.protocol
+        await super().start(connection)
+        if self.status >= 500 and protocol is not None:
+            if self.connection is None:  # the whole answer came at once: already pooled
+                protocol.close()
+            else:
+                protocol.force_close()  # closed once read
+        return self
 
 
 def body_payload(body: bytes) -> bytes | aiohttp.BytesPayload:

@@ -118,6 +118,18 @@ def peered(
 
 
 SEEN = "x" + SUFFIX
+TAIL_LINES = 40
+
+
+def logs_of(peered: Peered, hop: str) -> str:
+    """The last lines the peer and the `hop` gateway wrote: what a failure is read against
+    (the peer's own account of a connection it dropped, say)."""
+    peer_lines = peered.peer.process.output().splitlines()[-TAIL_LINES:]
+    gateway_lines = [line.rstrip("\n") for line in peered.gateways[hop].lines[-TAIL_LINES:]]
+    return "\n".join(
+        [f"--- {peered.peer.name}, last lines ---", *peer_lines,
+         f"--- gateway ({hop}), last lines ---", *gateway_lines]
+    )  # fmt: skip
 
 
 def round_trip(
@@ -172,8 +184,9 @@ def test_round_trip(peered: Peered, hop: str, client: str, case: str) -> None:
     limit = peer_limit(peered.peer.name, hop, client, case)
     try:
         got, report = round_trip(client, peered.gateways[hop], datatype, sent)
-    except InferenceServerException:
+    except InferenceServerException as exc:
         if limit is None:
+            exc.add_note(logs_of(peered, hop))
             raise
         return  # refused, as the peer's limit says: the client knows, nothing was changed
     # What reached the peer, as the peer decoded it: the values sent, no other.
