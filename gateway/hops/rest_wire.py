@@ -240,16 +240,18 @@ _LARGE_BODY = 1 << 20
 
 
 class _Response(aiohttp.ClientResponse):
-    """An upstream's answer whose connection is not pooled again after a server error.
+    """An upstream's answer whose connection is not pooled again after a 500.
 
-    A server may close the connection a moment after such an answer although the answer said
-    nothing of it (uvicorn does, after an exception in the app that starlette answered with
-    a 500): a request sent on it meanwhile would be reset."""
+    A 500 is what an unexpected error in the upstream becomes, and the server may close the
+    connection a moment after it although the answer said nothing of it (uvicorn does, after
+    an exception that starlette answered): a request sent on it meanwhile would be reset.
+    502-504 are kept: an overloaded or proxied upstream's deliberate answers, where a new
+    connection per retry would only add to its load."""
 
     async def start(self, connection: Connection) -> aiohttp.ClientResponse:
         protocol = connection.protocol
         await super().start(connection)
-        if self.status >= 500 and protocol is not None:
+        if self.status == 500 and protocol is not None:
             if self.connection is None:  # the whole answer came at once: already pooled
                 protocol.close()
             else:

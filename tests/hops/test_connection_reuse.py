@@ -1,4 +1,4 @@
-"""Which upstream connections `RestHop` pools again: not one that carried a server error.
+"""Which upstream connections `RestHop` pools again: not one that carried a 500.
 
 The upstream here is a socket that answers as uvicorn does after an exception in the app:
 a complete 500 that does not say ``Connection: close``, then, a moment later, the connection
@@ -86,7 +86,7 @@ async def upstream(request: pytest.FixtureRequest) -> AsyncIterator[tuple[FailsT
         yield server, address
 
 
-async def test_a_connection_that_carried_a_server_error_is_not_used_again(
+async def test_a_connection_that_carried_a_500_is_not_used_again(
     upstream: tuple[FailsThenCloses, str],
 ) -> None:
     server, address = upstream
@@ -100,3 +100,34 @@ async def test_a_connection_that_carried_a_server_error_is_not_used_again(
             answer = await hop.infer({"instances": [1]}, {})
             assert answer == {"predictions": [1]}
     assert server.connections == ROUNDS + 1
+
+
+async def test_a_connection_that_carried_a_503_is_used_again() -> None:
+    # An overloaded upstream's 503 is deliberate: the next call (a retry, say) goes on the
+    # same connection, not on a new one the upstream would have to accept.
+    connections = 0
+    answers = [_answer("503 Service Unavailable", b'{"error": "busy"}')]
+
+    async def busy_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                await _request(reader)
+                writer.write(
+                    answers.pop() if answers else _answer("200 OK", b'{"predictions": [1]}')
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async with serve_socket(busy_once) as address:
+        settings = HopSettings(role="predictor", host=address, protocol="v1", model_name="m")
+        async with shaped(RestHop(settings)) as hop:
+            with pytest.raises(UpstreamStatusError) as busy:
+                await hop.infer({"instances": [1]}, {})
+            assert busy.value.status == 503
+            assert await hop.infer({"instances": [1]}, {}) == {"predictions": [1]}
+    assert connections == 1
