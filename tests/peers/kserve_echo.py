@@ -5,7 +5,7 @@ own virtual environment, made by `bench/venvs.py`), never ours:
 
 Each input is decoded with KServe's `as_numpy` and sent back with its `set_data_from_numpy`
 (binary when the client asked for binary), and beside it ``<name>.seen``: the values KServe
-decoded (`tests.peers.seen`).
+decoded (`tests.peers.seen`). An input named `RAISE` makes it raise instead.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from kserve import InferOutput, InferRequest, InferResponse, model_server  # typ
 from kserve.protocol.grpc import server as grpc_server  # type: ignore[import-not-found, unused-ignore]
 from kserve.protocol.rest import server as rest_server  # type: ignore[import-not-found, unused-ignore]
 
-from tests.peers.seen import SUFFIX, seen
+from tests.peers.seen import RAISE, SUFFIX, seen
 
 LOOPBACK = "127.0.0.1"
 
@@ -33,6 +33,8 @@ class Echo(kserve.Model):  # type: ignore[misc]
 
     async def predict(self, payload: Any, headers: Any = None, response_headers: Any = None) -> Any:
         assert isinstance(payload, InferRequest), type(payload)
+        if any(tensor.name == RAISE for tensor in payload.inputs):
+            raise RuntimeError("asked to raise")
         binary = payload.use_binary_outputs
         outputs = []
         for tensor in payload.inputs:

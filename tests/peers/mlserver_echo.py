@@ -1,6 +1,7 @@
 """An identity model for MLServer: every input comes back as an output of the same name,
 shape, datatype and data, as MLServer decoded it (its own codecs, not ours), and beside it
-``<name>.seen``: the values it decoded (`tests.peers.seen`)."""
+``<name>.seen``: the values it decoded (`tests.peers.seen`). An input named `RAISE` makes it
+raise instead."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
 
-from tests.peers.seen import SUFFIX, seen
+from tests.peers.seen import RAISE, SUFFIX, seen
 
 
 class Echo(MLModel):  # type: ignore[misc]
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        if any(tensor.name == RAISE for tensor in payload.inputs):
+            raise RuntimeError("asked to raise")
         outputs = []
         for tensor in payload.inputs:
             report = seen(tensor.shape, _values(tensor))

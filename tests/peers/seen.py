@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 SUFFIX = ".seen"
+# An input of this name makes the peers' identity models raise (an unexpected error).
+RAISE = "raise"
 
 
 def seen(shape: Sequence[int], values: Iterable[object]) -> bytes:
