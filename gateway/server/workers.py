@@ -150,11 +150,15 @@ class _Supervisor:
                 else:
                     self.start(slot)
             # The dead are found before the wait, not only after it: one that died before
-            # this iteration would otherwise be left out of it and never be replaced.
+            # this iteration would otherwise be left out of it and never be replaced. Each is
+            # asked once: `is_alive` reaps a worker that has exited, and a dying worker's
+            # sentinel wakes the wait a moment before it can be reaped, so a second answer
+            # could differ from the first and the worker be lost to both.
+            alive = {slot: process.is_alive() for slot, process in self.processes.items()}
             for slot, process in self.processes.items():
-                if not (process.is_alive() or slot in due or slot in ended):
+                if not (alive[slot] or slot in due or slot in ended):
                     self._reap(slot, process, due, ended)
-            running = [p for p in self.processes.values() if p.is_alive()]
+            running = [self.processes[slot] for slot, living in alive.items() if living]
             if not running and not due:
                 return
             timeout = max(0.0, min(due.values()) - time.monotonic()) if due else None

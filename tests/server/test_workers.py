@@ -5,9 +5,17 @@ of its own, so the test process's threads are never forked."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.server import workers
 
 SCRIPT = """
 import json, os, sys
@@ -52,3 +60,55 @@ def test_a_failed_worker_fails_the_run(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert b"workers failed: gateway-worker-0, gateway-worker-1, gateway-worker-2" in result.stderr
+
+
+class Worker:
+    """A worker process as `_Supervisor.watch` sees one: `alive` is what `is_alive` answers,
+    call after call (then False: exited with `exitcode`); its sentinel is readable from the
+    start, as a dying process's is once the kernel has closed its descriptors."""
+
+    name = "gateway-worker-0"
+    pid = 0
+
+    def __init__(self, alive: list[bool], exitcode: int) -> None:
+        read, write = os.pipe()
+        os.close(write)
+        self.sentinel = read
+        self.exitcode: int | None = None
+        self._alive = alive
+        self._exitcode = exitcode
+
+    def is_alive(self) -> bool:
+        alive = self._alive.pop(0) if self._alive else False
+        if not alive:
+            self.exitcode = self._exitcode
+        return alive
+
+    def join(self) -> None:
+        os.close(self.sentinel)
+
+
+class Supervisor(workers._Supervisor):
+    """Starts stand-ins that end at once (cleanly), recording the slots it starts."""
+
+    started: list[int]
+
+    def start(self, slot: int) -> None:
+        self.started.append(slot)
+        self.processes[slot] = Worker([], 0)  # type: ignore[assignment]
+
+
+def test_a_worker_reaped_between_two_looks_is_still_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Killed while the supervisor looked: alive at its first look, already reaped by the next.
+    monkeypatch.setattr(workers, "_FIRST_DELAY", 0.01)
+    with socket.socket() as rest_socket:
+        serving: Any = [1]
+        shared = workers.Shared(rest_socket, 0, "", serving, 0)
+        supervisor = Supervisor(None, lambda shared: None, shared)
+        supervisor.started = []
+        supervisor.processes[0] = Worker([True], -signal.SIGKILL)  # type: ignore[assignment]
+        supervisor.watch()
+    assert supervisor.started == [0]
+    assert serving == [0]  # not serving until the replacement says so
