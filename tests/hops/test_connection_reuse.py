@@ -2,8 +2,9 @@
 
 The upstream here is a socket that answers as uvicorn does after an exception in the app:
 a complete 500 that does not say ``Connection: close``, then, a moment later, the connection
-aborted with whatever was sent on it meanwhile unread (MLServer showed it: the next request
-reused the connection and got a reset, a 502 for a request nothing was wrong with).
+aborted with whatever was sent on it meanwhile unread (KServe and MLServer do it when a model
+raises: the next request reused the connection and got a reset, a 502 for a request nothing
+was wrong with).
 """
 
 from __future__ import annotations
@@ -62,11 +63,11 @@ class FailsThenCloses:
                     continue
                 failed = _answer("500 Internal Server Error", b'{"error": "it broke"}')
                 if self.split:
-                    head, body = failed.split(b"\r\n\r\n")
+                    head, tail = failed.split(b"\r\n\r\n")
                     writer.write(head + b"\r\n\r\n")
                     await writer.drain()
                     await asyncio.sleep(0.05)
-                    failed = body
+                    failed = tail
                 writer.write(failed)
                 await writer.drain()
                 with suppress(asyncio.TimeoutError):
