@@ -44,12 +44,23 @@ def shaped(hop: RestHop | GrpcHop) -> Shaping:
     return Shaping(hop, hop.settings.model_name)
 
 
+# Every port `free_port` handed out in this process: the kernel may hand a port it has just
+# released out again, and two servers of one test (a compose stack has a dozen ports) must
+# not be given the same one.
+_HANDED_OUT: set[int] = set()
+_DRAWS = 100
+
+
 def free_port() -> int:
-    """A port nothing listens on (at the time of asking)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port nothing listens on (at the time of asking), and not handed out before."""
+    for _ in range(_DRAWS):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError(f"no port in {_DRAWS} draws that was not handed out before")
 
 
 def dataplane(models: list[Model]) -> DataPlane:
